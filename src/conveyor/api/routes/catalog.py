@@ -1,0 +1,49 @@
+"""``/api/v2/pipelines/`` and ``/api/v2/projects/``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from conveyor.api.deps import BaseUrlDep, PrincipalDep, StoreDep
+from conveyor.api.schemas.native import PipelineOut, ProjectOut, present_pipeline
+from conveyor.clock import isoformat
+from conveyor.errors import NotFound
+from conveyor.pipelines import registry
+from conveyor.store.auth import Principal
+
+router = APIRouter(prefix="/api/v2", tags=["catalog"])
+
+
+@router.get("/pipelines/", response_model=list[PipelineOut],
+            summary="Pipelines (models) installed on this server, every known version")
+def list_pipelines(store: StoreDep, _: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+    installed = registry.available()
+    return JSONResponse([present_pipeline(r, base) for r in store.pipelines.all() if r["slug"] in installed])
+
+
+@router.get("/pipelines/{pipeline_id}/", response_model=PipelineOut, summary="One pipeline version")
+def get_pipeline(pipeline_id: int, store: StoreDep, _: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+    return JSONResponse(present_pipeline(store.pipelines.by_id(pipeline_id), base))
+
+
+def _projects(store: StoreDep, principal: Principal, base: str) -> list[dict[str, object]]:
+    visible = frozenset({principal.project_id}) if principal.project_id is not None else None
+    return [
+        {"id": r["id"], "details": f"{base}/api/v2/projects/{r['id']}/", "slug": r["slug"], "name": r["name"],
+         "description": r["description"], "created_at": isoformat(r["created_at"]), "user_permissions": []}
+        for r in store.auth.projects(principal.account_id, visible)
+    ]
+
+
+@router.get("/projects/", response_model=list[ProjectOut], summary="Projects this key can see")
+def list_projects(store: StoreDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+    return JSONResponse(_projects(store, principal, base))
+
+
+@router.get("/projects/{project_id}/", response_model=ProjectOut, summary="One project")
+def get_project(project_id: int, store: StoreDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+    for project in _projects(store, principal, base):
+        if project["id"] == project_id:
+            return JSONResponse(project)
+    raise NotFound(f"Project {project_id} not found.")

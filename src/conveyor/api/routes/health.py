@@ -1,0 +1,44 @@
+"""Liveness, readiness and the local worker pool's state."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from conveyor.api.deps import PrincipalDep, StoreDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/livez", summary="The process is up (no auth)")
+def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Database reachable and workers alive (no auth)")
+def readyz(request: Request, store: StoreDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        with store.db.read() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # reported, not raised: this endpoint exists to say what is wrong
+        checks["database"] = f"error: {exc.__class__.__name__}"
+    pool = getattr(request.app.state, "pool", None)
+    if pool is not None:
+        alive = sum(1 for w in pool.status() if w["alive"])
+        checks["workers"] = f"{alive}/{len(pool.slots)} alive"
+        workers_ok = alive == len(pool.slots)
+    else:
+        checks["workers"] = "none in this process"
+        workers_ok = True
+    ready = checks["database"] == "ok" and workers_ok
+    return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/api/v2/workers/", summary="Local worker processes: pid, liveness, restarts")
+def workers(request: Request, _: PrincipalDep) -> JSONResponse:
+    pool = getattr(request.app.state, "pool", None)
+    return JSONResponse(pool.status() if pool is not None else [])

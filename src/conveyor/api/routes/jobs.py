@@ -1,0 +1,283 @@
+"""``/api/v2/jobs/``: thin routes over the job service."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from conveyor.api.deps import BaseUrlDep, JobsDep, PrincipalDep, SettingsDep
+from conveyor.api.schemas.native import (
+    EventOut,
+    ItemPage,
+    JobCreate,
+    JobOut,
+    JobPage,
+    LogPage,
+    format_log,
+    present_item,
+    present_job,
+)
+from conveyor.clock import isoformat
+from conveyor.domain.status import resolve_status_filter
+from conveyor.errors import InvalidInput
+from conveyor.services.jobs import JobService
+from conveyor.store.auth import Principal
+from conveyor.store.history import HistoryQuery
+
+router = APIRouter(prefix="/api/v2/jobs", tags=["jobs"])
+ITEM_STATUSES = {"PENDING", "SUCCESS", "FAILURE", "CANCELED"}
+
+
+def _permissions(principal: Principal) -> list[str]:
+    return ["view", "run", "cancel", "retry", "delete"] if principal.can_write else ["view"]
+
+
+def _job_response(jobs: JobService, principal: Principal, job_id: int, base: str, status_code: int = 200
+                  ) -> JSONResponse:
+    row = jobs.get(principal, job_id)
+    logs = list(reversed(jobs.store.jobs.recent_logs(job_id, jobs.settings.job_log_lines_in_detail)))
+    body = present_job(row, base, logs=logs, permissions=_permissions(principal))
+    return JSONResponse(body, status_code=status_code)
+
+
+def _page_link(request: Request, **changes: Any) -> str:
+    params = dict(request.query_params)
+    for key, value in changes.items():
+        if value is None:
+            params.pop(key, None)
+        else:
+            params[key] = str(value)
+    return str(request.url.replace_query_params(**params))
+
+
+@router.get("/", response_model=JobPage, summary="Job history: filter, order and page through jobs")
+def list_jobs(
+    request: Request,
+    jobs: JobsDep,
+    principal: PrincipalDep,
+    base: BaseUrlDep,
+    settings: SettingsDep,
+    status: Annotated[str | None, Query(description="A canonical state (SUCCESS, …) or a group: all, pending "
+                                                    "(not finished), terminated (finished), timedout. "
+                                                    "Comma-separate several.")] = None,
+    pipeline: Annotated[str | None, Query(description="Pipeline slug or id.")] = None,
+    project: Annotated[int | None, Query(description="Project id.")] = None,
+    job_type_key: Annotated[str | None, Query(description="`ml` or `data_export`.")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    updated_after: datetime | None = None,
+    updated_before: datetime | None = None,
+    search: Annotated[str | None, Query(max_length=200, description="Substring of the job name.")] = None,
+    submitted_by: Annotated[str | None, Query(description="Public prefix of the submitting API key.")] = None,
+    ordering: Annotated[str, Query(description="created_at, updated_at, status, duration, name or id; "
+                                               "prefix `-` for descending.")] = "-created_at",
+    limit: Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")] = None,
+    offset: Annotated[int | None, Query(ge=0, description="Offset paging (slow deep down; prefer `cursor`).")] = None,
+    cursor: Annotated[str | None, Query(description="Opaque keyset cursor from `next`/`previous`.")] = None,
+) -> JSONResponse:
+    size = min(limit or settings.default_page_size, settings.max_page_size)
+    query = HistoryQuery(
+        statuses=resolve_status_filter(status) if status else None,
+        pipeline=pipeline,
+        project_id=project,
+        job_type=job_type_key,
+        created_after=_aware(created_after),
+        created_before=_aware(created_before),
+        updated_after=_aware(updated_after),
+        updated_before=_aware(updated_before),
+        search=search,
+        submitted_by=submitted_by,
+        ordering=ordering,
+        limit=size,
+        offset=offset,
+        cursor=cursor,
+    )
+    page = jobs.history(principal, query)
+    permissions = _permissions(principal)
+    if page.next_offset is not None or page.previous_offset is not None or offset is not None:
+        next_link = _page_link(request, offset=page.next_offset, limit=size) if page.next_offset is not None else None
+        prev_link = (_page_link(request, offset=page.previous_offset, limit=size)
+                     if page.previous_offset is not None else None)
+    else:
+        next_link = _page_link(request, cursor=page.next_cursor, limit=size) if page.next_cursor else None
+        prev_link = _page_link(request, cursor=page.previous_cursor, limit=size) if page.previous_cursor else None
+    return JSONResponse({
+        "count": page.count,
+        "next": next_link,
+        "previous": prev_link,
+        "results": [present_job(row, base, permissions=permissions) for row in page.rows],
+    })
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC)
+
+
+@router.post("/", status_code=201, response_model=JobOut, summary="Submit a job",
+             description="Creates the job and all its items in one transaction. With `start_now=true` it is "
+                         "queued at once; otherwise it stays CREATED until `POST /api/v2/jobs/{id}/run/`.")
+def create_job(
+    body: JobCreate,
+    jobs: JobsDep,
+    principal: PrincipalDep,
+    base: BaseUrlDep,
+    start_now: Annotated[bool, Query(description="Queue the job immediately.")] = False,
+) -> JSONResponse:
+    job_id = jobs.submit(principal, body.to_request(), start_now=start_now)
+    return _job_response(jobs, principal, job_id, base, status_code=201)
+
+
+@router.get("/{job_id}/", response_model=JobOut, summary="One job with progress, counters and recent logs")
+def get_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+    return _job_response(jobs, principal, job_id, base)
+
+
+@router.delete("/{job_id}/", status_code=204, summary="Delete a finished (or never run) job with its items and logs")
+def delete_job(job_id: int, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    jobs.delete(principal, job_id)
+    return Response(status_code=204)
+
+
+@router.post("/{job_id}/run/", response_model=JobOut, summary="Queue a CREATED job")
+def run_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+    jobs.run(principal, job_id)
+    return _job_response(jobs, principal, job_id, base)
+
+
+@router.post("/{job_id}/cancel/", response_model=JobOut,
+             summary="Cancel: CANCELING until running workers stop (within ~2 s), then REVOKED")
+def cancel_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+    jobs.cancel(principal, job_id)
+    return _job_response(jobs, principal, job_id, base)
+
+
+@router.post("/{job_id}/retry/", response_model=JobOut, summary="Re-run only the failed items of a finished job")
+def retry_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+    jobs.retry(principal, job_id)
+    return _job_response(jobs, principal, job_id, base)
+
+
+def _item_statuses(status: str | None) -> list[str] | None:
+    if not status:
+        return None
+    wanted = [s.strip().upper() for s in status.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in ITEM_STATUSES]
+    if unknown:
+        raise InvalidInput(f"Unknown item status {unknown[0]!r}; use {', '.join(sorted(ITEM_STATUSES))}.")
+    return wanted
+
+
+@router.get("/{job_id}/items/", response_model=ItemPage, summary="The job's items with status, result and error")
+def list_items(
+    request: Request,
+    job_id: int,
+    jobs: JobsDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    status: Annotated[str | None, Query(description="PENDING, SUCCESS, FAILURE or CANCELED (comma-separated).")
+                      ] = None,
+    after: Annotated[int, Query(ge=-1, description="Return items with `seq` greater than this.")] = -1,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+) -> JSONResponse:
+    size = min(limit or settings.default_page_size, settings.max_page_size)
+    count, rows = jobs.items(principal, job_id, statuses=_item_statuses(status), after_seq=after, limit=size)
+    next_link = _page_link(request, after=rows[-1]["seq"], limit=size) if len(rows) == size else None
+    return JSONResponse({"count": count, "next": next_link, "previous": None,
+                         "results": [present_item(r) for r in rows]})
+
+
+@router.get("/{job_id}/logs/", response_model=LogPage, summary="The job's log, oldest first, paginated",
+            description="Follow a running job by passing the returned `last_id` as `after`.")
+def list_logs(
+    request: Request,
+    job_id: int,
+    jobs: JobsDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    after: Annotated[int, Query(ge=0, description="Only lines with an id greater than this.")] = 0,
+    level: Annotated[str | None, Query(description="Minimum level: DEBUG, INFO, WARNING, ERROR.")] = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+) -> JSONResponse:
+    size = min(limit or settings.default_page_size, settings.max_page_size)
+    rows = jobs.logs(principal, job_id, after=after, level=level, limit=size)
+    last_id = rows[-1]["id"] if rows else after
+    return JSONResponse({
+        "next": _page_link(request, after=last_id, limit=size) if len(rows) == size else None,
+        "last_id": last_id,
+        "results": [{"id": r["id"], "created_at": isoformat(r["created_at"]), "level": r["level"],
+                     "message": r["message"], "line": format_log(r)} for r in rows],
+    })
+
+
+@router.get("/{job_id}/transitions/", response_model=list[EventOut],
+            summary="Every status change of the job with its time and cause (audit trail)")
+def list_transitions(job_id: int, jobs: JobsDep, principal: PrincipalDep) -> JSONResponse:
+    rows = jobs.events(principal, job_id)
+    return JSONResponse([{"id": r["id"], "created_at": isoformat(r["created_at"]), "from_status": r["from_status"],
+                          "to_status": r["to_status"], "cause": r["cause"]} for r in rows])
+
+
+@router.get("/{job_id}/results/", summary="Export every finished item's result as JSON, JSON Lines or CSV",
+            response_class=StreamingResponse)
+def export_results(
+    job_id: int,
+    jobs: JobsDep,
+    principal: PrincipalDep,
+    format: Literal["json", "jsonl", "csv"] = "json",  # noqa: A002 - the public query parameter name
+) -> StreamingResponse:
+    jobs.get(principal, job_id)  # 404 before streaming starts
+
+    def rows() -> Iterator[dict[str, Any]]:
+        after = -1
+        while True:
+            _, page = jobs.items(principal, job_id, statuses=["SUCCESS", "FAILURE"], after_seq=after, limit=1000)
+            if not page:
+                return
+            for row in page:
+                yield {"seq": row["seq"], "name": row["name"], "status": row["status"],
+                       "result": row["result"], "error": row["error"], "duration_ms": row["duration_ms"]}
+            after = page[-1]["seq"]
+
+    if format == "jsonl":
+        body: Iterator[str] = (json.dumps(r) + "\n" for r in rows())
+        media = "application/x-ndjson"
+    elif format == "csv":
+        body = _csv(rows())
+        media = "text/csv"
+    else:
+        body = _json_array(rows())
+        media = "application/json"
+    headers = {"Content-Disposition": f'attachment; filename="job-{job_id}-results.{format}"'}
+    return StreamingResponse(body, media_type=media, headers=headers)
+
+
+def _json_array(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    yield "["
+    for index, row in enumerate(rows):
+        yield ("," if index else "") + json.dumps(row)
+    yield "]"
+
+
+def _csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    fields = ["seq", "name", "status", "result", "error", "duration_ms"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "result": json.dumps(row["result"]) if row["result"] is not None else ""})
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

@@ -1,0 +1,375 @@
+"""Native ``/api/v2`` schemas (Antenna's snake_case job instance plus Modzy's counters and timings)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import RowMapping
+
+from conveyor.clock import isoformat
+from conveyor.domain.stages import StageDef, derive_stages, overall_progress
+from conveyor.domain.status import JobStatus
+from conveyor.services.jobs import InputSpec, JobRequest
+
+JOB_TYPES = {"ml": "ML pipeline", "data_export": "Data export"}
+
+
+# --------------------------------------------------------------------------- requests
+class InputIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=500, description="Item name; default `input-<n>`.")
+    kind: Literal["text", "base64"] = Field(description="`text` (UTF-8) or `base64` (raw or a `data:` URI).")
+    data: str = Field(description="The text, or the base64-encoded bytes.")
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=500)
+    project_id: int | None = Field(default=None, description="Project; default: the key's project or `default`.")
+    pipeline: str | None = Field(default=None, description="Pipeline slug, e.g. `digits`.")
+    pipeline_id: int | None = Field(default=None, description="Pipeline id (a specific version).")
+    inputs: list[InputIn] = Field(default_factory=list)
+    delay: float = Field(default=0, ge=0, le=86400, description="Seconds of fake work in a `delay` stage (test jobs).")
+    timeout: int | None = Field(default=None, ge=1, le=30 * 86400 * 1000,
+                                description="Milliseconds after queueing before the job becomes TIMEDOUT.")
+    explain: bool = False
+    max_failed_ratio: float | None = Field(default=None, ge=0, le=1,
+                                           description="Share of items that may fail; past it the job stops early "
+                                                       "with FAILURE. Default 0.5.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Pipeline options, e.g. `batch_size`.")
+    limit: int | None = Field(default=None, ge=1, description="Process only the first `limit` inputs.")
+    shuffle: bool = Field(default=False, description="Process inputs in random order.")
+
+    def to_request(self) -> JobRequest:
+        return JobRequest(
+            name=self.name,
+            inputs=[InputSpec(kind=i.kind, data=i.data, name=i.name) for i in self.inputs],
+            pipeline=self.pipeline,
+            pipeline_id=self.pipeline_id,
+            project_id=self.project_id,
+            delay=self.delay,
+            timeout_ms=self.timeout,
+            explain=self.explain,
+            max_failed_ratio=self.max_failed_ratio,
+            config=self.config,
+            limit=self.limit,
+            shuffle=self.shuffle,
+        )
+
+
+# --------------------------------------------------------------------------- responses
+class Ref(BaseModel):
+    id: int
+    name: str
+    details: str
+    user_permissions: list[str] = []
+
+
+class PipelineRef(BaseModel):
+    id: int
+    details: str
+    name: str
+    slug: str
+    description: str
+    version: int
+    version_name: str
+    created_at: str | None
+    updated_at: str | None
+    user_permissions: list[str] = []
+
+
+class StageOut(BaseModel):
+    status: str
+    progress: float
+    key: str
+    name: str
+    params: list[dict[str, Any]]
+
+
+class Summary(BaseModel):
+    status: str
+    progress: float
+
+
+class Progress(BaseModel):
+    summary: Summary
+    stages: list[StageOut]
+    errors: list[str]
+    logs: list[str]
+
+
+class Logs(BaseModel):
+    stdout: list[str]
+    stderr: list[str]
+
+
+class JobType(BaseModel):
+    name: str
+    key: str
+
+
+class JobOut(BaseModel):
+    """A job: every key of Antenna's job instance, plus Modzy's counters and timings."""
+
+    id: int
+    job_identifier: str = Field(description="The job's UUID (Modzy's `jobIdentifier`).")
+    details: str
+    name: str
+    delay: float
+    limit: int | None
+    shuffle: bool
+    project: Ref
+    deployment: None
+    source_image_collection: None
+    source_image_single: None
+    pipeline: PipelineRef | None
+    status: JobStatus
+    created_at: str
+    updated_at: str
+    submitted_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    duration: str | None = Field(description="Seconds from start to finish, as text (Antenna).")
+    progress: Progress
+    logs: Logs
+    job_type: JobType
+    data_export: None
+    dispatch_mode: str
+    result: Any
+    user_permissions: list[str]
+    total: int
+    pending: int
+    completed: int
+    failed: int
+    canceled: int
+    queue_time_ms: int | None = Field(description="Submission to first work start, in ms.")
+    elapsed_time_ms: int | None = Field(description="Start to finish, in ms.")
+    timeout: int | None = Field(description="Timeout in ms; null means never.")
+    explain: bool
+    max_failed_ratio: float
+    config: dict[str, Any]
+    input_byte_amount: int
+    image_classification_model: bool
+    submitted_by: str | None = Field(description="Public prefix of the API key that submitted the job.")
+    account: str
+
+
+class Page(BaseModel):
+    count: int
+    next: str | None
+    previous: str | None
+
+
+class JobPage(Page):
+    results: list[JobOut]
+
+
+class ItemOut(BaseModel):
+    id: int
+    seq: int
+    name: str
+    kind: str
+    byte_size: int
+    status: str
+    attempts: int
+    started_at: str | None
+    finished_at: str | None
+    duration_ms: int | None
+    result: Any
+    error: str | None
+
+
+class ItemPage(Page):
+    results: list[ItemOut]
+
+
+class LogOut(BaseModel):
+    id: int
+    created_at: str
+    level: str
+    message: str
+
+
+class LogPage(BaseModel):
+    next: str | None
+    last_id: int = Field(description="Pass as `after` to follow the log.")
+    results: list[LogOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    created_at: str
+    from_status: str | None
+    to_status: str
+    cause: str
+
+
+class PipelineOut(BaseModel):
+    id: int
+    details: str
+    slug: str
+    name: str
+    description: str
+    version: int
+    version_name: str
+    input_kinds: list[str]
+    stages: list[dict[str, str]]
+    image_classification_model: bool
+    supports_explain: bool
+    batch_size: int
+    created_at: str
+    updated_at: str
+    user_permissions: list[str] = []
+
+
+class ProjectOut(BaseModel):
+    id: int
+    details: str
+    slug: str
+    name: str
+    description: str
+    created_at: str
+    user_permissions: list[str] = []
+
+
+class ActionOut(BaseModel):
+    id: int
+    status: JobStatus
+    job: JobOut
+
+
+# --------------------------------------------------------------------------- presenters
+def format_log(row: RowMapping) -> str:
+    stamp: datetime = row["created_at"]
+    return f"[{stamp.strftime('%Y-%m-%d %H:%M:%S')}] {row['level']} {row['message']}"
+
+
+def present_job(row: RowMapping, base: str, *, logs: list[RowMapping] | None = None,
+                permissions: list[str] | None = None) -> dict[str, Any]:
+    status = JobStatus(row["status"])
+    total, pending = row["total"], row["pending"]
+    stage_defs = [StageDef(s["key"], s["name"]) for s in (row["pipeline_stages"] or [])]
+    stages = derive_stages(
+        status=status,
+        pipeline_stages=stage_defs,
+        delay=row["delay"],
+        delay_progress=row["delay_progress"],
+        total=total,
+        done=total - pending,
+        params=row["stage_params"] or {},
+    )
+    lines = [format_log(r) for r in (logs or [])]
+    errors = [format_log(r) for r in (logs or []) if r["level"] == "ERROR"]
+    duration = None
+    if row["started_at"] is not None and row["finished_at"] is not None:
+        duration = f"{(row['finished_at'] - row['started_at']).total_seconds():.6f}"
+    pipeline = None
+    if row["pipeline_id"] is not None:
+        pipeline = {
+            "id": row["pipeline_id"],
+            "details": f"{base}/api/v2/pipelines/{row['pipeline_id']}/",
+            "name": row["pipeline_name"],
+            "slug": row["pipeline_slug"],
+            "description": row["pipeline_description"],
+            "version": row["pipeline_version"],
+            "version_name": row["pipeline_version_name"],
+            "created_at": isoformat(row["pipeline_created_at"]),
+            "updated_at": isoformat(row["pipeline_updated_at"]),
+            "user_permissions": [],
+        }
+    return {
+        "id": row["id"],
+        "job_identifier": row["uuid"],
+        "details": f"{base}/api/v2/jobs/{row['id']}/",
+        "name": row["name"],
+        "delay": row["delay"],
+        "limit": row["limit"],
+        "shuffle": row["shuffle"],
+        "project": {
+            "id": row["project_id"],
+            "name": row["project_name"],
+            "details": f"{base}/api/v2/projects/{row['project_id']}/",
+            "user_permissions": [],
+        },
+        "deployment": None,
+        "source_image_collection": None,
+        "source_image_single": None,
+        "pipeline": pipeline,
+        "status": status,
+        "created_at": isoformat(row["created_at"]),
+        "updated_at": isoformat(row["updated_at"]),
+        "submitted_at": isoformat(row["submitted_at"]),
+        "started_at": isoformat(row["started_at"]),
+        "finished_at": isoformat(row["finished_at"]),
+        "duration": duration,
+        "progress": {
+            "summary": {"status": status, "progress": overall_progress(stages)},
+            "stages": [
+                {"status": s.status, "progress": s.progress, "key": s.key, "name": s.name, "params": s.params}
+                for s in stages
+            ],
+            "errors": errors,
+            "logs": lines,
+        },
+        "logs": {"stdout": [line for line, r in zip(lines, logs or [], strict=True) if r["level"] != "ERROR"],
+                 "stderr": errors},
+        "job_type": {"name": JOB_TYPES.get(row["job_type"], row["job_type"]), "key": row["job_type"]},
+        "data_export": None,
+        "dispatch_mode": row["dispatch_mode"],
+        "result": row["result"],
+        "user_permissions": permissions or [],
+        "total": total,
+        "pending": pending,
+        "completed": row["completed"],
+        "failed": row["failed"],
+        "canceled": row["canceled"],
+        "queue_time_ms": row["queue_time_ms"],
+        "elapsed_time_ms": row["elapsed_time_ms"],
+        "timeout": row["timeout_ms"],
+        "explain": row["explain"],
+        "max_failed_ratio": row["max_failed_ratio"],
+        "config": row["config"] or {},
+        "input_byte_amount": row["input_byte_amount"],
+        "image_classification_model": bool(row["image_classification_model"]),
+        "submitted_by": row["submitted_by"],
+        "account": str(row["account_id"]),
+    }
+
+
+def present_item(row: RowMapping) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "seq": row["seq"],
+        "name": row["name"],
+        "kind": row["kind"],
+        "byte_size": row["byte_size"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "started_at": isoformat(row["started_at"]),
+        "finished_at": isoformat(row["finished_at"]),
+        "duration_ms": row["duration_ms"],
+        "result": row["result"],
+        "error": row["error"],
+    }
+
+
+def present_pipeline(row: RowMapping, base: str) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "details": f"{base}/api/v2/pipelines/{row['id']}/",
+        "slug": row["slug"],
+        "name": row["name"],
+        "description": row["description"],
+        "version": row["version"],
+        "version_name": row["version_name"],
+        "input_kinds": list(row["input_kinds"]),
+        "stages": list(row["stages"]),
+        "image_classification_model": row["image_classification_model"],
+        "supports_explain": row["supports_explain"],
+        "batch_size": row["batch_size"],
+        "created_at": isoformat(row["created_at"]),
+        "updated_at": isoformat(row["updated_at"]),
+        "user_permissions": [],
+    }

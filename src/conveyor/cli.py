@@ -1,0 +1,130 @@
+"""The ``conveyor`` command line: server and admin commands here, job commands in ``cli_jobs``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Annotated
+
+import typer
+
+from conveyor import __version__
+from conveyor.cli_jobs import register as register_job_commands
+from conveyor.settings import Settings
+
+app = typer.Typer(help="Conveyor: batch ML inference jobs. Server, workers, and a client for the API.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (only a hash of each secret is stored).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@app.command()
+def version() -> None:
+    """Print Conveyor's version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Local worker processes (0: API only).")] = 2,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the API and N local worker processes (embedded mode: SQLite in CONVEYOR_DATA_DIR by default).
+
+    Migrations are applied at start. SIGTERM or Ctrl-C stops cleanly: workers finish their
+    current batch, write it back, and re-queue what they had not started.
+    """
+    import uvicorn
+
+    from conveyor.api.app import create_app
+
+    os.environ.setdefault("CONVEYOR_LOG_LEVEL", log_level.upper())
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings()
+    uvicorn.run(create_app(settings, workers=workers), host=host, port=port, log_level=log_level,
+                timeout_graceful_shutdown=10)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from conveyor.store import migrate
+
+    settings = _settings()
+    if settings.database_url is None:
+        settings.ensure_data_dir()
+    migrate.upgrade(settings.resolved_database_url, revision)
+    typer.echo(f"database at {migrate.current(settings.resolved_database_url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's current revision."""
+    from conveyor.store import migrate
+
+    typer.echo(migrate.current(_settings().resolved_database_url) or "empty")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    project: Annotated[str | None, typer.Option(help="Bind the key to this project slug (created if new).")] = None,
+    role: Annotated[str, typer.Option(help="owner, member or viewer.")] = "owner",
+) -> None:
+    """Create an API key. The secret is printed once, alone on the last line of stdout."""
+    from conveyor.api.app import prepare
+    from conveyor.store import Store
+
+    store = Store(_settings())
+    try:
+        prepare(store)
+        account_id, _ = store.auth.ensure_defaults()
+        project_id = store.auth.ensure_project(account_id, project) if project else None
+        key = store.auth.create_key(account_id=account_id, name=name, role=role, project_id=project_id)
+    finally:
+        store.close()
+    typer.echo(f"Created key {key.prefix} ({role}{', project ' + project if project else ''}). "
+               "Store it now; it cannot be shown again:")
+    typer.echo(key.token)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys of the default account: prefix, name, role, created, last used, revoked."""
+    from conveyor.api.app import prepare
+    from conveyor.store import Store
+
+    store = Store(_settings())
+    try:
+        prepare(store)
+        account_id, _ = store.auth.ensure_defaults()
+        for row in store.auth.list_keys(account_id):
+            typer.echo(f"{row['prefix']}\t{row['name']}\t{row['role']}\t{row['created_at']:%Y-%m-%d %H:%M}\t"
+                       f"{'revoked' if row['revoked_at'] else 'active'}")
+    finally:
+        store.close()
+
+
+@keys_app.command("revoke")
+def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's public prefix.")]) -> None:
+    """Revoke a key by its prefix; requests with it get 401 from then on."""
+    from conveyor.store import Store
+
+    store = Store(_settings())
+    try:
+        account_id, _ = store.auth.ensure_defaults()
+        store.auth.revoke_key(account_id, prefix)
+    finally:
+        store.close()
+    typer.echo(f"revoked {prefix}")
+
+
+register_job_commands(app)

@@ -1,0 +1,1 @@
+"""How chunks reach workers: the Dispatcher contract and its local implementation."""

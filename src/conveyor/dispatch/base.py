@@ -1,0 +1,32 @@
+"""The dispatcher contract.
+
+The store is the source of truth for which chunks exist and who holds them; a dispatcher
+only tells workers that there is work (local: wake-up signals; Celery: one task per chunk).
+So a dispatcher may lose or duplicate a message without losing or double-counting items.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class Dispatcher(ABC):
+    #: Shown as the job's ``dispatch_mode``.
+    mode: str = "internal"
+
+    @abstractmethod
+    def enqueue(self, job_id: int, chunk_ids: list[int]) -> None:
+        """Chunks of ``job_id`` became QUEUED (after commit)."""
+
+    def revoke(self, job_id: int) -> None:  # noqa: B027 - default: workers notice the cancel flag
+        """The job was canceled or finished; queued messages for it may be dropped."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release connections."""
+
+
+class NullDispatcher(Dispatcher):
+    """For processes that only write (CLI, tests): workers find queued chunks by polling."""
+
+    def enqueue(self, job_id: int, chunk_ids: list[int]) -> None:
+        return None

@@ -1,0 +1,57 @@
+"""Every domain error, under one root. The API maps them to HTTP in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConveyorError(Exception):
+    """Root of Conveyor's domain errors. ``status_code`` is the HTTP status the API uses."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class InvalidInput(ConveyorError):
+    status_code = 400
+    code = "invalid_input"
+
+
+class Unauthenticated(ConveyorError):
+    status_code = 401
+    code = "unauthenticated"
+
+
+class Forbidden(ConveyorError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ConveyorError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ConveyorError):
+    """The action is not allowed in the object's current state."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class TooLarge(ConveyorError):
+    status_code = 413
+    code = "too_large"
+
+
+class UnknownPipeline(InvalidInput):
+    code = "unknown_pipeline"
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"

@@ -1,0 +1,1 @@
+"""Pipelines: the base class, the registry, and the shipped pipelines."""

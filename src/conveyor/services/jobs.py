@@ -1,0 +1,203 @@
+"""Job use cases shared by the API, the CLI (through the API) and tests: submit, run, cancel, retry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from conveyor.dispatch.base import Dispatcher
+from conveyor.domain.status import JobStatus
+from conveyor.errors import Forbidden, InvalidInput, NotFound, TooLarge
+from conveyor.inputs.inline import decode
+from conveyor.pipelines import registry
+from conveyor.settings import Settings
+from conveyor.store import Store
+from conveyor.store.auth import Principal
+from conveyor.store.history import HistoryPage, HistoryQuery
+from conveyor.store.jobs import Queued, Scope
+
+JOB_TYPE_ML = "ml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass
+class InputSpec:
+    kind: str
+    data: str
+    name: str | None = None
+
+
+@dataclass
+class JobRequest:
+    """A validated submission, whatever dialect it arrived in."""
+
+    name: str
+    inputs: list[InputSpec]
+    pipeline: str | None = None
+    pipeline_id: int | None = None
+    project_id: int | None = None
+    delay: float = 0.0
+    timeout_ms: int | None = None
+    explain: bool = False
+    max_failed_ratio: float | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    shuffle: bool = False
+
+
+def scope_of(principal: Principal) -> Scope:
+    projects = frozenset({principal.project_id}) if principal.project_id is not None else None
+    return Scope(principal.account_id, projects)
+
+
+class JobService:
+    def __init__(self, store: Store, dispatcher: Dispatcher, settings: Settings) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self._default_project_id: int | None = None
+
+    # ---------------------------------------------------------------- writes
+    def submit(self, principal: Principal, request: JobRequest, *, start_now: bool) -> int:
+        _require_write(principal)
+        pipeline_row = self._resolve_pipeline(request)
+        pipeline_cls = registry.get(pipeline_row["slug"])
+        config = pipeline_cls.validate_config(dict(request.config))
+        if request.explain and not pipeline_cls.supports_explain:
+            raise InvalidInput(f"Pipeline {pipeline_cls.slug!r} does not support explain.")
+        project_id = self._resolve_project(principal, request.project_id)
+        if not request.inputs and request.delay <= 0:
+            raise InvalidInput("A job needs at least one input (or a delay, for a test job).")
+        if len(request.inputs) > self.settings.max_inputs_per_job:
+            raise TooLarge(f"{len(request.inputs)} inputs is more than the cap of "
+                           f"{self.settings.max_inputs_per_job} per job.")
+        inputs = request.inputs[: request.limit] if request.limit is not None else request.inputs
+        rows: list[dict[str, Any]] = []
+        total_bytes = 0
+        kinds: dict[str, int] = {}
+        accepted = set(pipeline_cls.input_kinds)
+        for index, spec in enumerate(inputs):
+            if spec.kind not in accepted:
+                raise InvalidInput(
+                    f"Pipeline {pipeline_cls.slug!r} accepts inputs of kind {', '.join(sorted(accepted))}; "
+                    f"input {spec.name or index!r} is {spec.kind!r}."
+                )
+            decoded = decode(index, spec.name, spec.kind, spec.data, max_bytes=self.settings.max_input_bytes)
+            total_bytes += len(decoded.data)
+            if total_bytes > self.settings.max_job_bytes:
+                raise TooLarge(f"The job's inputs exceed the cap of {self.settings.max_job_bytes} bytes.")
+            kinds[decoded.kind] = kinds.get(decoded.kind, 0) + 1
+            rows.append({"seq": index, "name": decoded.name, "kind": decoded.kind, "byte_size": len(decoded.data),
+                         "data": decoded.data, "status": "PENDING", "attempts": 0})
+        if request.shuffle:
+            import random
+
+            order = list(range(len(rows)))
+            random.shuffle(order)
+            for seq, row in zip(order, rows, strict=True):
+                row["seq"] = seq
+            rows.sort(key=lambda r: r["seq"])
+        values = {
+            "name": request.name,
+            "account_id": principal.account_id,
+            "project_id": project_id,
+            "pipeline_id": pipeline_row["id"],
+            "job_type": JOB_TYPE_ML,
+            "dispatch_mode": self.dispatcher.mode,
+            "delay": request.delay,
+            "limit": request.limit,
+            "shuffle": request.shuffle,
+            "timeout_ms": request.timeout_ms,
+            "explain": request.explain,
+            "max_failed_ratio": (request.max_failed_ratio if request.max_failed_ratio is not None
+                                 else self.settings.default_max_failed_ratio),
+            "config": config,
+            "input_summary": {"kinds": kinds, "count": len(rows)},
+            "total": len(rows),
+            "pending": len(rows),
+            "input_byte_amount": total_bytes,
+            "submitted_by": principal.key_prefix,
+        }
+        job_id, queued = self.store.jobs.create(values, rows, start=start_now)
+        self._dispatch(queued)
+        return job_id
+
+    def run(self, principal: Principal, job_id: int) -> None:
+        _require_write(principal)
+        self._dispatch(self.store.jobs.run(scope_of(principal), job_id))
+
+    def cancel(self, principal: Principal, job_id: int) -> JobStatus:
+        _require_write(principal)
+        status = self.store.jobs.cancel(scope_of(principal), job_id)
+        self.dispatcher.revoke(job_id)
+        return status
+
+    def retry(self, principal: Principal, job_id: int) -> None:
+        _require_write(principal)
+        self._dispatch(self.store.jobs.retry(scope_of(principal), job_id))
+
+    def delete(self, principal: Principal, job_id: int) -> None:
+        _require_write(principal)
+        self.store.jobs.delete(scope_of(principal), job_id)
+
+    def _dispatch(self, queued: Queued | None) -> None:
+        if queued is not None and queued.chunk_ids:
+            self.dispatcher.enqueue(queued.job_id, queued.chunk_ids)
+
+    # ----------------------------------------------------------------- reads
+    def get(self, principal: Principal, job_id: int) -> RowMapping:
+        return self.store.jobs.get(scope_of(principal), job_id)
+
+    def history(self, principal: Principal, query: HistoryQuery) -> HistoryPage:
+        if query.project_id is not None and principal.project_id not in (None, query.project_id):
+            raise NotFound(f"Project {query.project_id} not found.")
+        return self.store.history.page(scope_of(principal), query)
+
+    def items(self, principal: Principal, job_id: int, *, statuses: Sequence[str] | None, after_seq: int,
+              limit: int) -> tuple[int, list[RowMapping]]:
+        return self.store.jobs.items(scope_of(principal), job_id, statuses=statuses, after_seq=after_seq,
+                                     limit=limit)
+
+    def logs(self, principal: Principal, job_id: int, *, after: int, level: str | None, limit: int
+             ) -> list[RowMapping]:
+        levels = None
+        if level:
+            name = level.upper()
+            if name not in LOG_LEVELS:
+                raise InvalidInput(f"Unknown log level {level!r}; use one of {', '.join(LOG_LEVELS)}.")
+            levels = LOG_LEVELS[LOG_LEVELS.index(name):]
+        return self.store.jobs.logs(scope_of(principal), job_id, after=after, levels=levels, limit=limit)
+
+    def events(self, principal: Principal, job_id: int) -> list[RowMapping]:
+        return self.store.jobs.events(scope_of(principal), job_id)
+
+    # --------------------------------------------------------------- helpers
+    def _resolve_pipeline(self, request: JobRequest) -> RowMapping:
+        if request.pipeline_id is not None:
+            return self.store.pipelines.by_id(request.pipeline_id)
+        if request.pipeline:
+            registry.get(request.pipeline)  # installed here? a clear 400 otherwise
+            return self.store.pipelines.latest(request.pipeline)
+        raise InvalidInput("Give the pipeline, as `pipeline` (slug) or `pipeline_id`.")
+
+    def _resolve_project(self, principal: Principal, project_id: int | None) -> int:
+        if project_id is None:
+            if principal.project_id is not None:
+                return principal.project_id
+            if self._default_project_id is None:
+                self._default_project_id = self.store.auth.ensure_defaults()[1]
+            return self._default_project_id
+        if principal.project_id not in (None, project_id):
+            raise NotFound(f"Project {project_id} not found.")
+        visible = {row["id"] for row in self.store.auth.projects(principal.account_id, None)}
+        if project_id not in visible:
+            raise NotFound(f"Project {project_id} not found.")
+        return project_id
+
+
+def _require_write(principal: Principal) -> None:
+    if not principal.can_write:
+        raise Forbidden("This API key is read-only (role viewer).")

@@ -1,0 +1,53 @@
+"""The sweeper: periodic upkeep that no single worker can be trusted to do.
+
+It re-queues chunks whose lease ran out (a worker was killed), times jobs out, and settles
+canceled jobs. Every step is a guarded compare-and-set, so several sweepers (one per API
+server) may run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from conveyor.dispatch.base import Dispatcher
+from conveyor.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    def __init__(self, store: Store, dispatcher: Dispatcher, *, period: float, cancel_grace: float) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.period = period
+        self.cancel_grace = cancel_grace
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sweep_once(self) -> dict[str, list[int]]:
+        requeued = self.store.chunks.reap_expired()
+        if requeued:
+            log.warning("re-queued %d chunk(s) whose lease expired", len(requeued))
+            self.dispatcher.enqueue(0, requeued)
+        timed_out = self.store.chunks.time_out_jobs()
+        for job_id in timed_out:
+            self.dispatcher.revoke(job_id)
+        revoked = self.store.chunks.settle_canceling(self.cancel_grace)
+        return {"requeued": requeued, "timed_out": timed_out, "revoked": revoked}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self.sweep_once()
+            except Exception:  # the sweeper must outlive a dropped connection; it retries next period
+                log.exception("sweep failed")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="conveyor-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,59 @@
+"""Typed settings, read once from the environment (prefix ``CONVEYOR_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./conveyor-data"), description="Where the SQLite file, models and blobs live.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in data_dir.")
+    broker_url: str | None = Field(default=None, description="Celery broker URL (distributed mode only).")
+
+    # Execution
+    chunk_size: int = Field(default=1000, ge=1, description="Most items in one chunk (the unit a worker claims).")
+    lease_seconds: float = Field(default=30.0, gt=0, description="A chunk whose lease is not renewed for this long is re-queued.")
+    heartbeat_seconds: float | None = Field(default=None, description="Lease renewal period; default lease/3 (at most 1 s).")
+    flush_seconds: float = Field(default=0.25, gt=0, description="Longest time a worker holds finished results before writing them.")
+    sweep_seconds: float = Field(default=0.25, gt=0, description="Period of the server's sweeper (lease expiry, timeouts, cancels).")
+    cancel_grace_seconds: float = Field(default=5.0, gt=0, description="A CANCELING job becomes REVOKED after this even if a worker is unresponsive.")
+    default_max_failed_ratio: float = Field(default=0.5, ge=0, le=1)
+
+    # Input caps (a request over any of them gets 413, nothing is stored)
+    max_inputs_per_job: int = Field(default=1_000_000, ge=1)
+    max_input_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_job_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    max_request_bytes: int = Field(default=768 * 1024 * 1024, ge=1)
+
+    # Serving
+    default_page_size: int = Field(default=50, ge=1)
+    max_page_size: int = Field(default=1000, ge=1)
+    job_log_lines_in_detail: int = Field(default=50, ge=0, description="Latest log lines embedded in a job's detail.")
+    public_url: str | None = Field(default=None, description="Base URL used in `details` links; default: from the request.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'conveyor.db').resolve()}"
+
+    @property
+    def resolved_heartbeat_seconds(self) -> float:
+        if self.heartbeat_seconds:
+            return self.heartbeat_seconds
+        return min(1.0, self.lease_seconds / 3)
+
+    def ensure_data_dir(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,32 @@
+"""Persistence: one SQLAlchemy Core store for SQLite and PostgreSQL, split into repositories."""
+
+from __future__ import annotations
+
+from conveyor.settings import Settings
+from conveyor.store.auth import AuthRepository
+from conveyor.store.chunks import ChunkRepository
+from conveyor.store.database import Database
+from conveyor.store.history import HistoryRepository
+from conveyor.store.jobs import JobRepository
+from conveyor.store.pipelines import PipelineRepository
+
+
+class Store:
+    """The repositories over one database."""
+
+    def __init__(self, settings: Settings, *, pool_size: int = 5) -> None:
+        if settings.database_url is None:
+            settings.ensure_data_dir()
+        self.settings = settings
+        self.db = Database(settings.resolved_database_url, pool_size=pool_size)
+        self.jobs = JobRepository(self.db, chunk_size=settings.chunk_size)
+        self.chunks = ChunkRepository(self.db)
+        self.auth = AuthRepository(self.db)
+        self.pipelines = PipelineRepository(self.db)
+        self.history = HistoryRepository(self.db)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+__all__ = ["Store"]

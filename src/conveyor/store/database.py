@@ -1,0 +1,34 @@
+"""The database handle shared by the repositories: engine, transactions, dialect facts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine
+
+from conveyor.store.engine import make_engine, read_tx, write_tx
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.engine: Engine = make_engine(url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with write_tx(self.engine) as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with read_tx(self.engine) as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()

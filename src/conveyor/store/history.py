@@ -1,0 +1,172 @@
+"""Job history: filters, ordering, and keyset (cursor) pagination that stays fast at scale."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, RowMapping, func, select, tuple_
+
+from conveyor.domain.status import JobStatus
+from conveyor.errors import InvalidInput
+from conveyor.store.database import Database
+from conveyor.store.jobs import JobRepository, Scope
+from conveyor.store.tables import jobs, pipelines
+
+ORDERINGS: dict[str, Any] = {
+    "created_at": jobs.c.created_at,
+    "updated_at": jobs.c.updated_at,
+    "status": jobs.c.status,
+    "duration": func.coalesce(jobs.c.elapsed_time_ms, -1),
+    "name": jobs.c.name,
+    "id": jobs.c.id,
+}
+DATETIME_ORDERINGS = {"created_at", "updated_at"}
+
+
+@dataclass
+class HistoryQuery:
+    statuses: frozenset[JobStatus] | None = None
+    pipeline: str | None = None  # slug or id
+    project_id: int | None = None
+    job_type: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    search: str | None = None
+    submitted_by: str | None = None
+    ordering: str = "-created_at"
+    limit: int = 50
+    offset: int | None = None
+    cursor: str | None = None
+    extra: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class HistoryPage:
+    count: int
+    rows: list[RowMapping]
+    next_cursor: str | None
+    previous_cursor: str | None
+    next_offset: int | None
+    previous_offset: int | None
+
+
+def _parse_ordering(value: str) -> tuple[str, bool]:
+    descending = value.startswith("-")
+    key = value.lstrip("-")
+    if key not in ORDERINGS:
+        raise InvalidInput(f"Cannot order by {key!r}; use one of {', '.join(ORDERINGS)} (prefix - for descending).")
+    return key, descending
+
+
+def encode_cursor(key: str, value: Any, row_id: int, backwards: bool) -> str:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = json.dumps({"k": key, "v": value, "i": row_id, "b": backwards}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, key: str) -> tuple[Any, int, bool]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if data["k"] != key:
+            raise ValueError("ordering changed")
+        value = data["v"]
+        if key in DATETIME_ORDERINGS and value is not None:
+            value = datetime.fromisoformat(value)
+        return value, int(data["i"]), bool(data["b"])
+    except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise InvalidInput("Invalid or stale cursor; start again from the first page.") from None
+
+
+class HistoryRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def filters(self, scope: Scope, q: HistoryQuery) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = [*scope.clauses(), *q.extra]
+        if q.statuses is not None and q.statuses != frozenset(JobStatus):
+            where.append(jobs.c.status.in_(sorted(s.value for s in q.statuses)))
+        if q.pipeline:
+            if q.pipeline.isdigit():
+                where.append(jobs.c.pipeline_id == int(q.pipeline))
+            else:
+                ids = select(pipelines.c.id).where(pipelines.c.slug == q.pipeline).scalar_subquery()
+                where.append(jobs.c.pipeline_id.in_(ids))
+        if q.project_id is not None:
+            where.append(jobs.c.project_id == q.project_id)
+        if q.job_type:
+            where.append(jobs.c.job_type == q.job_type)
+        if q.created_after:
+            where.append(jobs.c.created_at >= q.created_after)
+        if q.created_before:
+            where.append(jobs.c.created_at < q.created_before)
+        if q.updated_after:
+            where.append(jobs.c.updated_at >= q.updated_after)
+        if q.updated_before:
+            where.append(jobs.c.updated_at < q.updated_before)
+        if q.search:
+            escaped = q.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(jobs.c.name.ilike(f"%{escaped}%", escape="\\"))
+        if q.submitted_by:
+            where.append(jobs.c.submitted_by == q.submitted_by)
+        return where
+
+    def page(self, scope: Scope, q: HistoryQuery) -> HistoryPage:
+        key, descending = _parse_ordering(q.ordering)
+        column = ORDERINGS[key]
+        where = self.filters(scope, q)
+        with self.db.read() as conn:
+            count = conn.execute(select(func.count()).select_from(jobs).where(*where)).scalar_one()
+            if q.offset is not None and q.cursor is None:
+                rows = self._offset_page(conn, where, column, descending, q)
+                return HistoryPage(
+                    count, rows, None, None,
+                    q.offset + q.limit if q.offset + q.limit < count else None,
+                    max(0, q.offset - q.limit) if q.offset > 0 else None,
+                )
+            backwards = False
+            page_where = list(where)
+            if q.cursor:
+                value, last_id, backwards = decode_cursor(q.cursor, key)
+                # Forward in a descending order (or backward in an ascending one) means "smaller than".
+                smaller = descending != backwards
+                page_where.append(_keyset(column, value, last_id, smaller))
+            ascending_fetch = descending == backwards
+            order = [column.asc(), jobs.c.id.asc()] if ascending_fetch else [column.desc(), jobs.c.id.desc()]
+            rows = JobRepository.fetch_rows(conn, page_where, order, q.limit + 1)
+        more = len(rows) > q.limit
+        rows = rows[: q.limit]
+        if backwards:
+            rows.reverse()
+        has_next = more if not backwards else True
+        has_previous = (bool(q.cursor) and not backwards) or (backwards and more)
+        next_cursor = encode_cursor(key, _sort_value(rows[-1], key), rows[-1]["id"], False) if rows and has_next else None
+        prev_cursor = encode_cursor(key, _sort_value(rows[0], key), rows[0]["id"], True) if rows and has_previous else None
+        return HistoryPage(count, rows, next_cursor, prev_cursor, None, None)
+
+    @staticmethod
+    def _offset_page(conn: Any, where: list[Any], column: Any, descending: bool, q: HistoryQuery) -> list[RowMapping]:
+        order = [column.desc(), jobs.c.id.desc()] if descending else [column.asc(), jobs.c.id.asc()]
+        return JobRepository.fetch_rows(conn, where, order, q.limit, offset=q.offset or 0)
+
+
+def _sort_value(row: RowMapping, key: str) -> Any:
+    if key == "duration":
+        value = row["elapsed_time_ms"]
+        return -1 if value is None else value
+    return row[key]
+
+
+def _keyset(column: Any, value: Any, last_id: int, smaller: bool) -> ColumnElement[bool]:
+    # A row-value comparison, which both SQLite and PostgreSQL serve from the (column, id) index.
+    if smaller:
+        return tuple_(column, jobs.c.id) < tuple_(value, last_id)
+    return tuple_(column, jobs.c.id) > tuple_(value, last_id)

@@ -1,0 +1,304 @@
+"""Job repository: the domain verbs on jobs (create, run, cancel, retry, delete) and reads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, delete, func, insert, select, update
+
+from conveyor.clock import utcnow
+from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, ChunkStatus, ItemStatus, JobStatus
+from conveyor.errors import Conflict, NotFound
+from conveyor.store import lifecycle
+from conveyor.store.database import Database
+from conveyor.store.tables import chunks, items, job_events, job_logs, jobs, pipelines, projects
+
+ITEM_INSERT_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which jobs a caller may see: one account, optionally narrowed to some projects."""
+
+    account_id: int
+    project_ids: frozenset[int] | None = None
+
+    def clauses(self) -> list[Any]:
+        out: list[Any] = [jobs.c.account_id == self.account_id]
+        if self.project_ids is not None:
+            out.append(jobs.c.project_id.in_(sorted(self.project_ids)))
+        return out
+
+
+@dataclass(frozen=True)
+class Queued:
+    """Chunks made ready by an action; the caller hands them to the dispatcher after commit."""
+
+    job_id: int
+    chunk_ids: list[int]
+
+
+class JobRepository:
+    def __init__(self, db: Database, *, chunk_size: int) -> None:
+        self.db = db
+        self.chunk_size = chunk_size
+
+    # ----------------------------------------------------------------- writes
+    def create(
+        self,
+        values: dict[str, Any],
+        item_rows: Iterable[dict[str, Any]],
+        *,
+        start: bool,
+    ) -> tuple[int, Queued | None]:
+        """Insert the job and all its items in one transaction; optionally queue it at once."""
+        now = utcnow()
+        with self.db.write() as conn:
+            job_id = conn.execute(
+                insert(jobs)
+                .values(
+                    uuid=str(uuid.uuid4()),
+                    status=JobStatus.CREATED.value,
+                    created_at=now,
+                    updated_at=now,
+                    stage_params={},
+                    **values,
+                )
+                .returning(jobs.c.id)
+            ).scalar_one()
+            batch: list[dict[str, Any]] = []
+            for row in item_rows:
+                row["job_id"] = job_id
+                batch.append(row)
+                if len(batch) >= ITEM_INSERT_BATCH:
+                    conn.execute(insert(items), batch)
+                    batch = []
+            if batch:
+                conn.execute(insert(items), batch)
+            conn.execute(
+                insert(job_events).values(
+                    job_id=job_id, created_at=now, from_status=None, to_status="CREATED", cause="submitted"
+                )
+            )
+            lifecycle.add_log(conn, job_id, "INFO", f"Created job #{job_id} \"{values['name']}\"", now)
+            queued = self._run(conn, job_id, "start_now") if start else None
+        return job_id, queued
+
+    def run(self, scope: Scope, job_id: int) -> Queued:
+        with self.db.write() as conn:
+            self._require(conn, scope, job_id)
+            return self._run(conn, job_id, "run requested")
+
+    def _run(self, conn: Connection, job_id: int, cause: str) -> Queued:
+        job = conn.execute(select(jobs.c.total, jobs.c.delay, jobs.c.timeout_ms).where(jobs.c.id == job_id)).one()
+        now = utcnow()
+        deadline = now + timedelta(milliseconds=job.timeout_ms) if job.timeout_ms else None
+        moved = lifecycle.transition(
+            conn, job_id, JobStatus.PENDING, cause, now=now,
+            values={"submitted_at": now, "deadline_at": deadline, "pending": job.total},
+        )
+        if moved is None:
+            current = lifecycle.lock_job_status(conn, job_id)
+            raise Conflict(f"Job {job_id} is {current}; only a CREATED job can be run.", status=str(current))
+        lifecycle.add_log(conn, job_id, "INFO", f"Running job #{job_id} (PENDING)", now)
+        ranges = [
+            (first, min(first + self.chunk_size, job.total) - 1, min(self.chunk_size, job.total - first))
+            for first in range(0, job.total, self.chunk_size)
+        ]
+        return Queued(job_id, self._add_chunks(conn, job_id, ranges, delay=job.delay, now=now))
+
+    def _add_chunks(
+        self, conn: Connection, job_id: int, ranges: Sequence[tuple[int, int, int]], *, delay: float, now: datetime
+    ) -> list[int]:
+        rows: list[dict[str, Any]] = []
+        if delay > 0:
+            rows.append(_chunk_row(job_id, ChunkKind.DELAY, 0, -1, 0, ChunkStatus.QUEUED, now))
+        item_state = ChunkStatus.BLOCKED if delay > 0 else ChunkStatus.QUEUED
+        rows.extend(_chunk_row(job_id, ChunkKind.ITEMS, a, b, n, item_state, now) for a, b, n in ranges)
+        if not rows:
+            return []
+        ids = conn.execute(insert(chunks).returning(chunks.c.id, sort_by_parameter_order=True), rows).scalars()
+        return [cid for cid, row in zip(ids, rows, strict=True) if row["status"] == ChunkStatus.QUEUED.value]
+
+    def cancel(self, scope: Scope, job_id: int) -> JobStatus:
+        """CREATED -> REVOKED at once; a queued or running job -> CANCELING, REVOKED when no worker holds a chunk."""
+        with self.db.write() as conn:
+            current = self._require(conn, scope, job_id)
+            if current == JobStatus.CANCELING:
+                return current
+            if current == JobStatus.CREATED:
+                lifecycle.finish(conn, job_id, JobStatus.REVOKED, "canceled before it ran")
+                return JobStatus.REVOKED
+            if current not in RUNNABLE:
+                raise Conflict(f"Job {job_id} is {current}; it cannot be canceled.", status=str(current))
+            now = utcnow()
+            lifecycle.transition(conn, job_id, JobStatus.CANCELING, "cancel requested", now=now,
+                                 values={"cancel_requested_at": now})
+            conn.execute(
+                update(chunks)
+                .where(
+                    chunks.c.job_id == job_id,
+                    chunks.c.status.in_([ChunkStatus.QUEUED.value, ChunkStatus.BLOCKED.value]),
+                )
+                .values(status=ChunkStatus.DROPPED.value, finished_at=now)
+            )
+            if not lifecycle.has_leased_chunks(conn, job_id):
+                lifecycle.finish(conn, job_id, JobStatus.REVOKED, "canceled; no work in flight")
+                return JobStatus.REVOKED
+            return JobStatus.CANCELING
+
+    def retry(self, scope: Scope, job_id: int) -> Queued:
+        """Re-queue only the failed items of a finished job."""
+        with self.db.write() as conn:
+            current = self._require(conn, scope, job_id)
+            if current not in TERMINAL:
+                raise Conflict(f"Job {job_id} is {current}; only a finished job can be retried.", status=str(current))
+            failed_seqs = list(
+                conn.execute(
+                    select(items.c.seq)
+                    .where(items.c.job_id == job_id, items.c.status == ItemStatus.FAILURE.value)
+                    .order_by(items.c.seq)
+                ).scalars()
+            )
+            if not failed_seqs:
+                raise Conflict(f"Job {job_id} has no failed items to retry.", status=str(current))
+            now = utcnow()
+            timeout_ms = conn.execute(select(jobs.c.timeout_ms).where(jobs.c.id == job_id)).scalar_one()
+            lifecycle.transition(
+                conn, job_id, JobStatus.RETRY, f"retrying {len(failed_seqs)} failed items", now=now,
+                values={
+                    "failed": jobs.c.failed - len(failed_seqs),
+                    "pending": jobs.c.pending + len(failed_seqs),
+                    "finished_at": None,
+                    "cancel_requested_at": None,
+                    "deadline_at": now + timedelta(milliseconds=timeout_ms) if timeout_ms else None,
+                },
+            )
+            conn.execute(
+                update(items)
+                .where(items.c.job_id == job_id, items.c.status == ItemStatus.FAILURE.value)
+                .values(status=ItemStatus.PENDING.value, error=None, result=None, finished_at=None)
+            )
+            groups = [failed_seqs[i : i + self.chunk_size] for i in range(0, len(failed_seqs), self.chunk_size)]
+            ranges = [(group[0], group[-1], len(group)) for group in groups]
+            return Queued(job_id, self._add_chunks(conn, job_id, ranges, delay=0, now=now))
+
+    def delete(self, scope: Scope, job_id: int) -> None:
+        with self.db.write() as conn:
+            current = self._require(conn, scope, job_id)
+            if current not in TERMINAL and current != JobStatus.CREATED:
+                raise Conflict(
+                    f"Job {job_id} is {current}; cancel it before deleting it.", status=str(current)
+                )
+            for table in (job_logs, job_events, chunks, items):
+                conn.execute(delete(table).where(table.c.job_id == job_id))
+            conn.execute(delete(jobs).where(jobs.c.id == job_id))
+
+    # ----------------------------------------------------------------- reads
+    def _require(self, conn: Connection, scope: Scope, job_id: int) -> JobStatus:
+        row = conn.execute(
+            select(jobs.c.status).where(jobs.c.id == job_id, *scope.clauses()).with_for_update()
+        ).first()
+        if row is None:
+            raise NotFound(f"Job {job_id} not found.", job_id=job_id)
+        return JobStatus(row.status)
+
+    def get(self, scope: Scope, job_id: int) -> RowMapping:
+        with self.db.read() as conn:
+            rows = self.fetch_rows(conn, [jobs.c.id == job_id, *scope.clauses()])
+        if not rows:
+            raise NotFound(f"Job {job_id} not found.", job_id=job_id)
+        return rows[0]
+
+    @staticmethod
+    def fetch_rows(conn: Connection, where: Sequence[Any], order_by: Sequence[Any] = (), limit: int | None = None,
+                   offset: int = 0) -> list[RowMapping]:
+        """Job rows joined with their pipeline and project, for presentation."""
+        query = (
+            select(
+                jobs,
+                pipelines.c.slug.label("pipeline_slug"),
+                pipelines.c.name.label("pipeline_name"),
+                pipelines.c.description.label("pipeline_description"),
+                pipelines.c.version.label("pipeline_version"),
+                pipelines.c.version_name.label("pipeline_version_name"),
+                pipelines.c.stages.label("pipeline_stages"),
+                pipelines.c.image_classification_model.label("image_classification_model"),
+                pipelines.c.created_at.label("pipeline_created_at"),
+                pipelines.c.updated_at.label("pipeline_updated_at"),
+                projects.c.name.label("project_name"),
+                projects.c.slug.label("project_slug"),
+            )
+            .select_from(jobs.outerjoin(pipelines, pipelines.c.id == jobs.c.pipeline_id).join(
+                projects, projects.c.id == jobs.c.project_id))
+            .where(*where)
+            .order_by(*order_by)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
+        return list(conn.execute(query).mappings())
+
+    def recent_logs(self, job_id: int, limit: int) -> list[RowMapping]:
+        if limit <= 0:
+            return []
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(job_logs).where(job_logs.c.job_id == job_id).order_by(job_logs.c.id.desc()).limit(limit)
+            ).mappings()
+            return list(rows)
+
+    def logs(self, scope: Scope, job_id: int, *, after: int, levels: Sequence[str] | None, limit: int
+             ) -> list[RowMapping]:
+        with self.db.read() as conn:
+            self._exists(conn, scope, job_id)
+            query = select(job_logs).where(job_logs.c.job_id == job_id, job_logs.c.id > after)
+            if levels is not None:
+                query = query.where(job_logs.c.level.in_(levels))
+            return list(conn.execute(query.order_by(job_logs.c.id).limit(limit)).mappings())
+
+    def events(self, scope: Scope, job_id: int) -> list[RowMapping]:
+        with self.db.read() as conn:
+            self._exists(conn, scope, job_id)
+            return list(
+                conn.execute(select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id))
+                .mappings()
+            )
+
+    def items(self, scope: Scope, job_id: int, *, statuses: Sequence[str] | None, after_seq: int, limit: int
+              ) -> tuple[int, list[RowMapping]]:
+        columns = [c for c in items.c if c.name != "data"]
+        with self.db.read() as conn:
+            self._exists(conn, scope, job_id)
+            where = [items.c.job_id == job_id]
+            if statuses:
+                where.append(items.c.status.in_(statuses))
+            count = conn.execute(select(func.count()).select_from(items).where(*where)).scalar_one()
+            rows = conn.execute(
+                select(*columns).where(*where, items.c.seq > after_seq).order_by(items.c.seq).limit(limit)
+            ).mappings()
+            return count, list(rows)
+
+    def _exists(self, conn: Connection, scope: Scope, job_id: int) -> None:
+        if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, *scope.clauses())).first() is None:
+            raise NotFound(f"Job {job_id} not found.", job_id=job_id)
+
+
+def _chunk_row(
+    job_id: int, kind: ChunkKind, first: int, last: int, count: int, status: ChunkStatus, now: datetime
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "kind": kind.value,
+        "first_seq": first,
+        "last_seq": last,
+        "item_count": count,
+        "status": status.value,
+        "attempts": 0,
+        "created_at": now,
+    }

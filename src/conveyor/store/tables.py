@@ -1,0 +1,212 @@
+"""The schema (SQLAlchemy Core). Alembic migrations in ``store/migrations`` create it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+
+from conveyor.store.types import JSONType, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Integer primary keys that are BIGINT on PostgreSQL but stay rowid aliases on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("slug", String(100), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("slug", String(100), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("account_id", "slug"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=True),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("secret_hash", String(128), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+pipelines = Table(
+    "pipelines",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("slug", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("version_name", String(100), nullable=False, default=""),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("input_kinds", JSONType, nullable=False),
+    Column("stages", JSONType, nullable=False),
+    Column("image_classification_model", Boolean, nullable=False, default=False),
+    Column("supports_explain", Boolean, nullable=False, default=False),
+    Column("batch_size", Integer, nullable=False, default=1),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("slug", "version"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("name", String(500), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("pipeline_id", Integer, ForeignKey("pipelines.id"), nullable=True),
+    Column("job_type", String(50), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("dispatch_mode", String(20), nullable=False),
+    Column("delay", Float, nullable=False, default=0.0),
+    Column("limit", Integer, nullable=True),
+    Column("shuffle", Boolean, nullable=False, default=False),
+    Column("timeout_ms", BigInteger, nullable=True),
+    Column("explain", Boolean, nullable=False, default=False),
+    Column("max_failed_ratio", Float, nullable=False),
+    Column("config", JSONType, nullable=False),
+    Column("input_summary", JSONType, nullable=False),
+    Column("total", Integer, nullable=False, default=0),
+    Column("pending", Integer, nullable=False, default=0),
+    Column("completed", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("canceled", Integer, nullable=False, default=0),
+    Column("input_byte_amount", BigInteger, nullable=False, default=0),
+    Column("submitted_by", String(32), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("submitted_at", UTCDateTime, nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("deadline_at", UTCDateTime, nullable=True),
+    Column("cancel_requested_at", UTCDateTime, nullable=True),
+    Column("queue_time_ms", BigInteger, nullable=True),
+    Column("elapsed_time_ms", BigInteger, nullable=True),
+    Column("delay_progress", Float, nullable=False, default=0.0),
+    Column("stage_params", JSONType, nullable=False),
+    Column("result", JSONType, nullable=True),
+)
+# History: every filter is served by an index that ends in the ordering column + id.
+Index("ix_jobs_account_created", jobs.c.account_id, jobs.c.created_at, jobs.c.id)
+Index("ix_jobs_project_created", jobs.c.project_id, jobs.c.created_at, jobs.c.id)
+Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at, jobs.c.id)
+Index("ix_jobs_pipeline_created", jobs.c.pipeline_id, jobs.c.created_at, jobs.c.id)
+Index("ix_jobs_type_created", jobs.c.job_type, jobs.c.created_at, jobs.c.id)
+Index("ix_jobs_account_updated", jobs.c.account_id, jobs.c.updated_at, jobs.c.id)
+Index("ix_jobs_account_name", jobs.c.account_id, jobs.c.name, jobs.c.id)
+Index("ix_jobs_account_status", jobs.c.account_id, jobs.c.status, jobs.c.id)
+Index(
+    "ix_jobs_account_duration",
+    jobs.c.account_id,
+    func.coalesce(jobs.c.elapsed_time_ms, -1),
+    jobs.c.id,
+)
+Index("ix_jobs_deadline", jobs.c.deadline_at)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("byte_size", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Column("result", JSONType, nullable=True),
+    Column("error", Text, nullable=True),
+    UniqueConstraint("job_id", "seq"),
+)
+Index("ix_items_job_status_seq", items.c.job_id, items.c.status, items.c.seq)
+
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column("first_seq", Integer, nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("item_count", Integer, nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("lease_token", String(64), nullable=True),
+    Column("leased_by", String(200), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+)
+Index("ix_chunks_status_id", chunks.c.status, chunks.c.id)
+Index("ix_chunks_job_status", chunks.c.job_id, chunks.c.status)
+Index("ix_chunks_status_lease", chunks.c.status, chunks.c.lease_expires_at)
+
+job_logs = Table(
+    "job_logs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("level", String(10), nullable=False),
+    Column("message", Text, nullable=False),
+)
+Index("ix_job_logs_job_id", job_logs.c.job_id, job_logs.c.id)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("from_status", String(20), nullable=True),
+    Column("to_status", String(20), nullable=False),
+    Column("cause", Text, nullable=False),
+)
+Index("ix_job_events_job_id", job_events.c.job_id, job_events.c.id)

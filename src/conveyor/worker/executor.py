@@ -1,0 +1,224 @@
+"""Running one claimed chunk: load items, process them in batches, write results back.
+
+The same executor serves every dispatcher: a local worker process claims the next queued
+chunk, a Celery task claims the chunk named in its message; both then call ``run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from conveyor.clock import utcnow
+from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
+from conveyor.pipelines.base import BatchContext
+from conveyor.pipelines.registry import WarmPipelines
+from conveyor.settings import Settings
+from conveyor.store import Store
+from conveyor.store.chunks import Claim, ItemOutcome, JobContext, LogLine
+
+log = logging.getLogger(__name__)
+
+
+class StopReason(StrEnum):
+    NONE = ""
+    CANCELED = "canceled"  # the job is CANCELING or finished: drop the chunk
+    LEASE_LOST = "lease lost"  # another worker owns the chunk now: write nothing more
+    SHUTDOWN = "shutdown"  # this worker is stopping: give the chunk back to the queue
+    DEADLINE = "deadline"  # the job's timeout passed
+
+
+@dataclass
+class ChunkReport:
+    chunk_id: int
+    job_id: int
+    processed: int
+    stop: StopReason
+    unblocked: list[int]
+
+
+class _Watch:
+    """Renews the lease in a background thread and turns job state into a stop reason."""
+
+    def __init__(self, store: Store, claim: Claim, settings: Settings, shutdown: threading.Event) -> None:
+        self.store = store
+        self.claim = claim
+        self.settings = settings
+        self.shutdown = shutdown
+        self.reason = StopReason.NONE
+        self.delay_progress: float | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{claim.chunk_id}", daemon=True)
+
+    def __enter__(self) -> _Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def should_stop(self) -> bool:
+        if self.reason is StopReason.NONE and self.shutdown.is_set():
+            self.reason = StopReason.SHUTDOWN
+        return self.reason is not StopReason.NONE
+
+    def observe(self, job: JobContext | None) -> None:
+        if job is None:
+            self.reason = StopReason.LEASE_LOST
+        elif job.status not in RUNNABLE:
+            self.reason = StopReason.CANCELED
+        elif job.deadline_at is not None and utcnow() >= job.deadline_at:
+            self.reason = StopReason.DEADLINE
+
+    def _loop(self) -> None:
+        period = self.settings.resolved_heartbeat_seconds
+        while not self._done.wait(period):
+            try:
+                job = self.store.chunks.heartbeat(self.claim, self.settings.lease_seconds,
+                                                  delay_progress=self.delay_progress)
+            except Exception:  # a transient database error: the lease has slack, try again next period
+                log.exception("heartbeat of chunk %s failed", self.claim.chunk_id)
+                continue
+            self.observe(job)
+
+
+class ChunkExecutor:
+    def __init__(self, store: Store, settings: Settings, *, worker_name: str,
+                 shutdown: threading.Event | None = None, warm: WarmPipelines | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.worker_name = worker_name
+        self.shutdown = shutdown or threading.Event()
+        self.warm = warm or WarmPipelines(settings.data_dir)
+        self._started_jobs: set[int] = set()
+
+    def claim_and_run(self, *, chunk_id: int | None = None) -> ChunkReport | None:
+        claim = self.store.chunks.claim(self.worker_name, self.settings.lease_seconds, chunk_id=chunk_id)
+        if claim is None:
+            return None
+        return self.run(claim)
+
+    def run(self, claim: Claim) -> ChunkReport:
+        self.store.chunks.start_job(claim.job_id)
+        job = self.store.chunks.job_context(claim.job_id)
+        with _Watch(self.store, claim, self.settings, self.shutdown) as watch:
+            watch.observe(job)
+            if job is None or watch.should_stop():
+                return self._release(claim, watch, 0, [])
+            if claim.kind is ChunkKind.DELAY:
+                return self._run_delay(claim, job, watch)
+            return self._run_items(claim, job, watch)
+
+    # ------------------------------------------------------------- the delay stage
+    def _run_delay(self, claim: Claim, job: JobContext, watch: _Watch) -> ChunkReport:
+        started = time.monotonic()
+        while not watch.should_stop():
+            elapsed = time.monotonic() - started
+            watch.delay_progress = min(1.0, elapsed / job.delay) if job.delay else 1.0
+            if elapsed >= job.delay:
+                unblocked = self.store.chunks.finish_delay(claim)
+                return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, unblocked)
+            time.sleep(min(0.05, job.delay - elapsed))
+        return self._release(claim, watch, 0, [])
+
+    # ------------------------------------------------------------- item chunks
+    def _run_items(self, claim: Claim, job: JobContext, watch: _Watch) -> ChunkReport:
+        items = self.store.chunks.pending_items(claim)
+        logs: list[LogLine] = []
+        stage_params = None
+        assert job.pipeline_slug is not None
+        try:
+            pipeline, load_seconds = self.warm.get(job.pipeline_slug)
+        except Exception as exc:  # a broken model fails its items with the reason, not the worker
+            log.exception("loading pipeline %s failed", job.pipeline_slug)
+            now = utcnow()
+            failed = [ItemOutcome(i.id, False, error=f"pipeline failed to load: {exc}", started_at=now,
+                                  finished_at=now) for i in items]
+            logs.append(LogLine("ERROR", f"Pipeline {job.pipeline_slug} failed to load: {exc}"))
+            wrote = self.store.chunks.write_back(claim, failed, logs, lease_seconds=self.settings.lease_seconds,
+                                                 complete=True)
+            return ChunkReport(claim.chunk_id, claim.job_id, len(failed) if wrote.held else 0,
+                               StopReason.NONE if wrote.held else StopReason.LEASE_LOST, [])
+        if claim.job_id not in self._started_jobs:
+            self._started_jobs.add(claim.job_id)
+            seconds = load_seconds if load_seconds is not None else 0.0
+            logs.append(LogLine("INFO", f"Worker {self.worker_name} runs {pipeline.slug} v{pipeline.version} "
+                                        f"(model load {seconds * 1000:.0f} ms)"))
+            if load_seconds is not None:
+                stage_params = {pipeline.stages[0].key: [
+                    {"name": "model_load_ms", "value": round(load_seconds * 1000)},
+                    {"name": "worker", "value": self.worker_name},
+                ]}
+        ctx = BatchContext(config=job.config, explain=job.explain, data_dir=self.settings.data_dir,
+                           should_stop=watch.should_stop)
+        batch_size = pipeline.effective_batch_size(job.config)
+        buffer: list[ItemOutcome] = []
+        last_flush = time.monotonic()
+        processed = 0
+        position = 0
+        while position < len(items) and not watch.should_stop():
+            batch = items[position: position + batch_size]
+            started = utcnow()
+            ctx.logs.clear()
+            error = ""
+            try:
+                results = pipeline.process_batch(batch, ctx)
+                if len(results) != len(batch):
+                    raise RuntimeError(f"pipeline returned {len(results)} results for {len(batch)} items")
+            except Exception as exc:
+                log.exception("batch of chunk %s failed", claim.chunk_id)
+                if watch.should_stop():
+                    break
+                results = None
+                error = f"{type(exc).__name__}: {exc}"
+            finished = utcnow()
+            if watch.should_stop() and results is not None and len(results) < len(batch):
+                break
+            for index, item in enumerate(batch):
+                if results is None:
+                    buffer.append(ItemOutcome(item.id, False, error=error, started_at=started, finished_at=finished))
+                else:
+                    result = results[index]
+                    buffer.append(ItemOutcome(item.id, result.ok, result.value, result.error, started, finished))
+            logs.extend(LogLine(level, message) for level, message in ctx.logs)
+            position += len(batch)
+            last_chunk_batch = position >= len(items)
+            if last_chunk_batch or time.monotonic() - last_flush >= self.settings.flush_seconds:
+                wrote = self.store.chunks.write_back(claim, buffer, logs, lease_seconds=self.settings.lease_seconds,
+                                                     complete=last_chunk_batch, stage_params=stage_params)
+                if not wrote.held:
+                    watch.reason = StopReason.LEASE_LOST
+                    return ChunkReport(claim.chunk_id, claim.job_id, processed, watch.reason, [])
+                processed += len(buffer)
+                buffer, logs, stage_params = [], [], None
+                last_flush = time.monotonic()
+                if wrote.job_status in TERMINAL or wrote.job_status == JobStatus.CANCELING:
+                    watch.reason = StopReason.CANCELED if not last_chunk_batch else StopReason.NONE
+                if last_chunk_batch:
+                    return ChunkReport(claim.chunk_id, claim.job_id, processed, StopReason.NONE, [])
+        if not items:  # a redelivered chunk whose items were all written before: just close it
+            self.store.chunks.write_back(claim, [], logs, lease_seconds=self.settings.lease_seconds,
+                                         complete=True, stage_params=stage_params)
+            return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
+        return self._release(claim, watch, processed, buffer, logs)
+
+    def _release(self, claim: Claim, watch: _Watch, processed: int, buffer: list[ItemOutcome],
+                 logs: list[LogLine] | None = None) -> ChunkReport:
+        """Stop early: keep what finished (unless the lease is gone), then give the chunk back."""
+        reason = watch.reason if watch.reason is not StopReason.NONE else StopReason.SHUTDOWN
+        if reason is StopReason.LEASE_LOST:
+            return ChunkReport(claim.chunk_id, claim.job_id, processed, reason, [])
+        if buffer or logs:
+            wrote = self.store.chunks.write_back(claim, buffer, logs or [], lease_seconds=self.settings.lease_seconds,
+                                                 complete=False)
+            if wrote.held:
+                processed += len(buffer)
+        if reason is StopReason.DEADLINE:
+            self.store.chunks.time_out_jobs()
+        self.store.chunks.release(claim, requeue=reason is StopReason.SHUTDOWN)
+        return ChunkReport(claim.chunk_id, claim.job_id, processed, reason, [])
