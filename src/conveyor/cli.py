@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import Annotated
 
 import typer
@@ -12,8 +13,11 @@ from conveyor import __version__
 from conveyor.cli_jobs import register as register_job_commands
 from conveyor.settings import Settings
 
-app = typer.Typer(help="Conveyor: batch ML inference jobs. Server, workers, and a client for the API.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Conveyor: batch ML inference jobs. Server, workers, and a client for the API.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (only a hash of each secret is stored).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -49,8 +53,20 @@ def serve(
     os.environ.setdefault("CONVEYOR_LOG_LEVEL", log_level.upper())
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
-    uvicorn.run(create_app(settings, workers=workers), host=host, port=port, log_level=log_level,
-                timeout_graceful_shutdown=10)
+    stopped_by: list[int] = []
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal; these handlers
+    # receive it, so a clean shutdown exits with status 0 instead of dying from the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _frame: stopped_by.append(number))
+    uvicorn.run(
+        create_app(settings, workers=workers),
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+    if stopped_by:
+        typer.echo(f"Conveyor stopped cleanly ({signal.Signals(stopped_by[0]).name}).", err=True)
 
 
 @db_app.command("upgrade")
@@ -76,11 +92,13 @@ def db_current() -> None:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
-    project: Annotated[str | None, typer.Option(help="Bind the key to this project slug (created if new).")] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Bind the key to this project slug (created if new).")
+    ] = None,
     role: Annotated[str, typer.Option(help="owner, member or viewer.")] = "owner",
 ) -> None:
     """Create an API key. The secret is printed once, alone on the last line of stdout."""
-    from conveyor.api.app import prepare
+    from conveyor.services.bootstrap import prepare
     from conveyor.store import Store
 
     store = Store(_settings())
@@ -91,15 +109,17 @@ def keys_create(
         key = store.auth.create_key(account_id=account_id, name=name, role=role, project_id=project_id)
     finally:
         store.close()
-    typer.echo(f"Created key {key.prefix} ({role}{', project ' + project if project else ''}). "
-               "Store it now; it cannot be shown again:")
+    typer.echo(
+        f"Created key {key.prefix} ({role}{', project ' + project if project else ''}). "
+        "Store it now; it cannot be shown again:"
+    )
     typer.echo(key.token)
 
 
 @keys_app.command("list")
 def keys_list() -> None:
     """List keys of the default account: prefix, name, role, created, last used, revoked."""
-    from conveyor.api.app import prepare
+    from conveyor.services.bootstrap import prepare
     from conveyor.store import Store
 
     store = Store(_settings())
@@ -107,8 +127,10 @@ def keys_list() -> None:
         prepare(store)
         account_id, _ = store.auth.ensure_defaults()
         for row in store.auth.list_keys(account_id):
-            typer.echo(f"{row['prefix']}\t{row['name']}\t{row['role']}\t{row['created_at']:%Y-%m-%d %H:%M}\t"
-                       f"{'revoked' if row['revoked_at'] else 'active'}")
+            typer.echo(
+                f"{row['prefix']}\t{row['name']}\t{row['role']}\t{row['created_at']:%Y-%m-%d %H:%M}\t"
+                f"{'revoked' if row['revoked_at'] else 'active'}"
+            )
     finally:
         store.close()
 

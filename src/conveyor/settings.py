@@ -12,17 +12,33 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("./conveyor-data"), description="Where the SQLite file, models and blobs live.")
+    data_dir: Path = Field(
+        default=Path("./conveyor-data"), description="Where the SQLite file, models and blobs live."
+    )
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in data_dir.")
     broker_url: str | None = Field(default=None, description="Celery broker URL (distributed mode only).")
 
     # Execution
-    chunk_size: int = Field(default=1000, ge=1, description="Most items in one chunk (the unit a worker claims).")
-    lease_seconds: float = Field(default=30.0, gt=0, description="A chunk whose lease is not renewed for this long is re-queued.")
-    heartbeat_seconds: float | None = Field(default=None, description="Lease renewal period; default lease/3 (at most 1 s).")
-    flush_seconds: float = Field(default=0.25, gt=0, description="Longest time a worker holds finished results before writing them.")
-    sweep_seconds: float = Field(default=0.25, gt=0, description="Period of the server's sweeper (lease expiry, timeouts, cancels).")
-    cancel_grace_seconds: float = Field(default=5.0, gt=0, description="A CANCELING job becomes REVOKED after this even if a worker is unresponsive.")
+    chunk_size: int = Field(
+        default=1000, ge=1, description="Most items in one chunk (the unit a worker claims)."
+    )
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="A chunk whose lease is not renewed for this long is re-queued."
+    )
+    heartbeat_seconds: float | None = Field(
+        default=None, description="Lease renewal period; default lease/3 (at most 1 s)."
+    )
+    flush_seconds: float = Field(
+        default=0.25, gt=0, description="Longest time a worker holds finished results before writing them."
+    )
+    sweep_seconds: float = Field(
+        default=0.25, gt=0, description="Period of the server's sweeper (lease expiry, timeouts, cancels)."
+    )
+    cancel_grace_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="A CANCELING job becomes REVOKED after this even if a worker is unresponsive.",
+    )
     default_max_failed_ratio: float = Field(default=0.5, ge=0, le=1)
 
     # Input caps (a request over any of them gets 413, nothing is stored)
@@ -34,8 +50,12 @@ class Settings(BaseSettings):
     # Serving
     default_page_size: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=1000, ge=1)
-    job_log_lines_in_detail: int = Field(default=50, ge=0, description="Latest log lines embedded in a job's detail.")
-    public_url: str | None = Field(default=None, description="Base URL used in `details` links; default: from the request.")
+    job_log_lines_in_detail: int = Field(
+        default=50, ge=0, description="Latest log lines embedded in a job's detail."
+    )
+    public_url: str | None = Field(
+        default=None, description="Base URL used in `details` links; default: from the request."
+    )
 
     @property
     def resolved_database_url(self) -> str:

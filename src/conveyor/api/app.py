@@ -14,11 +14,11 @@ from conveyor.api import errors
 from conveyor.api.routes import catalog, health, jobs
 from conveyor.dispatch.base import Dispatcher
 from conveyor.dispatch.local import LocalDispatcher
-from conveyor.pipelines import registry
+from conveyor.services.bootstrap import prepare
 from conveyor.services.jobs import JobService
 from conveyor.services.sweeper import Sweeper
 from conveyor.settings import Settings
-from conveyor.store import Store, migrate
+from conveyor.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +32,13 @@ Errors are JSON: `{"error": <code>, "message": <text>, "detail": {...}}`.
 """
 
 
-def prepare(store: Store) -> None:
-    """Bring the database to the current schema and register the installed pipelines."""
-    migrate.upgrade(store.db.url)
-    store.pipelines.sync([cls.describe() for cls in registry.available().values()])
-    store.auth.ensure_defaults()
-
-
 def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True) -> FastAPI:
     store = Store(settings, pool_size=10)
     pool = LocalDispatcher(settings, workers) if workers > 0 else None
     dispatcher: Dispatcher = pool if pool is not None else LocalDispatcher(settings, 0)
-    sweeper = Sweeper(store, dispatcher, period=settings.sweep_seconds, cancel_grace=settings.cancel_grace_seconds)
+    sweeper = Sweeper(
+        store, dispatcher, period=settings.sweep_seconds, cancel_grace=settings.cancel_grace_seconds
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -75,7 +70,9 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.max_request_bytes:
             return JSONResponse(
-                errors.error_body("too_large", f"Request body over the {settings.max_request_bytes}-byte cap."),
+                errors.error_body(
+                    "too_large", f"Request body over the {settings.max_request_bytes}-byte cap."
+                ),
                 status_code=413,
             )
         return await call_next(request)

@@ -20,21 +20,28 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ConveyorError)
     async def _domain(_: Request, exc: ConveyorError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Token"} if exc.status_code == 401 else None
-        return JSONResponse(error_body(exc.code, exc.message, exc.detail), status_code=exc.status_code,
-                            headers=headers)
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.detail), status_code=exc.status_code, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = json.loads(json.dumps(exc.errors(), default=str))
         if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(error_body("malformed_json", "The request body is not valid JSON.", errors),
-                                status_code=400)
+            return JSONResponse(
+                error_body("malformed_json", "The request body is not valid JSON.", errors), status_code=400
+            )
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid request"))
+        message = (
+            f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid request"))
+        )
         return JSONResponse(error_body("validation_error", message, errors), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body("http_error", str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body("http_error", str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )

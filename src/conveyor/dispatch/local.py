@@ -85,8 +85,12 @@ class LocalDispatcher(Dispatcher):
                         code = process.exitcode if process.exitcode is not None else -1
                         slot.exit_codes.append(code)
                         slot.restarts += 1
-                        log.warning("worker %d (pid %s) exited with %s; starting a replacement",
-                                    slot.index, process.pid, code)
+                        log.warning(
+                            "worker %d (pid %s) exited with %s; starting a replacement",
+                            slot.index,
+                            process.pid,
+                            code,
+                        )
                         process.close()
                         self._spawn(slot)
                         slot.wake.set()

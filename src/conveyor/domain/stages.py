@@ -69,7 +69,12 @@ def derive_stages(
         stages.append(Stage(definition.key, definition.name, stage_status, round(items_progress, 4)))
     results_status = _terminal_stage_status(status) if finished else ("STARTED" if done else "CREATED")
     stages.append(
-        Stage(RESULTS_STAGE.key, RESULTS_STAGE.name, results_status, 1.0 if finished else round(items_progress, 4))
+        Stage(
+            RESULTS_STAGE.key,
+            RESULTS_STAGE.name,
+            results_status,
+            1.0 if finished else round(items_progress, 4),
+        )
     )
     for stage in stages:
         stage.params = list(params.get(stage.key, []))

@@ -31,8 +31,11 @@ def decode(index: int, name: str | None, kind: str, data: str, *, max_bytes: int
         except (binascii.Error, ValueError):
             raise InvalidInput(f"Input {label!r} is not valid base64.", input=label) from None
     else:
-        raise InvalidInput(f"Input {label!r} has unknown kind {kind!r}; use one of {', '.join(INLINE_KINDS)}.",
-                           input=label)
+        raise InvalidInput(
+            f"Input {label!r} has unknown kind {kind!r}; use one of {', '.join(INLINE_KINDS)}.", input=label
+        )
     if len(raw) > max_bytes:
-        raise TooLarge(f"Input {label!r} is {len(raw)} bytes, over the {max_bytes}-byte cap per input.", input=label)
+        raise TooLarge(
+            f"Input {label!r} is {len(raw)} bytes, over the {max_bytes}-byte cap per input.", input=label
+        )
     return DecodedInput(label, kind, raw)

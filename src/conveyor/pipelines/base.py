@@ -73,8 +73,9 @@ class Pipeline(ABC):
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
         """Check the job's ``config`` at submission; raise InvalidInput with a clear message."""
         batch_size = config.get("batch_size")
-        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
-                                       or not 1 <= batch_size <= 100_000):
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= 100_000
+        ):
             raise InvalidInput("config.batch_size must be an integer between 1 and 100000.")
         return config
 

@@ -26,8 +26,9 @@ def _split() -> tuple[Any, Any, Any, Any]:
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    return train_test_split(digits.images, digits.target, test_size=0.5, random_state=SPLIT_SEED,
-                            stratify=digits.target)
+    return train_test_split(
+        digits.images, digits.target, test_size=0.5, random_state=SPLIT_SEED, stratify=digits.target
+    )
 
 
 def holdout_pngs(limit: int | None = None, scale: int = 4) -> list[tuple[str, bytes, int]]:
@@ -48,7 +49,9 @@ def holdout_pngs(limit: int | None = None, scale: int = 4) -> list[tuple[str, by
 class DigitsPipeline(Pipeline):
     slug = "digits"
     name = "Handwritten digits"
-    description = "Classifies images of handwritten digits (0-9) with an SVM trained on scikit-learn's digits set."
+    description = (
+        "Classifies images of handwritten digits (0-9) with an SVM trained on scikit-learn's digits set."
+    )
     version = 1
     input_kinds = ("base64",)
     stages: ClassVar[tuple[StageDef, ...]] = (StageDef("classify", "Classify"),)
@@ -61,7 +64,7 @@ class DigitsPipeline(Pipeline):
         path = self.data_dir / "models" / f"digits-v{self.version}-sklearn{sklearn.__version__}.pkl"
         if path.exists():
             with path.open("rb") as fh:
-                self.model = pickle.load(fh)  # noqa: S301 - our own file, written below
+                self.model = pickle.load(fh)
             return
         from sklearn.svm import SVC
 
@@ -93,8 +96,9 @@ class DigitsPipeline(Pipeline):
                     row = next(rows)
                     order = np.argsort(row)[::-1][:3]
                     top = [{"label": int(classes[i]), "score": round(float(row[i]), 4)} for i in order]
-                    results[index] = ItemResult.success({"label": top[0]["label"], "score": top[0]["score"],
-                                                         "top_k": top})
+                    results[index] = ItemResult.success(
+                        {"label": top[0]["label"], "score": top[0]["score"], "top_k": top}
+                    )
         return [r for r in results if r is not None]
 
 

@@ -72,8 +72,10 @@ class JobService:
         if not request.inputs and request.delay <= 0:
             raise InvalidInput("A job needs at least one input (or a delay, for a test job).")
         if len(request.inputs) > self.settings.max_inputs_per_job:
-            raise TooLarge(f"{len(request.inputs)} inputs is more than the cap of "
-                           f"{self.settings.max_inputs_per_job} per job.")
+            raise TooLarge(
+                f"{len(request.inputs)} inputs is more than the cap of "
+                f"{self.settings.max_inputs_per_job} per job."
+            )
         inputs = request.inputs[: request.limit] if request.limit is not None else request.inputs
         rows: list[dict[str, Any]] = []
         total_bytes = 0
@@ -90,8 +92,17 @@ class JobService:
             if total_bytes > self.settings.max_job_bytes:
                 raise TooLarge(f"The job's inputs exceed the cap of {self.settings.max_job_bytes} bytes.")
             kinds[decoded.kind] = kinds.get(decoded.kind, 0) + 1
-            rows.append({"seq": index, "name": decoded.name, "kind": decoded.kind, "byte_size": len(decoded.data),
-                         "data": decoded.data, "status": "PENDING", "attempts": 0})
+            rows.append(
+                {
+                    "seq": index,
+                    "name": decoded.name,
+                    "kind": decoded.kind,
+                    "byte_size": len(decoded.data),
+                    "data": decoded.data,
+                    "status": "PENDING",
+                    "attempts": 0,
+                }
+            )
         if request.shuffle:
             import random
 
@@ -112,8 +123,11 @@ class JobService:
             "shuffle": request.shuffle,
             "timeout_ms": request.timeout_ms,
             "explain": request.explain,
-            "max_failed_ratio": (request.max_failed_ratio if request.max_failed_ratio is not None
-                                 else self.settings.default_max_failed_ratio),
+            "max_failed_ratio": (
+                request.max_failed_ratio
+                if request.max_failed_ratio is not None
+                else self.settings.default_max_failed_ratio
+            ),
             "config": config,
             "input_summary": {"kinds": kinds, "count": len(rows)},
             "total": len(rows),
@@ -156,19 +170,22 @@ class JobService:
             raise NotFound(f"Project {query.project_id} not found.")
         return self.store.history.page(scope_of(principal), query)
 
-    def items(self, principal: Principal, job_id: int, *, statuses: Sequence[str] | None, after_seq: int,
-              limit: int) -> tuple[int, list[RowMapping]]:
-        return self.store.jobs.items(scope_of(principal), job_id, statuses=statuses, after_seq=after_seq,
-                                     limit=limit)
+    def items(
+        self, principal: Principal, job_id: int, *, statuses: Sequence[str] | None, after_seq: int, limit: int
+    ) -> tuple[int, list[RowMapping]]:
+        return self.store.jobs.items(
+            scope_of(principal), job_id, statuses=statuses, after_seq=after_seq, limit=limit
+        )
 
-    def logs(self, principal: Principal, job_id: int, *, after: int, level: str | None, limit: int
-             ) -> list[RowMapping]:
+    def logs(
+        self, principal: Principal, job_id: int, *, after: int, level: str | None, limit: int
+    ) -> list[RowMapping]:
         levels = None
         if level:
             name = level.upper()
             if name not in LOG_LEVELS:
                 raise InvalidInput(f"Unknown log level {level!r}; use one of {', '.join(LOG_LEVELS)}.")
-            levels = LOG_LEVELS[LOG_LEVELS.index(name):]
+            levels = LOG_LEVELS[LOG_LEVELS.index(name) :]
         return self.store.jobs.logs(scope_of(principal), job_id, after=after, levels=levels, limit=limit)
 
     def events(self, principal: Principal, job_id: int) -> list[RowMapping]:

@@ -66,14 +66,19 @@ class AuthRepository:
     def ensure_defaults(self) -> tuple[int, int]:
         """The default account and project exist (idempotent). Returns their ids."""
         with self.db.write() as conn:
-            account_id = conn.execute(select(accounts.c.id).where(accounts.c.slug == DEFAULT_ACCOUNT)).scalar()
+            account_id = conn.execute(
+                select(accounts.c.id).where(accounts.c.slug == DEFAULT_ACCOUNT)
+            ).scalar()
             if account_id is None:
                 account_id = conn.execute(
-                    insert(accounts).values(slug=DEFAULT_ACCOUNT, name="Default account", created_at=utcnow())
+                    insert(accounts)
+                    .values(slug=DEFAULT_ACCOUNT, name="Default account", created_at=utcnow())
                     .returning(accounts.c.id)
                 ).scalar_one()
             project_id = conn.execute(
-                select(projects.c.id).where(projects.c.account_id == account_id, projects.c.slug == DEFAULT_PROJECT)
+                select(projects.c.id).where(
+                    projects.c.account_id == account_id, projects.c.slug == DEFAULT_PROJECT
+                )
             ).scalar()
             if project_id is None:
                 project_id = self._insert_project(conn, account_id, DEFAULT_PROJECT, "Default project")
@@ -81,45 +86,84 @@ class AuthRepository:
 
     @staticmethod
     def _insert_project(conn: Connection, account_id: int, slug: str, name: str) -> int:
-        return int(conn.execute(
-            insert(projects).values(account_id=account_id, slug=slug, name=name, description="",
-                                    created_at=utcnow()).returning(projects.c.id)
-        ).scalar_one())
+        return int(
+            conn.execute(
+                insert(projects)
+                .values(account_id=account_id, slug=slug, name=name, description="", created_at=utcnow())
+                .returning(projects.c.id)
+            ).scalar_one()
+        )
 
     def ensure_project(self, account_id: int, slug: str, name: str | None = None) -> int:
         with self.db.write() as conn:
             found = conn.execute(
                 select(projects.c.id).where(projects.c.account_id == account_id, projects.c.slug == slug)
             ).scalar()
-            return int(found) if found is not None else self._insert_project(conn, account_id, slug, name or slug)
+            return (
+                int(found)
+                if found is not None
+                else self._insert_project(conn, account_id, slug, name or slug)
+            )
 
-    def create_key(self, *, account_id: int, name: str, role: str, project_id: int | None,
-                   expires_at: datetime | None = None) -> NewKey:
+    def create_key(
+        self,
+        *,
+        account_id: int,
+        name: str,
+        role: str,
+        project_id: int | None,
+        expires_at: datetime | None = None,
+    ) -> NewKey:
         if role not in ROLES:
             raise InvalidInput(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.")
         prefix, secret = _random(12), _random(40)
         with self.db.write() as conn:
             key_id = conn.execute(
-                insert(api_keys).values(
-                    account_id=account_id, project_id=project_id, prefix=prefix, secret_hash=_hash(secret),
-                    name=name, role=role, created_at=utcnow(), expires_at=expires_at,
-                ).returning(api_keys.c.id)
+                insert(api_keys)
+                .values(
+                    account_id=account_id,
+                    project_id=project_id,
+                    prefix=prefix,
+                    secret_hash=_hash(secret),
+                    name=name,
+                    role=role,
+                    created_at=utcnow(),
+                    expires_at=expires_at,
+                )
+                .returning(api_keys.c.id)
             ).scalar_one()
         return NewKey(key_id, prefix, secret)
 
     def list_keys(self, account_id: int) -> list[RowMapping]:
         with self.db.read() as conn:
-            return list(conn.execute(
-                select(api_keys.c.id, api_keys.c.prefix, api_keys.c.name, api_keys.c.role, api_keys.c.project_id,
-                       api_keys.c.created_at, api_keys.c.last_used_at, api_keys.c.expires_at, api_keys.c.revoked_at)
-                .where(api_keys.c.account_id == account_id).order_by(api_keys.c.id)
-            ).mappings())
+            return list(
+                conn.execute(
+                    select(
+                        api_keys.c.id,
+                        api_keys.c.prefix,
+                        api_keys.c.name,
+                        api_keys.c.role,
+                        api_keys.c.project_id,
+                        api_keys.c.created_at,
+                        api_keys.c.last_used_at,
+                        api_keys.c.expires_at,
+                        api_keys.c.revoked_at,
+                    )
+                    .where(api_keys.c.account_id == account_id)
+                    .order_by(api_keys.c.id)
+                ).mappings()
+            )
 
     def revoke_key(self, account_id: int, prefix: str) -> None:
         with self.db.write() as conn:
             done = conn.execute(
-                update(api_keys).where(api_keys.c.account_id == account_id, api_keys.c.prefix == prefix,
-                                       api_keys.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+                update(api_keys)
+                .where(
+                    api_keys.c.account_id == account_id,
+                    api_keys.c.prefix == prefix,
+                    api_keys.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=utcnow())
             ).rowcount
         if not done:
             raise NotFound(f"No active key with prefix {prefix!r}.")
@@ -129,11 +173,15 @@ class AuthRepository:
         if not prefix or not secret:
             raise Unauthenticated("Malformed API key.")
         with self.db.read() as conn:
-            row = conn.execute(
-                select(api_keys, accounts.c.slug.label("account_slug"))
-                .join(accounts, accounts.c.id == api_keys.c.account_id)
-                .where(api_keys.c.prefix == prefix)
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    select(api_keys, accounts.c.slug.label("account_slug"))
+                    .join(accounts, accounts.c.id == api_keys.c.account_id)
+                    .where(api_keys.c.prefix == prefix)
+                )
+                .mappings()
+                .first()
+            )
         # Compare a hash even when the prefix is unknown, so timing does not tell which prefixes exist.
         expected = row["secret_hash"] if row else _hash("not-a-key")
         if not hmac.compare_digest(expected, _hash(secret)) or row is None:
@@ -142,8 +190,15 @@ class AuthRepository:
             raise Unauthenticated("This API key was revoked.")
         if row["expires_at"] is not None and row["expires_at"] <= utcnow():
             raise Unauthenticated("This API key has expired.")
-        return Principal(row["id"], row["prefix"], row["name"], row["account_id"], row["account_slug"],
-                         row["role"], row["project_id"])
+        return Principal(
+            row["id"],
+            row["prefix"],
+            row["name"],
+            row["account_id"],
+            row["account_slug"],
+            row["role"],
+            row["project_id"],
+        )
 
     def touch(self, key_id: int) -> None:
         with self.db.write() as conn:

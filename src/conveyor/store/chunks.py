@@ -92,17 +92,31 @@ class ChunkRepository:
         self.db = db
 
     def claim(
-        self, worker: str, lease_seconds: float, *, chunk_id: int | None = None, pipeline_slugs: Sequence[str] = ()
+        self,
+        worker: str,
+        lease_seconds: float,
+        *,
+        chunk_id: int | None = None,
+        pipeline_slugs: Sequence[str] = (),
     ) -> Claim | None:
         """Lease the oldest queued chunk of a runnable job (or the given chunk, for brokered dispatch)."""
         now = utcnow()
         token = secrets.token_hex(16)
         with self.db.write() as conn:
             query = (
-                select(chunks.c.id, chunks.c.job_id, chunks.c.kind, chunks.c.first_seq, chunks.c.last_seq,
-                       chunks.c.attempts)
+                select(
+                    chunks.c.id,
+                    chunks.c.job_id,
+                    chunks.c.kind,
+                    chunks.c.first_seq,
+                    chunks.c.last_seq,
+                    chunks.c.attempts,
+                )
                 .join(jobs, jobs.c.id == chunks.c.job_id)
-                .where(chunks.c.status == ChunkStatus.QUEUED.value, jobs.c.status.in_([s.value for s in RUNNABLE]))
+                .where(
+                    chunks.c.status == ChunkStatus.QUEUED.value,
+                    jobs.c.status.in_([s.value for s in RUNNABLE]),
+                )
                 .order_by(chunks.c.id)
                 .limit(1)
                 .with_for_update(skip_locked=True, of=chunks)
@@ -129,30 +143,52 @@ class ChunkRepository:
             ).rowcount
             if taken != 1:
                 return None
-        return Claim(row.id, row.job_id, ChunkKind(row.kind), row.first_seq, row.last_seq, token, row.attempts + 1)
+        return Claim(
+            row.id, row.job_id, ChunkKind(row.kind), row.first_seq, row.last_seq, token, row.attempts + 1
+        )
 
     def start_job(self, job_id: int) -> None:
         """PENDING -> STARTED on the first claimed chunk; queue time is set here, once."""
         now = utcnow()
         with self.db.write() as conn:
-            submitted_at = conn.execute(select(jobs.c.submitted_at).where(jobs.c.id == job_id)).scalar_one_or_none()
+            submitted_at = conn.execute(
+                select(jobs.c.submitted_at).where(jobs.c.id == job_id)
+            ).scalar_one_or_none()
             lifecycle.transition(
-                conn, job_id, JobStatus.STARTED, "a worker started the first chunk", now=now,
+                conn,
+                job_id,
+                JobStatus.STARTED,
+                "a worker started the first chunk",
+                now=now,
                 values={"started_at": now, "queue_time_ms": ms_between(submitted_at, now)},
             )
 
     def job_context(self, job_id: int) -> JobContext | None:
         with self.db.read() as conn:
             row = conn.execute(
-                select(jobs.c.id, jobs.c.status, jobs.c.config, jobs.c.explain, jobs.c.delay, jobs.c.deadline_at,
-                       pipelines.c.slug)
+                select(
+                    jobs.c.id,
+                    jobs.c.status,
+                    jobs.c.config,
+                    jobs.c.explain,
+                    jobs.c.delay,
+                    jobs.c.deadline_at,
+                    pipelines.c.slug,
+                )
                 .select_from(jobs.outerjoin(pipelines, pipelines.c.id == jobs.c.pipeline_id))
                 .where(jobs.c.id == job_id)
             ).first()
         if row is None:
             return None
-        return JobContext(row.id, JobStatus(row.status), row.slug, dict(row.config or {}), bool(row.explain),
-                          float(row.delay or 0), row.deadline_at)
+        return JobContext(
+            row.id,
+            JobStatus(row.status),
+            row.slug,
+            dict(row.config or {}),
+            bool(row.explain),
+            float(row.delay or 0),
+            row.deadline_at,
+        )
 
     def pending_items(self, claim: Claim) -> list[ItemInput]:
         with self.db.read() as conn:
@@ -168,22 +204,29 @@ class ChunkRepository:
             )
             return [ItemInput(r.id, r.seq, r.name, r.kind, bytes(r.data or b"")) for r in rows]
 
-    def heartbeat(self, claim: Claim, lease_seconds: float, *, delay_progress: float | None = None
-                  ) -> JobContext | None:
+    def heartbeat(
+        self, claim: Claim, lease_seconds: float, *, delay_progress: float | None = None
+    ) -> JobContext | None:
         """Renew the lease. Returns the job's current state, or None if the lease is lost."""
         now = utcnow()
         with self.db.write() as conn:
             renewed = conn.execute(
                 update(chunks)
-                .where(chunks.c.id == claim.chunk_id, chunks.c.lease_token == claim.token,
-                       chunks.c.status == ChunkStatus.LEASED.value)
+                .where(
+                    chunks.c.id == claim.chunk_id,
+                    chunks.c.lease_token == claim.token,
+                    chunks.c.status == ChunkStatus.LEASED.value,
+                )
                 .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
             ).rowcount
             if renewed != 1:
                 return None
             if delay_progress is not None:
-                conn.execute(update(jobs).where(jobs.c.id == claim.job_id).values(
-                    delay_progress=min(delay_progress, 1.0), updated_at=now))
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == claim.job_id)
+                    .values(delay_progress=min(delay_progress, 1.0), updated_at=now)
+                )
         return self.job_context(claim.job_id)
 
     def write_back(
@@ -237,10 +280,18 @@ class ChunkRepository:
             if outcomes:
                 self._write_items(conn, outcomes, now)
             if logs:
-                conn.execute(insert(job_logs), [
-                    {"job_id": claim.job_id, "created_at": line.created_at, "level": line.level,
-                     "message": line.message} for line in logs
-                ])
+                conn.execute(
+                    insert(job_logs),
+                    [
+                        {
+                            "job_id": claim.job_id,
+                            "created_at": line.created_at,
+                            "level": line.level,
+                            "message": line.message,
+                        }
+                        for line in logs
+                    ],
+                )
             if stage_params:
                 merged = {**dict(job.stage_params or {}), **stage_params}
                 conn.execute(update(jobs).where(jobs.c.id == claim.job_id).values(stage_params=merged))
@@ -248,16 +299,24 @@ class ChunkRepository:
             status = finished.target if finished else JobStatus(job.status)
         return WriteBack(True, status)
 
-    def _renew(self, conn: Connection, claim: Claim, now: datetime, lease_seconds: float, *, complete: bool) -> bool:
+    def _renew(
+        self, conn: Connection, claim: Claim, now: datetime, lease_seconds: float, *, complete: bool
+    ) -> bool:
         values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds)}
         if complete:
             values.update(status=ChunkStatus.DONE.value, finished_at=now, lease_token=None)
-        return conn.execute(
-            update(chunks)
-            .where(chunks.c.id == claim.chunk_id, chunks.c.lease_token == claim.token,
-                   chunks.c.status == ChunkStatus.LEASED.value)
-            .values(**values)
-        ).rowcount == 1
+        return (
+            conn.execute(
+                update(chunks)
+                .where(
+                    chunks.c.id == claim.chunk_id,
+                    chunks.c.lease_token == claim.token,
+                    chunks.c.status == ChunkStatus.LEASED.value,
+                )
+                .values(**values)
+            ).rowcount
+            == 1
+        )
 
     @staticmethod
     def _write_items(conn: Connection, outcomes: Sequence[ItemOutcome], now: datetime) -> None:
@@ -302,8 +361,11 @@ class ChunkRepository:
                 values["finished_at"] = now
             conn.execute(
                 update(chunks)
-                .where(chunks.c.id == claim.chunk_id, chunks.c.lease_token == claim.token,
-                       chunks.c.status == ChunkStatus.LEASED.value)
+                .where(
+                    chunks.c.id == claim.chunk_id,
+                    chunks.c.lease_token == claim.token,
+                    chunks.c.status == ChunkStatus.LEASED.value,
+                )
                 .values(**values)
             )
             self._revoke_if_quiet(conn, claim.job_id)
@@ -315,14 +377,20 @@ class ChunkRepository:
             status = lifecycle.lock_job_status(conn, claim.job_id)
             if status not in RUNNABLE or not self._renew(conn, claim, now, 1.0, complete=True):
                 return []
-            conn.execute(update(jobs).where(jobs.c.id == claim.job_id).values(delay_progress=1.0, updated_at=now))
+            conn.execute(
+                update(jobs).where(jobs.c.id == claim.job_id).values(delay_progress=1.0, updated_at=now)
+            )
             lifecycle.add_log(conn, claim.job_id, "INFO", "Delay stage finished", now)
-            released = conn.execute(
-                update(chunks)
-                .where(chunks.c.job_id == claim.job_id, chunks.c.status == ChunkStatus.BLOCKED.value)
-                .values(status=ChunkStatus.QUEUED.value)
-                .returning(chunks.c.id)
-            ).scalars().all()
+            released = (
+                conn.execute(
+                    update(chunks)
+                    .where(chunks.c.job_id == claim.job_id, chunks.c.status == ChunkStatus.BLOCKED.value)
+                    .values(status=ChunkStatus.QUEUED.value)
+                    .returning(chunks.c.id)
+                )
+                .scalars()
+                .all()
+            )
             lifecycle.finish_if_complete(conn, claim.job_id)
             return list(released)
 
@@ -334,22 +402,33 @@ class ChunkRepository:
             expired = conn.execute(
                 update(chunks)
                 .where(chunks.c.status == ChunkStatus.LEASED.value, chunks.c.lease_expires_at < now)
-                .values(status=ChunkStatus.QUEUED.value, lease_token=None, leased_by=None, lease_expires_at=None)
+                .values(
+                    status=ChunkStatus.QUEUED.value, lease_token=None, leased_by=None, lease_expires_at=None
+                )
                 .returning(chunks.c.id, chunks.c.job_id)
             ).all()
             for chunk_id, job_id in expired:
-                lifecycle.add_log(conn, job_id, "WARNING",
-                                  f"Lease of chunk {chunk_id} expired (worker lost); chunk re-queued", now)
+                lifecycle.add_log(
+                    conn,
+                    job_id,
+                    "WARNING",
+                    f"Lease of chunk {chunk_id} expired (worker lost); chunk re-queued",
+                    now,
+                )
         return [row[0] for row in expired]
 
     def time_out_jobs(self) -> list[int]:
         now = utcnow()
         with self.db.read() as conn:
-            due = conn.execute(
-                select(jobs.c.id).where(
-                    jobs.c.deadline_at < now, jobs.c.status.in_([s.value for s in RUNNABLE])
+            due = (
+                conn.execute(
+                    select(jobs.c.id).where(
+                        jobs.c.deadline_at < now, jobs.c.status.in_([s.value for s in RUNNABLE])
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         done: list[int] = []
         for job_id in due:
             with self.db.write() as conn:
@@ -362,15 +441,21 @@ class ChunkRepository:
         now = utcnow()
         with self.db.read() as conn:
             rows = conn.execute(
-                select(jobs.c.id, jobs.c.cancel_requested_at).where(jobs.c.status == JobStatus.CANCELING.value)
+                select(jobs.c.id, jobs.c.cancel_requested_at).where(
+                    jobs.c.status == JobStatus.CANCELING.value
+                )
             ).all()
         settled: list[int] = []
         for job_id, requested in rows:
             overdue = requested is not None and (now - requested).total_seconds() > grace_seconds
             with self.db.write() as conn:
                 if overdue:
-                    done = lifecycle.finish(conn, job_id, JobStatus.REVOKED,
-                                            "canceled; a worker did not stop in time, its chunk was dropped")
+                    done = lifecycle.finish(
+                        conn,
+                        job_id,
+                        JobStatus.REVOKED,
+                        "canceled; a worker did not stop in time, its chunk was dropped",
+                    )
                 else:
                     done = self._revoke_if_quiet(conn, job_id)
                 if done:
@@ -386,6 +471,11 @@ class ChunkRepository:
 
     def queued_chunk_ids(self, limit: int = 10000) -> list[int]:
         with self.db.read() as conn:
-            return list(conn.execute(
-                select(chunks.c.id).where(chunks.c.status == ChunkStatus.QUEUED.value).order_by(chunks.c.id)
-                .limit(limit)).scalars())
+            return list(
+                conn.execute(
+                    select(chunks.c.id)
+                    .where(chunks.c.status == ChunkStatus.QUEUED.value)
+                    .order_by(chunks.c.id)
+                    .limit(limit)
+                ).scalars()
+            )

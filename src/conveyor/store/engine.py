@@ -17,7 +17,9 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
 
 def _sqlite_engine(url: str) -> Engine:
     # WAL lets readers run beside the single writer; connections are pooled per process.
-    engine = create_engine(url, pool_size=5, max_overflow=20, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(
+        url, pool_size=5, max_overflow=20, connect_args={"timeout": 30, "check_same_thread": False}
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -61,7 +61,9 @@ def _parse_ordering(value: str) -> tuple[str, bool]:
     descending = value.startswith("-")
     key = value.lstrip("-")
     if key not in ORDERINGS:
-        raise InvalidInput(f"Cannot order by {key!r}; use one of {', '.join(ORDERINGS)} (prefix - for descending).")
+        raise InvalidInput(
+            f"Cannot order by {key!r}; use one of {', '.join(ORDERINGS)} (prefix - for descending)."
+        )
     return key, descending
 
 
@@ -128,7 +130,10 @@ class HistoryRepository:
             if q.offset is not None and q.cursor is None:
                 rows = self._offset_page(conn, where, column, descending, q)
                 return HistoryPage(
-                    count, rows, None, None,
+                    count,
+                    rows,
+                    None,
+                    None,
                     q.offset + q.limit if q.offset + q.limit < count else None,
                     max(0, q.offset - q.limit) if q.offset > 0 else None,
                 )
@@ -148,12 +153,22 @@ class HistoryRepository:
             rows.reverse()
         has_next = more if not backwards else True
         has_previous = (bool(q.cursor) and not backwards) or (backwards and more)
-        next_cursor = encode_cursor(key, _sort_value(rows[-1], key), rows[-1]["id"], False) if rows and has_next else None
-        prev_cursor = encode_cursor(key, _sort_value(rows[0], key), rows[0]["id"], True) if rows and has_previous else None
+        next_cursor = (
+            encode_cursor(key, _sort_value(rows[-1], key), rows[-1]["id"], False)
+            if rows and has_next
+            else None
+        )
+        prev_cursor = (
+            encode_cursor(key, _sort_value(rows[0], key), rows[0]["id"], True)
+            if rows and has_previous
+            else None
+        )
         return HistoryPage(count, rows, next_cursor, prev_cursor, None, None)
 
     @staticmethod
-    def _offset_page(conn: Any, where: list[Any], column: Any, descending: bool, q: HistoryQuery) -> list[RowMapping]:
+    def _offset_page(
+        conn: Any, where: list[Any], column: Any, descending: bool, q: HistoryQuery
+    ) -> list[RowMapping]:
         order = [column.desc(), jobs.c.id.desc()] if descending else [column.asc(), jobs.c.id.asc()]
         return JobRepository.fetch_rows(conn, where, order, q.limit, offset=q.offset or 0)
 

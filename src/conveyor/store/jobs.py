@@ -84,7 +84,7 @@ class JobRepository:
                     job_id=job_id, created_at=now, from_status=None, to_status="CREATED", cause="submitted"
                 )
             )
-            lifecycle.add_log(conn, job_id, "INFO", f"Created job #{job_id} \"{values['name']}\"", now)
+            lifecycle.add_log(conn, job_id, "INFO", f'Created job #{job_id} "{values["name"]}"', now)
             queued = self._run(conn, job_id, "start_now") if start else None
         return job_id, queued
 
@@ -94,11 +94,17 @@ class JobRepository:
             return self._run(conn, job_id, "run requested")
 
     def _run(self, conn: Connection, job_id: int, cause: str) -> Queued:
-        job = conn.execute(select(jobs.c.total, jobs.c.delay, jobs.c.timeout_ms).where(jobs.c.id == job_id)).one()
+        job = conn.execute(
+            select(jobs.c.total, jobs.c.delay, jobs.c.timeout_ms).where(jobs.c.id == job_id)
+        ).one()
         now = utcnow()
         deadline = now + timedelta(milliseconds=job.timeout_ms) if job.timeout_ms else None
         moved = lifecycle.transition(
-            conn, job_id, JobStatus.PENDING, cause, now=now,
+            conn,
+            job_id,
+            JobStatus.PENDING,
+            cause,
+            now=now,
             values={"submitted_at": now, "deadline_at": deadline, "pending": job.total},
         )
         if moved is None:
@@ -112,7 +118,13 @@ class JobRepository:
         return Queued(job_id, self._add_chunks(conn, job_id, ranges, delay=job.delay, now=now))
 
     def _add_chunks(
-        self, conn: Connection, job_id: int, ranges: Sequence[tuple[int, int, int]], *, delay: float, now: datetime
+        self,
+        conn: Connection,
+        job_id: int,
+        ranges: Sequence[tuple[int, int, int]],
+        *,
+        delay: float,
+        now: datetime,
     ) -> list[int]:
         rows: list[dict[str, Any]] = []
         if delay > 0:
@@ -121,11 +133,13 @@ class JobRepository:
         rows.extend(_chunk_row(job_id, ChunkKind.ITEMS, a, b, n, item_state, now) for a, b, n in ranges)
         if not rows:
             return []
-        ids = conn.execute(insert(chunks).returning(chunks.c.id, sort_by_parameter_order=True), rows).scalars()
+        ids = conn.execute(
+            insert(chunks).returning(chunks.c.id, sort_by_parameter_order=True), rows
+        ).scalars()
         return [cid for cid, row in zip(ids, rows, strict=True) if row["status"] == ChunkStatus.QUEUED.value]
 
     def cancel(self, scope: Scope, job_id: int) -> JobStatus:
-        """CREATED -> REVOKED at once; a queued or running job -> CANCELING, REVOKED when no worker holds a chunk."""
+        """CREATED -> REVOKED at once; queued/running -> CANCELING, REVOKED once no worker holds a chunk."""
         with self.db.write() as conn:
             current = self._require(conn, scope, job_id)
             if current == JobStatus.CANCELING:
@@ -136,8 +150,14 @@ class JobRepository:
             if current not in RUNNABLE:
                 raise Conflict(f"Job {job_id} is {current}; it cannot be canceled.", status=str(current))
             now = utcnow()
-            lifecycle.transition(conn, job_id, JobStatus.CANCELING, "cancel requested", now=now,
-                                 values={"cancel_requested_at": now})
+            lifecycle.transition(
+                conn,
+                job_id,
+                JobStatus.CANCELING,
+                "cancel requested",
+                now=now,
+                values={"cancel_requested_at": now},
+            )
             conn.execute(
                 update(chunks)
                 .where(
@@ -156,7 +176,9 @@ class JobRepository:
         with self.db.write() as conn:
             current = self._require(conn, scope, job_id)
             if current not in TERMINAL:
-                raise Conflict(f"Job {job_id} is {current}; only a finished job can be retried.", status=str(current))
+                raise Conflict(
+                    f"Job {job_id} is {current}; only a finished job can be retried.", status=str(current)
+                )
             failed_seqs = list(
                 conn.execute(
                     select(items.c.seq)
@@ -169,7 +191,11 @@ class JobRepository:
             now = utcnow()
             timeout_ms = conn.execute(select(jobs.c.timeout_ms).where(jobs.c.id == job_id)).scalar_one()
             lifecycle.transition(
-                conn, job_id, JobStatus.RETRY, f"retrying {len(failed_seqs)} failed items", now=now,
+                conn,
+                job_id,
+                JobStatus.RETRY,
+                f"retrying {len(failed_seqs)} failed items",
+                now=now,
                 values={
                     "failed": jobs.c.failed - len(failed_seqs),
                     "pending": jobs.c.pending + len(failed_seqs),
@@ -183,7 +209,9 @@ class JobRepository:
                 .where(items.c.job_id == job_id, items.c.status == ItemStatus.FAILURE.value)
                 .values(status=ItemStatus.PENDING.value, error=None, result=None, finished_at=None)
             )
-            groups = [failed_seqs[i : i + self.chunk_size] for i in range(0, len(failed_seqs), self.chunk_size)]
+            groups = [
+                failed_seqs[i : i + self.chunk_size] for i in range(0, len(failed_seqs), self.chunk_size)
+            ]
             ranges = [(group[0], group[-1], len(group)) for group in groups]
             return Queued(job_id, self._add_chunks(conn, job_id, ranges, delay=0, now=now))
 
@@ -215,8 +243,13 @@ class JobRepository:
         return rows[0]
 
     @staticmethod
-    def fetch_rows(conn: Connection, where: Sequence[Any], order_by: Sequence[Any] = (), limit: int | None = None,
-                   offset: int = 0) -> list[RowMapping]:
+    def fetch_rows(
+        conn: Connection,
+        where: Sequence[Any],
+        order_by: Sequence[Any] = (),
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RowMapping]:
         """Job rows joined with their pipeline and project, for presentation."""
         query = (
             select(
@@ -233,8 +266,11 @@ class JobRepository:
                 projects.c.name.label("project_name"),
                 projects.c.slug.label("project_slug"),
             )
-            .select_from(jobs.outerjoin(pipelines, pipelines.c.id == jobs.c.pipeline_id).join(
-                projects, projects.c.id == jobs.c.project_id))
+            .select_from(
+                jobs.outerjoin(pipelines, pipelines.c.id == jobs.c.pipeline_id).join(
+                    projects, projects.c.id == jobs.c.project_id
+                )
+            )
             .where(*where)
             .order_by(*order_by)
         )
@@ -249,12 +285,16 @@ class JobRepository:
             return []
         with self.db.read() as conn:
             rows = conn.execute(
-                select(job_logs).where(job_logs.c.job_id == job_id).order_by(job_logs.c.id.desc()).limit(limit)
+                select(job_logs)
+                .where(job_logs.c.job_id == job_id)
+                .order_by(job_logs.c.id.desc())
+                .limit(limit)
             ).mappings()
             return list(rows)
 
-    def logs(self, scope: Scope, job_id: int, *, after: int, levels: Sequence[str] | None, limit: int
-             ) -> list[RowMapping]:
+    def logs(
+        self, scope: Scope, job_id: int, *, after: int, levels: Sequence[str] | None, limit: int
+    ) -> list[RowMapping]:
         with self.db.read() as conn:
             self._exists(conn, scope, job_id)
             query = select(job_logs).where(job_logs.c.job_id == job_id, job_logs.c.id > after)
@@ -266,12 +306,14 @@ class JobRepository:
         with self.db.read() as conn:
             self._exists(conn, scope, job_id)
             return list(
-                conn.execute(select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id))
-                .mappings()
+                conn.execute(
+                    select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
+                ).mappings()
             )
 
-    def items(self, scope: Scope, job_id: int, *, statuses: Sequence[str] | None, after_seq: int, limit: int
-              ) -> tuple[int, list[RowMapping]]:
+    def items(
+        self, scope: Scope, job_id: int, *, statuses: Sequence[str] | None, after_seq: int, limit: int
+    ) -> tuple[int, list[RowMapping]]:
         columns = [c for c in items.c if c.name != "data"]
         with self.db.read() as conn:
             self._exists(conn, scope, job_id)

@@ -36,7 +36,9 @@ def lock_job_status(conn: Connection, job_id: int) -> JobStatus | None:
 
 
 def add_log(conn: Connection, job_id: int, level: str, message: str, at: datetime | None = None) -> None:
-    conn.execute(insert(job_logs).values(job_id=job_id, created_at=at or utcnow(), level=level, message=message))
+    conn.execute(
+        insert(job_logs).values(job_id=job_id, created_at=at or utcnow(), level=level, message=message)
+    )
 
 
 def transition(
@@ -136,11 +138,10 @@ def finish_if_complete(conn: Connection, job_id: int) -> Transitioned | None:
         return None
     over_budget = row.failed > row.max_failed_ratio * row.total
     if over_budget:
-        cause = (
-            f"{row.failed} of {row.total} items failed, more than max_failed_ratio={row.max_failed_ratio}"
-            " allows; stopping early" if row.pending else
-            f"{row.failed} of {row.total} items failed, more than max_failed_ratio={row.max_failed_ratio} allows"
-        )
+        ratio = row.max_failed_ratio
+        cause = f"{row.failed} of {row.total} items failed, more than max_failed_ratio={ratio} allows"
+        if row.pending:
+            cause += "; stopping early"
         return finish(conn, job_id, JobStatus.FAILURE, cause)
     if row.pending == 0:
         return finish(conn, job_id, JobStatus.SUCCESS, "all items processed")

@@ -27,13 +27,22 @@ class PipelineRepository:
 
     def all(self) -> list[RowMapping]:
         with self.db.read() as conn:
-            return list(conn.execute(select(pipelines).order_by(pipelines.c.slug, pipelines.c.version)).mappings())
+            return list(
+                conn.execute(select(pipelines).order_by(pipelines.c.slug, pipelines.c.version)).mappings()
+            )
 
     def latest(self, slug: str) -> RowMapping:
         with self.db.read() as conn:
-            row = conn.execute(
-                select(pipelines).where(pipelines.c.slug == slug).order_by(pipelines.c.version.desc()).limit(1)
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    select(pipelines)
+                    .where(pipelines.c.slug == slug)
+                    .order_by(pipelines.c.version.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
         if row is None:
             raise UnknownPipeline(f"Unknown pipeline {slug!r}.", pipeline=slug)
         return row

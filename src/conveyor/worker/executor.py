@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from conveyor.clock import utcnow
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
@@ -79,8 +79,9 @@ class _Watch:
         period = self.settings.resolved_heartbeat_seconds
         while not self._done.wait(period):
             try:
-                job = self.store.chunks.heartbeat(self.claim, self.settings.lease_seconds,
-                                                  delay_progress=self.delay_progress)
+                job = self.store.chunks.heartbeat(
+                    self.claim, self.settings.lease_seconds, delay_progress=self.delay_progress
+                )
             except Exception:  # a transient database error: the lease has slack, try again next period
                 log.exception("heartbeat of chunk %s failed", self.claim.chunk_id)
                 continue
@@ -88,8 +89,15 @@ class _Watch:
 
 
 class ChunkExecutor:
-    def __init__(self, store: Store, settings: Settings, *, worker_name: str,
-                 shutdown: threading.Event | None = None, warm: WarmPipelines | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        worker_name: str,
+        shutdown: threading.Event | None = None,
+        warm: WarmPipelines | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.worker_name = worker_name
@@ -130,39 +138,60 @@ class ChunkExecutor:
     def _run_items(self, claim: Claim, job: JobContext, watch: _Watch) -> ChunkReport:
         items = self.store.chunks.pending_items(claim)
         logs: list[LogLine] = []
-        stage_params = None
+        stage_params: dict[str, list[dict[str, Any]]] | None = None
         assert job.pipeline_slug is not None
         try:
             pipeline, load_seconds = self.warm.get(job.pipeline_slug)
         except Exception as exc:  # a broken model fails its items with the reason, not the worker
             log.exception("loading pipeline %s failed", job.pipeline_slug)
             now = utcnow()
-            failed = [ItemOutcome(i.id, False, error=f"pipeline failed to load: {exc}", started_at=now,
-                                  finished_at=now) for i in items]
+            failed = [
+                ItemOutcome(
+                    i.id, False, error=f"pipeline failed to load: {exc}", started_at=now, finished_at=now
+                )
+                for i in items
+            ]
             logs.append(LogLine("ERROR", f"Pipeline {job.pipeline_slug} failed to load: {exc}"))
-            wrote = self.store.chunks.write_back(claim, failed, logs, lease_seconds=self.settings.lease_seconds,
-                                                 complete=True)
-            return ChunkReport(claim.chunk_id, claim.job_id, len(failed) if wrote.held else 0,
-                               StopReason.NONE if wrote.held else StopReason.LEASE_LOST, [])
+            wrote = self.store.chunks.write_back(
+                claim, failed, logs, lease_seconds=self.settings.lease_seconds, complete=True
+            )
+            return ChunkReport(
+                claim.chunk_id,
+                claim.job_id,
+                len(failed) if wrote.held else 0,
+                StopReason.NONE if wrote.held else StopReason.LEASE_LOST,
+                [],
+            )
         if claim.job_id not in self._started_jobs:
             self._started_jobs.add(claim.job_id)
             seconds = load_seconds if load_seconds is not None else 0.0
-            logs.append(LogLine("INFO", f"Worker {self.worker_name} runs {pipeline.slug} v{pipeline.version} "
-                                        f"(model load {seconds * 1000:.0f} ms)"))
+            logs.append(
+                LogLine(
+                    "INFO",
+                    f"Worker {self.worker_name} runs {pipeline.slug} v{pipeline.version} "
+                    f"(model load {seconds * 1000:.0f} ms)",
+                )
+            )
             if load_seconds is not None:
-                stage_params = {pipeline.stages[0].key: [
-                    {"name": "model_load_ms", "value": round(load_seconds * 1000)},
-                    {"name": "worker", "value": self.worker_name},
-                ]}
-        ctx = BatchContext(config=job.config, explain=job.explain, data_dir=self.settings.data_dir,
-                           should_stop=watch.should_stop)
+                stage_params = {
+                    pipeline.stages[0].key: [
+                        {"name": "model_load_ms", "value": round(load_seconds * 1000)},
+                        {"name": "worker", "value": self.worker_name},
+                    ]
+                }
+        ctx = BatchContext(
+            config=job.config,
+            explain=job.explain,
+            data_dir=self.settings.data_dir,
+            should_stop=watch.should_stop,
+        )
         batch_size = pipeline.effective_batch_size(job.config)
         buffer: list[ItemOutcome] = []
         last_flush = time.monotonic()
         processed = 0
         position = 0
         while position < len(items) and not watch.should_stop():
-            batch = items[position: position + batch_size]
+            batch = items[position : position + batch_size]
             started = utcnow()
             ctx.logs.clear()
             error = ""
@@ -181,16 +210,26 @@ class ChunkExecutor:
                 break
             for index, item in enumerate(batch):
                 if results is None:
-                    buffer.append(ItemOutcome(item.id, False, error=error, started_at=started, finished_at=finished))
+                    buffer.append(
+                        ItemOutcome(item.id, False, error=error, started_at=started, finished_at=finished)
+                    )
                 else:
                     result = results[index]
-                    buffer.append(ItemOutcome(item.id, result.ok, result.value, result.error, started, finished))
+                    buffer.append(
+                        ItemOutcome(item.id, result.ok, result.value, result.error, started, finished)
+                    )
             logs.extend(LogLine(level, message) for level, message in ctx.logs)
             position += len(batch)
             last_chunk_batch = position >= len(items)
             if last_chunk_batch or time.monotonic() - last_flush >= self.settings.flush_seconds:
-                wrote = self.store.chunks.write_back(claim, buffer, logs, lease_seconds=self.settings.lease_seconds,
-                                                     complete=last_chunk_batch, stage_params=stage_params)
+                wrote = self.store.chunks.write_back(
+                    claim,
+                    buffer,
+                    logs,
+                    lease_seconds=self.settings.lease_seconds,
+                    complete=last_chunk_batch,
+                    stage_params=stage_params,
+                )
                 if not wrote.held:
                     watch.reason = StopReason.LEASE_LOST
                     return ChunkReport(claim.chunk_id, claim.job_id, processed, watch.reason, [])
@@ -202,20 +241,33 @@ class ChunkExecutor:
                 if last_chunk_batch:
                     return ChunkReport(claim.chunk_id, claim.job_id, processed, StopReason.NONE, [])
         if not items:  # a redelivered chunk whose items were all written before: just close it
-            self.store.chunks.write_back(claim, [], logs, lease_seconds=self.settings.lease_seconds,
-                                         complete=True, stage_params=stage_params)
+            self.store.chunks.write_back(
+                claim,
+                [],
+                logs,
+                lease_seconds=self.settings.lease_seconds,
+                complete=True,
+                stage_params=stage_params,
+            )
             return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
         return self._release(claim, watch, processed, buffer, logs)
 
-    def _release(self, claim: Claim, watch: _Watch, processed: int, buffer: list[ItemOutcome],
-                 logs: list[LogLine] | None = None) -> ChunkReport:
+    def _release(
+        self,
+        claim: Claim,
+        watch: _Watch,
+        processed: int,
+        buffer: list[ItemOutcome],
+        logs: list[LogLine] | None = None,
+    ) -> ChunkReport:
         """Stop early: keep what finished (unless the lease is gone), then give the chunk back."""
         reason = watch.reason if watch.reason is not StopReason.NONE else StopReason.SHUTDOWN
         if reason is StopReason.LEASE_LOST:
             return ChunkReport(claim.chunk_id, claim.job_id, processed, reason, [])
         if buffer or logs:
-            wrote = self.store.chunks.write_back(claim, buffer, logs or [], lease_seconds=self.settings.lease_seconds,
-                                                 complete=False)
+            wrote = self.store.chunks.write_back(
+                claim, buffer, logs or [], lease_seconds=self.settings.lease_seconds, complete=False
+            )
             if wrote.held:
                 processed += len(buffer)
         if reason is StopReason.DEADLINE:

@@ -18,10 +18,13 @@ log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0
 
 
-def worker_main(settings_data: dict[str, Any], slot: int, wake: MpEvent, wake_all: list[MpEvent],
-                stop: MpEvent) -> None:
-    logging.basicConfig(level=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
-                        format=f"%(asctime)s worker-{slot} %(levelname)s %(name)s: %(message)s")
+def worker_main(
+    settings_data: dict[str, Any], slot: int, wake: MpEvent, wake_all: list[MpEvent], stop: MpEvent
+) -> None:
+    logging.basicConfig(
+        level=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s worker-{slot} %(levelname)s %(name)s: %(message)s",
+    )
     # The parent decides when to stop (it sets ``stop``); Ctrl-C in a terminal reaches the whole
     # process group, so ignore SIGINT here and treat SIGTERM as a graceful stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -29,10 +32,17 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: MpEvent, wake_al
     settings = Settings(**settings_data)
     store = Store(settings, pool_size=2)
     shutdown = threading.Event()
-    threading.Thread(target=lambda: (stop.wait(), shutdown.set(), wake.set()), daemon=True).start()
+
+    def relay_stop() -> None:
+        stop.wait()
+        shutdown.set()
+        wake.set()
+
+    threading.Thread(target=relay_stop, name="stop-relay", daemon=True).start()
     registry.available()
-    executor = ChunkExecutor(store, settings, worker_name=f"{os.uname().nodename}:{os.getpid()}:{slot}",
-                             shutdown=shutdown)
+    executor = ChunkExecutor(
+        store, settings, worker_name=f"{os.uname().nodename}:{os.getpid()}:{slot}", shutdown=shutdown
+    )
     log.info("worker %d ready (pid %d)", slot, os.getpid())
     try:
         while not shutdown.is_set():

@@ -15,8 +15,11 @@ from conveyor.store.auth import Principal
 router = APIRouter(prefix="/api/v2", tags=["catalog"])
 
 
-@router.get("/pipelines/", response_model=list[PipelineOut],
-            summary="Pipelines (models) installed on this server, every known version")
+@router.get(
+    "/pipelines/",
+    response_model=list[PipelineOut],
+    summary="Pipelines (models) installed on this server, every known version",
+)
 def list_pipelines(store: StoreDep, _: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
     installed = registry.available()
     return JSONResponse([present_pipeline(r, base) for r in store.pipelines.all() if r["slug"] in installed])
@@ -30,8 +33,15 @@ def get_pipeline(pipeline_id: int, store: StoreDep, _: PrincipalDep, base: BaseU
 def _projects(store: StoreDep, principal: Principal, base: str) -> list[dict[str, object]]:
     visible = frozenset({principal.project_id}) if principal.project_id is not None else None
     return [
-        {"id": r["id"], "details": f"{base}/api/v2/projects/{r['id']}/", "slug": r["slug"], "name": r["name"],
-         "description": r["description"], "created_at": isoformat(r["created_at"]), "user_permissions": []}
+        {
+            "id": r["id"],
+            "details": f"{base}/api/v2/projects/{r['id']}/",
+            "slug": r["slug"],
+            "name": r["name"],
+            "description": r["description"],
+            "created_at": isoformat(r["created_at"]),
+            "user_permissions": [],
+        }
         for r in store.auth.projects(principal.account_id, visible)
     ]
 

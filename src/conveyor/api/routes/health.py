@@ -34,8 +34,9 @@ def readyz(request: Request, store: StoreDep) -> JSONResponse:
         checks["workers"] = "none in this process"
         workers_ok = True
     ready = checks["database"] == "ok" and workers_ok
-    return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/api/v2/workers/", summary="Local worker processes: pid, liveness, restarts")

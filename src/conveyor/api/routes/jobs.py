@@ -39,8 +39,9 @@ def _permissions(principal: Principal) -> list[str]:
     return ["view", "run", "cancel", "retry", "delete"] if principal.can_write else ["view"]
 
 
-def _job_response(jobs: JobService, principal: Principal, job_id: int, base: str, status_code: int = 200
-                  ) -> JSONResponse:
+def _job_response(
+    jobs: JobService, principal: Principal, job_id: int, base: str, status_code: int = 200
+) -> JSONResponse:
     row = jobs.get(principal, job_id)
     logs = list(reversed(jobs.store.jobs.recent_logs(job_id, jobs.settings.job_log_lines_in_detail)))
     body = present_job(row, base, logs=logs, permissions=_permissions(principal))
@@ -64,9 +65,14 @@ def list_jobs(
     principal: PrincipalDep,
     base: BaseUrlDep,
     settings: SettingsDep,
-    status: Annotated[str | None, Query(description="A canonical state (SUCCESS, …) or a group: all, pending "
-                                                    "(not finished), terminated (finished), timedout. "
-                                                    "Comma-separate several.")] = None,
+    status: Annotated[
+        str | None,
+        Query(
+            description="A canonical state (SUCCESS, …) or a group: all, pending "
+            "(not finished), terminated (finished), timedout. "
+            "Comma-separate several."
+        ),
+    ] = None,
     pipeline: Annotated[str | None, Query(description="Pipeline slug or id.")] = None,
     project: Annotated[int | None, Query(description="Project id.")] = None,
     job_type_key: Annotated[str | None, Query(description="`ml` or `data_export`.")] = None,
@@ -76,10 +82,14 @@ def list_jobs(
     updated_before: datetime | None = None,
     search: Annotated[str | None, Query(max_length=200, description="Substring of the job name.")] = None,
     submitted_by: Annotated[str | None, Query(description="Public prefix of the submitting API key.")] = None,
-    ordering: Annotated[str, Query(description="created_at, updated_at, status, duration, name or id; "
-                                               "prefix `-` for descending.")] = "-created_at",
+    ordering: Annotated[
+        str,
+        Query(description="created_at, updated_at, status, duration, name or id; prefix `-` for descending."),
+    ] = "-created_at",
     limit: Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")] = None,
-    offset: Annotated[int | None, Query(ge=0, description="Offset paging (slow deep down; prefer `cursor`).")] = None,
+    offset: Annotated[
+        int | None, Query(ge=0, description="Offset paging (slow deep down; prefer `cursor`).")
+    ] = None,
     cursor: Annotated[str | None, Query(description="Opaque keyset cursor from `next`/`previous`.")] = None,
 ) -> JSONResponse:
     size = min(limit or settings.default_page_size, settings.max_page_size)
@@ -102,18 +112,27 @@ def list_jobs(
     page = jobs.history(principal, query)
     permissions = _permissions(principal)
     if page.next_offset is not None or page.previous_offset is not None or offset is not None:
-        next_link = _page_link(request, offset=page.next_offset, limit=size) if page.next_offset is not None else None
-        prev_link = (_page_link(request, offset=page.previous_offset, limit=size)
-                     if page.previous_offset is not None else None)
+        next_link = (
+            _page_link(request, offset=page.next_offset, limit=size) if page.next_offset is not None else None
+        )
+        prev_link = (
+            _page_link(request, offset=page.previous_offset, limit=size)
+            if page.previous_offset is not None
+            else None
+        )
     else:
         next_link = _page_link(request, cursor=page.next_cursor, limit=size) if page.next_cursor else None
-        prev_link = _page_link(request, cursor=page.previous_cursor, limit=size) if page.previous_cursor else None
-    return JSONResponse({
-        "count": page.count,
-        "next": next_link,
-        "previous": prev_link,
-        "results": [present_job(row, base, permissions=permissions) for row in page.rows],
-    })
+        prev_link = (
+            _page_link(request, cursor=page.previous_cursor, limit=size) if page.previous_cursor else None
+        )
+    return JSONResponse(
+        {
+            "count": page.count,
+            "next": next_link,
+            "previous": prev_link,
+            "results": [present_job(row, base, permissions=permissions) for row in page.rows],
+        }
+    )
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -124,9 +143,14 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-@router.post("/", status_code=201, response_model=JobOut, summary="Submit a job",
-             description="Creates the job and all its items in one transaction. With `start_now=true` it is "
-                         "queued at once; otherwise it stays CREATED until `POST /api/v2/jobs/{id}/run/`.")
+@router.post(
+    "/",
+    status_code=201,
+    response_model=JobOut,
+    summary="Submit a job",
+    description="Creates the job and all its items in one transaction. With `start_now=true` it is "
+    "queued at once; otherwise it stays CREATED until `POST /api/v2/jobs/{id}/run/`.",
+)
 def create_job(
     body: JobCreate,
     jobs: JobsDep,
@@ -143,7 +167,9 @@ def get_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDe
     return _job_response(jobs, principal, job_id, base)
 
 
-@router.delete("/{job_id}/", status_code=204, summary="Delete a finished (or never run) job with its items and logs")
+@router.delete(
+    "/{job_id}/", status_code=204, summary="Delete a finished (or never run) job with its items and logs"
+)
 def delete_job(job_id: int, jobs: JobsDep, principal: PrincipalDep) -> Response:
     jobs.delete(principal, job_id)
     return Response(status_code=204)
@@ -155,14 +181,19 @@ def run_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDe
     return _job_response(jobs, principal, job_id, base)
 
 
-@router.post("/{job_id}/cancel/", response_model=JobOut,
-             summary="Cancel: CANCELING until running workers stop (within ~2 s), then REVOKED")
+@router.post(
+    "/{job_id}/cancel/",
+    response_model=JobOut,
+    summary="Cancel: CANCELING until running workers stop (within ~2 s), then REVOKED",
+)
 def cancel_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
     jobs.cancel(principal, job_id)
     return _job_response(jobs, principal, job_id, base)
 
 
-@router.post("/{job_id}/retry/", response_model=JobOut, summary="Re-run only the failed items of a finished job")
+@router.post(
+    "/{job_id}/retry/", response_model=JobOut, summary="Re-run only the failed items of a finished job"
+)
 def retry_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
     jobs.retry(principal, job_id)
     return _job_response(jobs, principal, job_id, base)
@@ -178,27 +209,35 @@ def _item_statuses(status: str | None) -> list[str] | None:
     return wanted
 
 
-@router.get("/{job_id}/items/", response_model=ItemPage, summary="The job's items with status, result and error")
+@router.get(
+    "/{job_id}/items/", response_model=ItemPage, summary="The job's items with status, result and error"
+)
 def list_items(
     request: Request,
     job_id: int,
     jobs: JobsDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-    status: Annotated[str | None, Query(description="PENDING, SUCCESS, FAILURE or CANCELED (comma-separated).")
-                      ] = None,
+    status: Annotated[
+        str | None, Query(description="PENDING, SUCCESS, FAILURE or CANCELED (comma-separated).")
+    ] = None,
     after: Annotated[int, Query(ge=-1, description="Return items with `seq` greater than this.")] = -1,
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> JSONResponse:
     size = min(limit or settings.default_page_size, settings.max_page_size)
     count, rows = jobs.items(principal, job_id, statuses=_item_statuses(status), after_seq=after, limit=size)
     next_link = _page_link(request, after=rows[-1]["seq"], limit=size) if len(rows) == size else None
-    return JSONResponse({"count": count, "next": next_link, "previous": None,
-                         "results": [present_item(r) for r in rows]})
+    return JSONResponse(
+        {"count": count, "next": next_link, "previous": None, "results": [present_item(r) for r in rows]}
+    )
 
 
-@router.get("/{job_id}/logs/", response_model=LogPage, summary="The job's log, oldest first, paginated",
-            description="Follow a running job by passing the returned `last_id` as `after`.")
+@router.get(
+    "/{job_id}/logs/",
+    response_model=LogPage,
+    summary="The job's log, oldest first, paginated",
+    description="Follow a running job by passing the returned `last_id` as `after`.",
+)
 def list_logs(
     request: Request,
     job_id: int,
@@ -212,41 +251,75 @@ def list_logs(
     size = min(limit or settings.default_page_size, settings.max_page_size)
     rows = jobs.logs(principal, job_id, after=after, level=level, limit=size)
     last_id = rows[-1]["id"] if rows else after
-    return JSONResponse({
-        "next": _page_link(request, after=last_id, limit=size) if len(rows) == size else None,
-        "last_id": last_id,
-        "results": [{"id": r["id"], "created_at": isoformat(r["created_at"]), "level": r["level"],
-                     "message": r["message"], "line": format_log(r)} for r in rows],
-    })
+    return JSONResponse(
+        {
+            "next": _page_link(request, after=last_id, limit=size) if len(rows) == size else None,
+            "last_id": last_id,
+            "results": [
+                {
+                    "id": r["id"],
+                    "created_at": isoformat(r["created_at"]),
+                    "level": r["level"],
+                    "message": r["message"],
+                    "line": format_log(r),
+                }
+                for r in rows
+            ],
+        }
+    )
 
 
-@router.get("/{job_id}/transitions/", response_model=list[EventOut],
-            summary="Every status change of the job with its time and cause (audit trail)")
+@router.get(
+    "/{job_id}/transitions/",
+    response_model=list[EventOut],
+    summary="Every status change of the job with its time and cause (audit trail)",
+)
 def list_transitions(job_id: int, jobs: JobsDep, principal: PrincipalDep) -> JSONResponse:
     rows = jobs.events(principal, job_id)
-    return JSONResponse([{"id": r["id"], "created_at": isoformat(r["created_at"]), "from_status": r["from_status"],
-                          "to_status": r["to_status"], "cause": r["cause"]} for r in rows])
+    return JSONResponse(
+        [
+            {
+                "id": r["id"],
+                "created_at": isoformat(r["created_at"]),
+                "from_status": r["from_status"],
+                "to_status": r["to_status"],
+                "cause": r["cause"],
+            }
+            for r in rows
+        ]
+    )
 
 
-@router.get("/{job_id}/results/", summary="Export every finished item's result as JSON, JSON Lines or CSV",
-            response_class=StreamingResponse)
+@router.get(
+    "/{job_id}/results/",
+    summary="Export every finished item's result as JSON, JSON Lines or CSV",
+    response_class=StreamingResponse,
+)
 def export_results(
     job_id: int,
     jobs: JobsDep,
     principal: PrincipalDep,
-    format: Literal["json", "jsonl", "csv"] = "json",  # noqa: A002 - the public query parameter name
+    format: Literal["json", "jsonl", "csv"] = "json",
 ) -> StreamingResponse:
     jobs.get(principal, job_id)  # 404 before streaming starts
 
     def rows() -> Iterator[dict[str, Any]]:
         after = -1
         while True:
-            _, page = jobs.items(principal, job_id, statuses=["SUCCESS", "FAILURE"], after_seq=after, limit=1000)
+            _, page = jobs.items(
+                principal, job_id, statuses=["SUCCESS", "FAILURE"], after_seq=after, limit=1000
+            )
             if not page:
                 return
             for row in page:
-                yield {"seq": row["seq"], "name": row["name"], "status": row["status"],
-                       "result": row["result"], "error": row["error"], "duration_ms": row["duration_ms"]}
+                yield {
+                    "seq": row["seq"],
+                    "name": row["name"],
+                    "status": row["status"],
+                    "result": row["result"],
+                    "error": row["error"],
+                    "duration_ms": row["duration_ms"],
+                }
             after = page[-1]["seq"]
 
     if format == "jsonl":

@@ -27,17 +27,28 @@ class InputIn(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=500)
-    project_id: int | None = Field(default=None, description="Project; default: the key's project or `default`.")
+    project_id: int | None = Field(
+        default=None, description="Project; default: the key's project or `default`."
+    )
     pipeline: str | None = Field(default=None, description="Pipeline slug, e.g. `digits`.")
     pipeline_id: int | None = Field(default=None, description="Pipeline id (a specific version).")
     inputs: list[InputIn] = Field(default_factory=list)
-    delay: float = Field(default=0, ge=0, le=86400, description="Seconds of fake work in a `delay` stage (test jobs).")
-    timeout: int | None = Field(default=None, ge=1, le=30 * 86400 * 1000,
-                                description="Milliseconds after queueing before the job becomes TIMEDOUT.")
+    delay: float = Field(
+        default=0, ge=0, le=86400, description="Seconds of fake work in a `delay` stage (test jobs)."
+    )
+    timeout: int | None = Field(
+        default=None,
+        ge=1,
+        le=30 * 86400 * 1000,
+        description="Milliseconds after queueing before the job becomes TIMEDOUT.",
+    )
     explain: bool = False
-    max_failed_ratio: float | None = Field(default=None, ge=0, le=1,
-                                           description="Share of items that may fail; past it the job stops early "
-                                                       "with FAILURE. Default 0.5.")
+    max_failed_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of items that may fail; past it the job stops early with FAILURE. Default 0.5.",
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="Pipeline options, e.g. `batch_size`.")
     limit: int | None = Field(default=None, ge=1, description="Process only the first `limit` inputs.")
     shuffle: bool = Field(default=False, description="Process inputs in random order.")
@@ -246,8 +257,9 @@ def format_log(row: RowMapping) -> str:
     return f"[{stamp.strftime('%Y-%m-%d %H:%M:%S')}] {row['level']} {row['message']}"
 
 
-def present_job(row: RowMapping, base: str, *, logs: list[RowMapping] | None = None,
-                permissions: list[str] | None = None) -> dict[str, Any]:
+def present_job(
+    row: RowMapping, base: str, *, logs: list[RowMapping] | None = None, permissions: list[str] | None = None
+) -> dict[str, Any]:
     status = JobStatus(row["status"])
     total, pending = row["total"], row["pending"]
     stage_defs = [StageDef(s["key"], s["name"]) for s in (row["pipeline_stages"] or [])]
@@ -313,8 +325,10 @@ def present_job(row: RowMapping, base: str, *, logs: list[RowMapping] | None = N
             "errors": errors,
             "logs": lines,
         },
-        "logs": {"stdout": [line for line, r in zip(lines, logs or [], strict=True) if r["level"] != "ERROR"],
-                 "stderr": errors},
+        "logs": {
+            "stdout": [line for line, r in zip(lines, logs or [], strict=True) if r["level"] != "ERROR"],
+            "stderr": errors,
+        },
         "job_type": {"name": JOB_TYPES.get(row["job_type"], row["job_type"]), "key": row["job_type"]},
         "data_export": None,
         "dispatch_mode": row["dispatch_mode"],

@@ -8,8 +8,9 @@ from sqlalchemy import create_engine, pool
 from conveyor.store.tables import metadata
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
-assert url, "sqlalchemy.url must be set"
+_configured = config.get_main_option("sqlalchemy.url")
+assert _configured, "sqlalchemy.url must be set"
+url: str = _configured
 
 
 def run_offline() -> None:

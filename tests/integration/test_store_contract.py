@@ -1,0 +1,263 @@
+"""The store's contract, run against every database backend (SQLite and PostgreSQL).
+
+These tests drive the repositories the way workers and the API do, with real concurrent
+connections, to prove the guarantees the rest of Conveyor stands on: guarded transitions,
+lease-guarded write-backs (exactly-once counting), safe concurrent claims.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from conveyor.domain.status import JobStatus
+from conveyor.errors import Conflict
+from conveyor.services.bootstrap import prepare
+from conveyor.settings import Settings
+from conveyor.store import Store, lifecycle
+from conveyor.store.chunks import Claim, ItemOutcome
+from conveyor.store.jobs import Scope
+from conveyor.store.tables import items, job_events, jobs
+from tests.backends import postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    def build(url: str) -> Store:
+        settings = Settings(data_dir=tmp_path, database_url=url, chunk_size=5)
+        made = Store(settings, pool_size=12)
+        prepare(made)
+        return made
+
+    if request.param == "sqlite":
+        made = build(f"sqlite:///{tmp_path / 'contract.db'}")
+        yield made
+        made.close()
+    else:
+        with postgres_database() as url:
+            made = build(url)
+            yield made
+            made.close()
+
+
+def new_job(store: Store, n: int, *, start: bool = True, **values: Any) -> tuple[int, Scope]:
+    account_id, project_id = store.auth.ensure_defaults()
+    pipeline_id = store.pipelines.latest("test-delay")["id"]
+    row = {
+        "name": "contract", "account_id": account_id, "project_id": project_id, "pipeline_id": pipeline_id,
+        "job_type": "ml", "dispatch_mode": "internal", "delay": 0.0, "limit": None, "shuffle": False,
+        "timeout_ms": None, "explain": False, "max_failed_ratio": 0.5, "config": {}, "input_summary": {},
+        "total": n, "pending": n, "input_byte_amount": n, "submitted_by": "test",
+    }
+    row.update(values)
+    item_rows = [{"seq": i, "name": f"i{i}", "kind": "text", "byte_size": 1, "data": b"x", "status": "PENDING",
+                  "attempts": 0} for i in range(n)]
+    job_id, _ = store.jobs.create(row, item_rows, start=start)
+    return job_id, Scope(account_id)
+
+
+def outcomes(store: Store, claim: Claim, ok: bool = True) -> list[ItemOutcome]:
+    return [ItemOutcome(i.id, ok, {"v": i.seq} if ok else None, None if ok else "boom")
+            for i in store.chunks.pending_items(claim)]
+
+
+def status_of(store: Store, job_id: int) -> dict[str, Any]:
+    with store.db.read() as conn:
+        return dict(conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one())
+
+
+def test_run_splits_items_into_chunks_and_only_once(store: Store) -> None:
+    job_id, scope = new_job(store, 12, start=False)
+    queued = store.jobs.run(scope, job_id)
+    assert len(queued.chunk_ids) == 3
+    with pytest.raises(Conflict):
+        store.jobs.run(scope, job_id)
+    claims = [store.chunks.claim("w", 30) for _ in range(4)]
+    assert [c.first_seq if c else None for c in claims] == [0, 5, 10, None]
+    assert [c.last_seq for c in claims if c] == [4, 9, 11]
+
+
+def test_concurrent_claims_hand_each_chunk_to_exactly_one_worker(store: Store) -> None:
+    job_id, _ = new_job(store, 200)  # 40 chunks
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while (claim := store.chunks.claim(name, 30)) is not None:
+            with lock:
+                taken.append(claim.chunk_id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(taken) == 40
+    assert len(set(taken)) == 40
+
+
+def test_write_back_counts_items_and_finishes_the_job(store: Store) -> None:
+    job_id, _ = new_job(store, 7)
+    while (claim := store.chunks.claim("w", 30)) is not None:
+        store.chunks.start_job(job_id)
+        wrote = store.chunks.write_back(claim, outcomes(store, claim), [], lease_seconds=30, complete=True)
+        assert wrote.held
+    job = status_of(store, job_id)
+    assert job["status"] == "SUCCESS"
+    assert (job["completed"], job["failed"], job["pending"], job["canceled"]) == (7, 0, 0, 0)
+    assert job["queue_time_ms"] is not None and job["elapsed_time_ms"] is not None
+    with store.db.read() as conn:
+        attempts = conn.execute(select(items.c.attempts).where(items.c.job_id == job_id)).scalars().all()
+    assert attempts == [1] * 7
+
+
+def test_a_worker_that_lost_its_lease_cannot_write(store: Store) -> None:
+    job_id, _ = new_job(store, 5)
+    slow = store.chunks.claim("slow", 0.2)
+    assert slow is not None
+    store.chunks.start_job(job_id)
+    # The slow worker writes two items, then stalls past its lease.
+    first_two = outcomes(store, slow)[:2]
+    assert store.chunks.write_back(slow, first_two, [], lease_seconds=0.2, complete=False).held
+    time.sleep(0.4)
+    assert store.chunks.reap_expired() == [slow.chunk_id]
+    fresh = store.chunks.claim("fresh", 30)
+    assert fresh is not None and fresh.chunk_id == slow.chunk_id and fresh.token != slow.token
+    # Only the three unwritten items are redelivered.
+    assert [i.seq for i in store.chunks.pending_items(fresh)] == [2, 3, 4]
+    late = store.chunks.write_back(slow, outcomes(store, slow), [], lease_seconds=30, complete=True)
+    assert not late.held
+    assert status_of(store, job_id)["completed"] == 2
+    assert store.chunks.write_back(fresh, outcomes(store, fresh), [], lease_seconds=30, complete=True).held
+    job = status_of(store, job_id)
+    assert (job["status"], job["completed"], job["pending"]) == ("SUCCESS", 5, 0)
+    with store.db.read() as conn:
+        attempts = conn.execute(select(items.c.attempts).where(items.c.job_id == job_id)).scalars().all()
+    assert attempts == [1] * 5
+
+
+def test_concurrent_terminal_transitions_have_one_winner(store: Store) -> None:
+    job_id, _ = new_job(store, 3)
+    store.chunks.claim("w", 30)
+    store.chunks.start_job(job_id)
+    targets = [JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.TIMEDOUT] * 4
+    barrier = threading.Barrier(len(targets))
+    winners: list[JobStatus] = []
+    lock = threading.Lock()
+
+    def attempt(target: JobStatus) -> None:
+        barrier.wait()
+        with store.db.write() as conn:
+            done = lifecycle.finish(conn, job_id, target, "race")
+        if done is not None:
+            with lock:
+                winners.append(done.target)
+
+    threads = [threading.Thread(target=attempt, args=(t,)) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    job = status_of(store, job_id)
+    assert job["status"] == winners[0]
+    with store.db.read() as conn:
+        terminal_events = conn.execute(
+            select(func.count()).select_from(job_events).where(
+                job_events.c.job_id == job_id, job_events.c.to_status.in_(["SUCCESS", "FAILURE", "TIMEDOUT"]))
+        ).scalar_one()
+    assert terminal_events == 1
+    assert job["completed"] + job["failed"] + job["canceled"] == job["total"]
+
+
+def test_late_writes_never_move_a_terminal_job_back(store: Store) -> None:
+    job_id, scope = new_job(store, 2)
+    claim = store.chunks.claim("w", 30)
+    assert claim is not None
+    store.chunks.start_job(job_id)
+    store.chunks.write_back(claim, outcomes(store, claim), [], lease_seconds=30, complete=True)
+    assert status_of(store, job_id)["status"] == "SUCCESS"
+    with store.db.write() as conn:
+        for target in (JobStatus.PENDING, JobStatus.STARTED, JobStatus.CANCELING, JobStatus.FAILURE,
+                       JobStatus.REVOKED, JobStatus.TIMEDOUT):
+            assert lifecycle.transition(conn, job_id, target, "late write") is None
+    store.chunks.start_job(job_id)  # a duplicate "first chunk" message
+    with pytest.raises(Conflict):
+        store.jobs.cancel(scope, job_id)
+    assert status_of(store, job_id)["status"] == "SUCCESS"
+
+
+def test_cancel_drops_queued_work_and_revokes_when_the_worker_lets_go(store: Store) -> None:
+    job_id, scope = new_job(store, 15)
+    claim = store.chunks.claim("w", 30)
+    assert claim is not None
+    store.chunks.start_job(job_id)
+    first = outcomes(store, claim)[:2]
+    store.chunks.write_back(claim, first, [], lease_seconds=30, complete=False)
+    assert store.jobs.cancel(scope, job_id) == JobStatus.CANCELING
+    assert store.chunks.claim("other", 30) is None  # queued chunks were dropped
+    # The worker notices, writes what it finished, and releases its chunk.
+    rest = outcomes(store, claim)[:1]
+    assert store.chunks.write_back(claim, rest, [], lease_seconds=30, complete=False).job_status == "CANCELING"
+    store.chunks.release(claim, requeue=False)
+    job = status_of(store, job_id)
+    assert job["status"] == "REVOKED"
+    assert (job["completed"], job["failed"], job["canceled"], job["pending"]) == (3, 0, 12, 0)
+
+
+def test_cancel_of_a_queued_job_with_no_worker_revokes_at_once(store: Store) -> None:
+    job_id, scope = new_job(store, 4)
+    assert store.jobs.cancel(scope, job_id) == JobStatus.REVOKED
+    assert status_of(store, job_id)["canceled"] == 4
+
+
+def test_early_stop_when_the_failure_policy_cannot_be_met(store: Store) -> None:
+    job_id, _ = new_job(store, 20, max_failed_ratio=0.2)  # at most 4 failures allowed
+    first = store.chunks.claim("w", 30)
+    assert first is not None
+    store.chunks.start_job(job_id)
+    wrote = store.chunks.write_back(first, outcomes(store, first, ok=False), [], lease_seconds=30, complete=True)
+    assert wrote.job_status == "FAILURE"
+    job = status_of(store, job_id)
+    assert (job["failed"], job["canceled"], job["pending"], job["completed"]) == (5, 15, 0, 0)
+    assert store.chunks.claim("w", 30) is None
+
+
+def test_retry_requeues_only_failed_items(store: Store) -> None:
+    job_id, scope = new_job(store, 10, max_failed_ratio=1.0)
+    while (claim := store.chunks.claim("w", 30)) is not None:
+        store.chunks.start_job(job_id)
+        done = [ItemOutcome(i.id, i.seq % 3 != 0, None, None if i.seq % 3 else "bad")
+                for i in store.chunks.pending_items(claim)]
+        store.chunks.write_back(claim, done, [], lease_seconds=30, complete=True)
+    assert status_of(store, job_id)["failed"] == 4  # seqs 0, 3, 6, 9
+    queued = store.jobs.retry(scope, job_id)
+    assert len(queued.chunk_ids) == 1
+    claim = store.chunks.claim("w", 30)
+    assert claim is not None
+    assert [i.seq for i in store.chunks.pending_items(claim)] == [0, 3, 6, 9]
+    store.chunks.write_back(claim, outcomes(store, claim), [], lease_seconds=30, complete=True)
+    job = status_of(store, job_id)
+    assert (job["status"], job["completed"], job["failed"]) == ("SUCCESS", 10, 0)
+    with pytest.raises(Conflict):
+        store.jobs.retry(scope, job_id)
+
+
+def test_timeouts_end_the_job_and_keep_finished_items(store: Store) -> None:
+    job_id, _ = new_job(store, 10, timeout_ms=150)
+    claim = store.chunks.claim("w", 30)
+    assert claim is not None
+    store.chunks.start_job(job_id)
+    store.chunks.write_back(claim, outcomes(store, claim)[:3], [], lease_seconds=30, complete=False)
+    assert store.chunks.time_out_jobs() == []
+    time.sleep(0.2)
+    assert store.chunks.time_out_jobs() == [job_id]
+    job = status_of(store, job_id)
+    assert (job["status"], job["completed"], job["canceled"], job["pending"]) == ("TIMEDOUT", 3, 7, 0)
+    assert not store.chunks.write_back(claim, outcomes(store, claim), [], lease_seconds=30, complete=True).held
