@@ -112,8 +112,10 @@ class ChunkExecutor:
         return self.run(claim)
 
     def run(self, claim: Claim) -> ChunkReport:
-        self.store.chunks.start_job(claim.job_id)
         job = self.store.chunks.job_context(claim.job_id)
+        if job is not None and job.status == JobStatus.PENDING:
+            self.store.chunks.start_job(claim.job_id)  # the first chunk of the job: PENDING -> STARTED
+            job = self.store.chunks.job_context(claim.job_id)
         with _Watch(self.store, claim, self.settings, self.shutdown) as watch:
             watch.observe(job)
             if job is None or watch.should_stop():
