@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -35,7 +36,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 120, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CONVEYOR, *args], env=env, capture_output=True, text=True, timeout=timeout, **kw)
 
 
@@ -50,7 +53,9 @@ class Server:
     keys: dict[str, str] = field(default_factory=dict)
 
     def client(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Token {key or self.key}"}, timeout=60)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Token {key or self.key}"}, timeout=60
+        )
 
     def create_key(self, role: str = "owner", project: str | None = None, name: str = "test") -> str:
         args = ["keys", "create", "--name", name, "--role", role]
@@ -74,8 +79,9 @@ class Server:
         return self.process.returncode
 
 
-def start_server(data_dir: Path, *, workers: int = 2, extra_env: dict[str, str] | None = None,
-                 key: str | None = None) -> Server:
+def start_server(
+    data_dir: Path, *, workers: int = 2, extra_env: dict[str, str] | None = None, key: str | None = None
+) -> Server:
     env = {**os.environ, **TEST_ENV, "CONVEYOR_DATA_DIR": str(data_dir), **(extra_env or {})}
     env.pop("CONVEYOR_URL", None)
     env.pop("CONVEYOR_KEY", None)
@@ -89,7 +95,11 @@ def start_server(data_dir: Path, *, workers: int = 2, extra_env: dict[str, str] 
     log_file = log_path.open("w")
     process = subprocess.Popen(
         [*CONVEYOR, "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
-        env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -135,14 +145,13 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
 
 def _kill_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05, what: str = "condition"
-             ) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -17,8 +17,10 @@ SMALL_CHUNKS = {"CONVEYOR_CHUNK_SIZE": "5"}
 
 def submit(server: Server, n: int, *, name: str, **body: Any) -> dict[str, Any]:
     with server.client() as client:
-        response = client.post("/api/v2/jobs/?start_now=true", json={
-            "name": name, "pipeline": "test-delay", "inputs": text_inputs(n), **body})
+        response = client.post(
+            "/api/v2/jobs/?start_now=true",
+            json={"name": name, "pipeline": "test-delay", "inputs": text_inputs(n), **body},
+        )
     assert response.status_code == 201, response.text
     job: dict[str, Any] = response.json()
     return job
@@ -27,12 +29,16 @@ def submit(server: Server, n: int, *, name: str, **body: Any) -> dict[str, Any]:
 def item_rows(server: Server, job_id: int) -> list[tuple[int, str, int]]:
     """(seq, status, attempts) straight from the database: the ground truth the counters must match."""
     with sqlite3.connect(server.data_dir / "conveyor.db") as conn:
-        return list(conn.execute("SELECT seq, status, attempts FROM items WHERE job_id=? ORDER BY seq", (job_id,)))
+        return list(
+            conn.execute("SELECT seq, status, attempts FROM items WHERE job_id=? ORDER BY seq", (job_id,))
+        )
 
 
 def assert_counters_match_items(server: Server, job: dict[str, Any]) -> None:
     rows = item_rows(server, job["id"])
-    by_status = {s: sum(1 for _, status, _ in rows if status == s) for s in ("SUCCESS", "FAILURE", "CANCELED")}
+    by_status = {
+        s: sum(1 for _, status, _ in rows if status == s) for s in ("SUCCESS", "FAILURE", "CANCELED")
+    }
     assert len(rows) == job["total"]
     assert job["completed"] == by_status["SUCCESS"]
     assert job["failed"] == by_status["FAILURE"]
@@ -45,12 +51,17 @@ def ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def test_kill_9_of_a_worker_mid_chunk_loses_and_doubles_nothing(server_factory: Callable[..., Server]) -> None:
+def test_kill_9_of_a_worker_mid_chunk_loses_and_doubles_nothing(
+    server_factory: Callable[..., Server],
+) -> None:
     server = server_factory(workers=2, extra_env=SMALL_CHUNKS)
     job = submit(server, 40, name="kill-9", config={"item_seconds": 0.1})
     with server.client() as client:
-        wait_for(lambda: client.get(f"/api/v2/jobs/{job['id']}/").json()["completed"] >= 3, 30,
-                 what="work to start")
+        wait_for(
+            lambda: client.get(f"/api/v2/jobs/{job['id']}/").json()["completed"] >= 3,
+            30,
+            what="work to start",
+        )
         workers = client.get("/api/v2/workers/").json()
         victim = workers[0]["pid"]
         os.kill(victim, signal.SIGKILL)
@@ -64,8 +75,11 @@ def test_kill_9_of_a_worker_mid_chunk_loses_and_doubles_nothing(server_factory: 
         logs = client.get(f"/api/v2/jobs/{job['id']}/logs/", params={"level": "WARNING", "limit": 100}).json()
         assert any("expired" in line["message"] for line in logs["results"])
         # The dead worker was replaced in its slot.
-        replaced = wait_for(lambda: [w for w in client.get("/api/v2/workers/").json()
-                                     if w["restarts"] >= 1 and w["alive"]], 10, what="replacement worker")
+        replaced = wait_for(
+            lambda: [w for w in client.get("/api/v2/workers/").json() if w["restarts"] >= 1 and w["alive"]],
+            10,
+            what="replacement worker",
+        )
         assert replaced[0]["pid"] != victim
         assert replaced[0]["exit_codes"] == [-signal.SIGKILL]
 
@@ -73,15 +87,21 @@ def test_kill_9_of_a_worker_mid_chunk_loses_and_doubles_nothing(server_factory: 
 def test_cancel_stops_running_workers_and_keeps_counters_consistent(shared_server: Server) -> None:
     job = submit(shared_server, 200, name="cancel-running", config={"item_seconds": 0.05})
     with shared_server.client() as client:
-        wait_for(lambda: client.get(f"/api/v2/jobs/{job['id']}/").json()["completed"] >= 4, 30,
-                 what="work to start")
+        wait_for(
+            lambda: client.get(f"/api/v2/jobs/{job['id']}/").json()["completed"] >= 4,
+            30,
+            what="work to start",
+        )
         response = client.post(f"/api/v2/jobs/{job['id']}/cancel/")
         assert response.status_code == 200
         assert response.json()["status"] in ("CANCELING", "REVOKED")
         final = wait_status(client, job["id"], {"REVOKED"}, timeout=10)
         finished = ts(final["finished_at"])
-        canceled_at = next(e for e in client.get(f"/api/v2/jobs/{job['id']}/transitions/").json()
-                           if e["to_status"] in ("CANCELING", "REVOKED"))
+        canceled_at = next(
+            e
+            for e in client.get(f"/api/v2/jobs/{job['id']}/transitions/").json()
+            if e["to_status"] in ("CANCELING", "REVOKED")
+        )
         # Server-side clock: from the cancel request to REVOKED (all workers let go).
         assert (finished - ts(canceled_at["created_at"])).total_seconds() < 2.0
         assert final["canceled"] > 0
@@ -104,8 +124,13 @@ def test_timeout_ends_the_job_timedout_and_keeps_finished_items(shared_server: S
 
 
 def test_early_stop_when_failures_exceed_the_policy(shared_server: Server) -> None:
-    job = submit(shared_server, 300, name="early-stop", max_failed_ratio=0.1,
-                 config={"item_seconds": 0.005, "fail_rate": 1.0, "batch_size": 5})
+    job = submit(
+        shared_server,
+        300,
+        name="early-stop",
+        max_failed_ratio=0.1,
+        config={"item_seconds": 0.005, "fail_rate": 1.0, "batch_size": 5},
+    )
     with shared_server.client() as client:
         final = wait_status(client, job["id"], {"FAILURE", "SUCCESS"}, timeout=30)
         transitions = client.get(f"/api/v2/jobs/{job['id']}/transitions/").json()
@@ -120,6 +145,7 @@ def test_progress_and_timings_while_running(shared_server: Server) -> None:
     job = submit(shared_server, 30, name="progress", config={"item_seconds": 0.05, "batch_size": 1})
     seen: list[float] = []
     with shared_server.client() as client:
+
         def partial() -> bool:
             current = client.get(f"/api/v2/jobs/{job['id']}/").json()
             seen.append(current["progress"]["summary"]["progress"])
@@ -140,8 +166,11 @@ def test_sigterm_stops_cleanly_and_a_restart_finishes_the_job(server_factory: Ca
     server = server_factory(workers=2, extra_env=SMALL_CHUNKS)
     job = submit(server, 60, name="shutdown", config={"item_seconds": 0.05})
     with server.client() as client:
-        wait_for(lambda: client.get(f"/api/v2/jobs/{job['id']}/").json()["completed"] >= 5, 30,
-                 what="work to start")
+        wait_for(
+            lambda: client.get(f"/api/v2/jobs/{job['id']}/").json()["completed"] >= 5,
+            30,
+            what="work to start",
+        )
         workers = [w["pid"] for w in client.get("/api/v2/workers/").json()]
     assert server.stop(signal.SIGTERM, timeout=30) == 0
     for pid in workers:  # the worker processes exited too

@@ -29,7 +29,9 @@ def test_upgrade_downgrade_upgrade(url: str) -> None:
     assert migrate.current(url) == "0001"
     engine = create_engine(url)
     try:
-        assert {"jobs", "items", "chunks", "job_logs", "job_events", "api_keys"} <= set(inspect(engine).get_table_names())
+        assert {"jobs", "items", "chunks", "job_logs", "job_events", "api_keys"} <= set(
+            inspect(engine).get_table_names()
+        )
         migrate.downgrade(url, "base")
         assert migrate.current(url) is None
         assert "jobs" not in inspect(engine).get_table_names()

@@ -50,21 +50,47 @@ def new_job(store: Store, n: int, *, start: bool = True, **values: Any) -> tuple
     account_id, project_id = store.auth.ensure_defaults()
     pipeline_id = store.pipelines.latest("test-delay")["id"]
     row = {
-        "name": "contract", "account_id": account_id, "project_id": project_id, "pipeline_id": pipeline_id,
-        "job_type": "ml", "dispatch_mode": "internal", "delay": 0.0, "limit": None, "shuffle": False,
-        "timeout_ms": None, "explain": False, "max_failed_ratio": 0.5, "config": {}, "input_summary": {},
-        "total": n, "pending": n, "input_byte_amount": n, "submitted_by": "test",
+        "name": "contract",
+        "account_id": account_id,
+        "project_id": project_id,
+        "pipeline_id": pipeline_id,
+        "job_type": "ml",
+        "dispatch_mode": "internal",
+        "delay": 0.0,
+        "limit": None,
+        "shuffle": False,
+        "timeout_ms": None,
+        "explain": False,
+        "max_failed_ratio": 0.5,
+        "config": {},
+        "input_summary": {},
+        "total": n,
+        "pending": n,
+        "input_byte_amount": n,
+        "submitted_by": "test",
     }
     row.update(values)
-    item_rows = [{"seq": i, "name": f"i{i}", "kind": "text", "byte_size": 1, "data": b"x", "status": "PENDING",
-                  "attempts": 0} for i in range(n)]
+    item_rows = [
+        {
+            "seq": i,
+            "name": f"i{i}",
+            "kind": "text",
+            "byte_size": 1,
+            "data": b"x",
+            "status": "PENDING",
+            "attempts": 0,
+        }
+        for i in range(n)
+    ]
     job_id, _ = store.jobs.create(row, item_rows, start=start)
     return job_id, Scope(account_id)
 
 
 def outcomes(store: Store, claim: Claim, ok: bool = True) -> list[ItemOutcome]:
-    return [ItemOutcome(i.id, ok, {"v": i.seq} if ok else None, None if ok else "boom")
-            for i in store.chunks.pending_items(claim)]
+    return [
+        ItemOutcome(i.id, ok, {"v": i.seq} if ok else None, None if ok else "boom")
+        for i in store.chunks.pending_items(claim)
+    ]
 
 
 def status_of(store: Store, job_id: int) -> dict[str, Any]:
@@ -84,7 +110,7 @@ def test_run_splits_items_into_chunks_and_only_once(store: Store) -> None:
 
 
 def test_concurrent_claims_hand_each_chunk_to_exactly_one_worker(store: Store) -> None:
-    job_id, _ = new_job(store, 200)  # 40 chunks
+    _job_id, _ = new_job(store, 200)  # 40 chunks
     taken: list[int] = []
     lock = threading.Lock()
 
@@ -169,8 +195,11 @@ def test_concurrent_terminal_transitions_have_one_winner(store: Store) -> None:
     assert job["status"] == winners[0]
     with store.db.read() as conn:
         terminal_events = conn.execute(
-            select(func.count()).select_from(job_events).where(
-                job_events.c.job_id == job_id, job_events.c.to_status.in_(["SUCCESS", "FAILURE", "TIMEDOUT"]))
+            select(func.count())
+            .select_from(job_events)
+            .where(
+                job_events.c.job_id == job_id, job_events.c.to_status.in_(["SUCCESS", "FAILURE", "TIMEDOUT"])
+            )
         ).scalar_one()
     assert terminal_events == 1
     assert job["completed"] + job["failed"] + job["canceled"] == job["total"]
@@ -184,8 +213,14 @@ def test_late_writes_never_move_a_terminal_job_back(store: Store) -> None:
     store.chunks.write_back(claim, outcomes(store, claim), [], lease_seconds=30, complete=True)
     assert status_of(store, job_id)["status"] == "SUCCESS"
     with store.db.write() as conn:
-        for target in (JobStatus.PENDING, JobStatus.STARTED, JobStatus.CANCELING, JobStatus.FAILURE,
-                       JobStatus.REVOKED, JobStatus.TIMEDOUT):
+        for target in (
+            JobStatus.PENDING,
+            JobStatus.STARTED,
+            JobStatus.CANCELING,
+            JobStatus.FAILURE,
+            JobStatus.REVOKED,
+            JobStatus.TIMEDOUT,
+        ):
             assert lifecycle.transition(conn, job_id, target, "late write") is None
     store.chunks.start_job(job_id)  # a duplicate "first chunk" message
     with pytest.raises(Conflict):
@@ -204,7 +239,9 @@ def test_cancel_drops_queued_work_and_revokes_when_the_worker_lets_go(store: Sto
     assert store.chunks.claim("other", 30) is None  # queued chunks were dropped
     # The worker notices, writes what it finished, and releases its chunk.
     rest = outcomes(store, claim)[:1]
-    assert store.chunks.write_back(claim, rest, [], lease_seconds=30, complete=False).job_status == "CANCELING"
+    assert (
+        store.chunks.write_back(claim, rest, [], lease_seconds=30, complete=False).job_status == "CANCELING"
+    )
     store.chunks.release(claim, requeue=False)
     job = status_of(store, job_id)
     assert job["status"] == "REVOKED"
@@ -222,7 +259,9 @@ def test_early_stop_when_the_failure_policy_cannot_be_met(store: Store) -> None:
     first = store.chunks.claim("w", 30)
     assert first is not None
     store.chunks.start_job(job_id)
-    wrote = store.chunks.write_back(first, outcomes(store, first, ok=False), [], lease_seconds=30, complete=True)
+    wrote = store.chunks.write_back(
+        first, outcomes(store, first, ok=False), [], lease_seconds=30, complete=True
+    )
     assert wrote.job_status == "FAILURE"
     job = status_of(store, job_id)
     assert (job["failed"], job["canceled"], job["pending"], job["completed"]) == (5, 15, 0, 0)
@@ -233,8 +272,10 @@ def test_retry_requeues_only_failed_items(store: Store) -> None:
     job_id, scope = new_job(store, 10, max_failed_ratio=1.0)
     while (claim := store.chunks.claim("w", 30)) is not None:
         store.chunks.start_job(job_id)
-        done = [ItemOutcome(i.id, i.seq % 3 != 0, None, None if i.seq % 3 else "bad")
-                for i in store.chunks.pending_items(claim)]
+        done = [
+            ItemOutcome(i.id, i.seq % 3 != 0, None, None if i.seq % 3 else "bad")
+            for i in store.chunks.pending_items(claim)
+        ]
         store.chunks.write_back(claim, done, [], lease_seconds=30, complete=True)
     assert status_of(store, job_id)["failed"] == 4  # seqs 0, 3, 6, 9
     queued = store.jobs.retry(scope, job_id)
@@ -260,4 +301,6 @@ def test_timeouts_end_the_job_and_keep_finished_items(store: Store) -> None:
     assert store.chunks.time_out_jobs() == [job_id]
     job = status_of(store, job_id)
     assert (job["status"], job["completed"], job["canceled"], job["pending"]) == ("TIMEDOUT", 3, 7, 0)
-    assert not store.chunks.write_back(claim, outcomes(store, claim), [], lease_seconds=30, complete=True).held
+    assert not store.chunks.write_back(
+        claim, outcomes(store, claim), [], lease_seconds=30, complete=True
+    ).held

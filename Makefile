@@ -1,0 +1,54 @@
+# Conveyor developer tasks. `make demo` and `make test` are all a newcomer needs.
+#
+# `setup` is idempotent: it creates .venv if missing and installs the package (editable, with the
+# dev tools) only when pyproject.toml is newer than the last install, so repeated runs are instant.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# bench/ is optional so that lint works before the benchmarks exist.
+LINT_PATHS := src tests $(wildcard bench)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test lint typecheck pytest bench clean distclean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Create .venv and install Conveyor with its dev tools (fast when up to date)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup ## Start a server, classify held-out handwritten digits with live progress, report accuracy
+	$(BIN)/conveyor demo
+
+test: setup ## Lint, type-check and run the whole test suite
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+lint: setup ## ruff
+	$(BIN)/ruff check $(LINT_PATHS)
+
+typecheck: setup ## mypy (configured in pyproject.toml)
+	$(BIN)/mypy
+
+pytest: setup ## Only the tests
+	$(BIN)/python -m pytest -q
+
+bench: setup ## Run the benchmarks and print their figures
+	$(BIN)/python bench/run_all.py
+
+clean: ## Remove caches, build files and the demo's data directory (keeps .venv)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info conveyor-data bench/results
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean ## clean, and remove .venv too
+	rm -rf $(VENV)

@@ -1,0 +1,425 @@
+"""Python client for Conveyor's native ``/api/v2`` API.
+
+    from conveyor.client import ConveyorClient, text_input
+
+    with ConveyorClient() as conveyor:  # CONVEYOR_URL and CONVEYOR_KEY from the environment
+        job = conveyor.submit("test-delay", [text_input("hello"), text_input("world")])
+        final = conveyor.wait(job["id"], on_update=lambda j: print(j["status"]))
+        for row in conveyor.iter_results(final["id"]):
+            print(row["name"], row["status"], row["result"])
+
+Every call returns the server's JSON as plain dicts (the shapes are documented in the
+server's OpenAPI page, ``/docs``). A non-2xx answer raises :class:`ConveyorAPIError` with
+the server's own error code and message; a server that cannot be reached raises
+:class:`ConveyorConnectionError`. Only ``httpx`` and the standard library are needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL_STATUSES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"})
+ExportFormat = Literal["json", "jsonl", "csv"]
+Job = dict[str, Any]
+
+
+class ConveyorClientError(Exception):
+    """Root of the client's errors."""
+
+
+class ConveyorAPIError(ConveyorClientError):
+    """The server answered with a non-2xx status.
+
+    ``code`` and ``message`` are the server's ``error`` and ``message`` fields (for example
+    ``unknown_pipeline`` and ``Unknown pipeline 'x'; installed: digits, test-delay.``).
+    """
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+class ConveyorConnectionError(ConveyorClientError):
+    """The server could not be reached (refused, timed out, DNS...)."""
+
+
+# --------------------------------------------------------------------------- input builders
+def text_input(text: str, name: str | None = None) -> dict[str, Any]:
+    """An inline UTF-8 text input. Without a name the server calls it ``input-<n>``."""
+    return {"name": name, "kind": "text", "data": text}
+
+
+def bytes_input(data: bytes, name: str | None = None) -> dict[str, Any]:
+    """Raw bytes (an image, say) as a base64 input."""
+    return {"name": name, "kind": "base64", "data": base64.b64encode(data).decode("ascii")}
+
+
+def file_input(path: str | os.PathLike[str], name: str | None = None) -> dict[str, Any]:
+    """A file's bytes as a base64 input, named after the file unless ``name`` is given."""
+    file = Path(path)
+    return bytes_input(file.read_bytes(), name or file.name)
+
+
+def is_terminal(job: Mapping[str, Any]) -> bool:
+    """Whether the job is finished (SUCCESS, FAILURE, REVOKED or TIMEDOUT)."""
+    return job.get("status") in TERMINAL_STATUSES
+
+
+# --------------------------------------------------------------------------- the client
+class ConveyorClient:
+    """A synchronous client. Use it as a context manager, or call :meth:`close`.
+
+    ``url`` defaults to ``$CONVEYOR_URL`` (else ``http://127.0.0.1:8000``) and ``key`` to
+    ``$CONVEYOR_KEY``; ``timeout`` is the per-request timeout in seconds.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL).rstrip("/")
+        self.key = key if key is not None else os.environ.get("CONVEYOR_KEY")
+        headers = {"Accept": "application/json", "User-Agent": "conveyor-client"}
+        if self.key:
+            headers["Authorization"] = f"Token {self.key}"
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> ConveyorClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ------------------------------------------------------------------ plumbing
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, params=_clean(params), json=json_body)
+        except httpx.TransportError as exc:
+            raise ConveyorConnectionError(f"Cannot reach Conveyor at {self.url}: {exc}") from exc
+        _raise_for_status(response)
+        return response
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        return self._request(method, path, **kw).json()
+
+    @contextmanager
+    def _stream(self, path: str, params: Mapping[str, Any]) -> Iterator[httpx.Response]:
+        try:
+            with self._http.stream("GET", path, params=_clean(params)) as response:
+                if response.is_error:
+                    response.read()
+                    _raise_for_status(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise ConveyorConnectionError(f"Cannot reach Conveyor at {self.url}: {exc}") from exc
+
+    # ------------------------------------------------------------------ jobs: writes
+    def submit(
+        self,
+        pipeline: str | int,
+        inputs: list[dict[str, Any]],
+        *,
+        name: str | None = None,
+        start_now: bool = True,
+        delay: float = 0,
+        timeout_ms: int | None = None,
+        explain: bool = False,
+        max_failed_ratio: float | None = None,
+        config: Mapping[str, Any] | None = None,
+        project_id: int | None = None,
+        limit: int | None = None,
+        shuffle: bool = False,
+    ) -> Job:
+        """Submit a job and return it (status PENDING, or CREATED with ``start_now=False``).
+
+        ``pipeline`` is a slug (``"digits"``) or a pipeline id (a specific version).
+        ``inputs`` come from :func:`text_input`, :func:`file_input` or :func:`bytes_input`.
+        ``timeout_ms`` counts from queueing; past it the job ends TIMEDOUT.
+        """
+        body: dict[str, Any] = {
+            "name": name or f"{pipeline}: {len(inputs)} input(s)",
+            "inputs": [{k: v for k, v in i.items() if v is not None} for i in inputs],
+            "delay": delay,
+            "timeout": timeout_ms,
+            "explain": explain,
+            "max_failed_ratio": max_failed_ratio,
+            "config": dict(config or {}),
+            "project_id": project_id,
+            "limit": limit,
+            "shuffle": shuffle,
+        }
+        if isinstance(pipeline, int):
+            body["pipeline_id"] = pipeline
+        else:
+            body["pipeline"] = pipeline
+        body = {k: v for k, v in body.items() if v is not None}
+        job: Job = self._json(
+            "POST", "/api/v2/jobs/", params={"start_now": "true" if start_now else "false"}, json_body=body
+        )
+        return job
+
+    def run(self, job_id: int) -> Job:
+        """Queue a CREATED job."""
+        job: Job = self._json("POST", f"/api/v2/jobs/{job_id}/run/")
+        return job
+
+    def cancel(self, job_id: int) -> Job:
+        """Cancel a job: REVOKED at once if nothing runs, else CANCELING until workers stop."""
+        job: Job = self._json("POST", f"/api/v2/jobs/{job_id}/cancel/")
+        return job
+
+    def retry(self, job_id: int) -> Job:
+        """Re-run only the failed items of a finished job (status RETRY)."""
+        job: Job = self._json("POST", f"/api/v2/jobs/{job_id}/retry/")
+        return job
+
+    def delete(self, job_id: int) -> None:
+        """Delete a finished (or never run) job with its items and logs."""
+        self._request("DELETE", f"/api/v2/jobs/{job_id}/")
+
+    # ------------------------------------------------------------------ jobs: reads
+    def get_job(self, job_id: int) -> Job:
+        """One job with counters, progress (``progress.summary``, ``progress.stages``) and timings."""
+        job: Job = self._json("GET", f"/api/v2/jobs/{job_id}/")
+        return job
+
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        pipeline: str | None = None,
+        project: int | None = None,
+        job_type_key: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        updated_after: datetime | str | None = None,
+        updated_before: datetime | str | None = None,
+        search: str | None = None,
+        submitted_by: str | None = None,
+        ordering: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of the job history: ``{"count", "next", "previous", "results"}``.
+
+        ``status`` takes a state (``SUCCESS``), a group (``pending``, ``terminated``,
+        ``timedout``, ``all``) or a comma-separated mix; ``ordering`` is one of
+        ``created_at, updated_at, status, duration, name, id`` (``-`` for descending).
+        Follow ``next`` with :func:`cursor_of` or use :meth:`iter_jobs`.
+        """
+        params = {
+            "status": status,
+            "pipeline": pipeline,
+            "project": project,
+            "job_type_key": job_type_key,
+            "created_after": created_after,
+            "created_before": created_before,
+            "updated_after": updated_after,
+            "updated_before": updated_before,
+            "search": search,
+            "submitted_by": submitted_by,
+            "ordering": ordering,
+            "limit": limit,
+            "offset": offset,
+            "cursor": cursor,
+        }
+        page: dict[str, Any] = self._json("GET", "/api/v2/jobs/", params=params)
+        return page
+
+    def iter_jobs(self, *, page_size: int = 200, **filters: Any) -> Iterator[Job]:
+        """Every job matching ``filters`` (as :meth:`list_jobs`), page after page by cursor."""
+        filters.pop("cursor", None)
+        filters.pop("offset", None)
+        cursor: str | None = None
+        while True:
+            page = self.list_jobs(limit=page_size, cursor=cursor, **filters)
+            yield from page["results"]
+            cursor = cursor_of(page.get("next"))
+            if cursor is None:
+                return
+
+    def items(
+        self, job_id: int, *, status: str | None = None, after: int = -1, limit: int | None = None
+    ) -> dict[str, Any]:
+        """One page of the job's items (``seq`` greater than ``after``), with result and error."""
+        page: dict[str, Any] = self._json(
+            "GET", f"/api/v2/jobs/{job_id}/items/", params={"status": status, "after": after, "limit": limit}
+        )
+        return page
+
+    def iter_items(self, job_id: int, *, status: str | None = None, page_size: int = 1000) -> Iterator[Job]:
+        """Every item of the job, in ``seq`` order."""
+        after = -1
+        while True:
+            page = self.items(job_id, status=status, after=after, limit=page_size)
+            yield from page["results"]
+            if not page["results"] or page.get("next") is None:
+                return
+            after = page["results"][-1]["seq"]
+
+    def logs(
+        self, job_id: int, *, after: int = 0, level: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """Log lines with an id greater than ``after``: ``{"results", "last_id", "next"}``.
+
+        To follow a running job, pass the returned ``last_id`` as ``after`` next time.
+        ``level`` is the minimum level (DEBUG, INFO, WARNING, ERROR).
+        """
+        page: dict[str, Any] = self._json(
+            "GET", f"/api/v2/jobs/{job_id}/logs/", params={"after": after, "level": level, "limit": limit}
+        )
+        return page
+
+    def transitions(self, job_id: int) -> list[dict[str, Any]]:
+        """Every status change of the job with its time and cause."""
+        events: list[dict[str, Any]] = self._json("GET", f"/api/v2/jobs/{job_id}/transitions/")
+        return events
+
+    # ------------------------------------------------------------------ results
+    def stream_results(
+        self, job_id: int, format: ExportFormat = "json", *, chunk_size: int = 64 * 1024
+    ) -> Iterator[bytes]:
+        """The results export exactly as the server streams it (JSON array, JSON Lines or CSV).
+
+        Nothing is held in memory beyond one chunk: write the pieces to a file or a pipe.
+        Errors (404, 401...) are raised before the first chunk.
+        """
+        with self._stream(f"/api/v2/jobs/{job_id}/results/", {"format": format}) as response:
+            yield from response.iter_bytes(chunk_size)
+
+    def iter_results(self, job_id: int) -> Iterator[dict[str, Any]]:
+        """Each finished item's row, parsed as it streams in: ``seq, name, status, result, error,
+        duration_ms``."""
+        with self._stream(f"/api/v2/jobs/{job_id}/results/", {"format": "jsonl"}) as response:
+            for line in response.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
+    def results(self, job_id: int) -> list[dict[str, Any]]:
+        """Every finished item's row, as a list (use :meth:`iter_results` for big jobs)."""
+        return list(self.iter_results(job_id))
+
+    # ------------------------------------------------------------------ catalog and operations
+    def pipelines(self) -> list[dict[str, Any]]:
+        """Pipelines installed on the server: slug, version, input kinds, stages, batch size."""
+        found: list[dict[str, Any]] = self._json("GET", "/api/v2/pipelines/")
+        return found
+
+    def projects(self) -> list[dict[str, Any]]:
+        """Projects this key can see."""
+        found: list[dict[str, Any]] = self._json("GET", "/api/v2/projects/")
+        return found
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The server's local worker processes: pid, liveness, restarts."""
+        found: list[dict[str, Any]] = self._json("GET", "/api/v2/workers/")
+        return found
+
+    def ready(self) -> bool:
+        """Whether ``/readyz`` says the database and the workers are up (no key needed)."""
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    # ------------------------------------------------------------------ waiting
+    def wait(
+        self,
+        job_id: int,
+        *,
+        on_update: Callable[[Job], None] | None = None,
+        poll: float = 0.2,
+        timeout: float | None = None,
+    ) -> Job:
+        """Poll the job until it is finished and return it.
+
+        ``on_update`` is called with the job after every poll (the last call sees the final
+        state). ``timeout`` is in seconds; past it :class:`TimeoutError` is raised (the job
+        keeps running on the server).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if is_terminal(job):
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"Job {job_id} is still {job['status']} after {timeout} s.")
+            time.sleep(poll)
+
+
+# --------------------------------------------------------------------------- helpers
+def cursor_of(link: str | None) -> str | None:
+    """The ``cursor`` parameter of a ``next``/``previous`` link (None if absent)."""
+    if not link:
+        return None
+    values = parse_qs(urlsplit(link).query).get("cursor")
+    return values[0] if values else None
+
+
+def _clean(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Drop unset parameters and put datetimes and booleans the way the API reads them."""
+    if params is None:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        out[key] = value
+    return out
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    code, message, detail = f"http_{response.status_code}", response.reason_phrase, None
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        if text:
+            message = text[:500]
+    else:
+        if isinstance(body, dict):
+            code = str(body.get("error") or code)
+            message = str(body.get("message") or body.get("detail") or message)
+            detail = body.get("detail")
+    raise ConveyorAPIError(response.status_code, code, message or f"HTTP {response.status_code}", detail)
