@@ -7,6 +7,7 @@ import json
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.errors import ConveyorError
@@ -25,7 +26,16 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI parses the body before it runs the auth dependency: an anonymous caller must
+        # get 401, not a description of its body.
+        if request.url.path.startswith("/api/") and getattr(request.state, "principal", None) is None:
+            from conveyor.api.deps import authenticate
+
+            try:
+                await run_in_threadpool(authenticate, request)
+            except ConveyorError as auth_error:
+                return await _domain(request, auth_error)
         errors = json.loads(json.dumps(exc.errors(), default=str))
         if any(e.get("type") == "json_invalid" for e in errors):
             return JSONResponse(

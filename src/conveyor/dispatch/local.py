@@ -29,6 +29,7 @@ _ctx = mp.get_context("spawn")
 class Slot:
     index: int
     wake: MpEvent
+    ready: MpEvent
     process: SpawnProcess | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -41,7 +42,7 @@ class LocalDispatcher(Dispatcher):
     def __init__(self, settings: Settings, workers: int) -> None:
         self.settings = settings
         self.stop_event: MpEvent = _ctx.Event()
-        self.slots = [Slot(i, _ctx.Event()) for i in range(workers)]
+        self.slots = [Slot(i, _ctx.Event(), _ctx.Event()) for i in range(workers)]
         self._supervisor: threading.Thread | None = None
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -68,9 +69,17 @@ class LocalDispatcher(Dispatcher):
         process = _ctx.Process(
             target=worker_main,
             name=f"conveyor-worker-{slot.index}",
-            args=(self.settings.model_dump(mode="json"), slot.index, slot.wake, wakes, self.stop_event),
+            args=(
+                self.settings.model_dump(mode="json"),
+                slot.index,
+                slot.wake,
+                wakes,
+                self.stop_event,
+                slot.ready,
+            ),
             daemon=False,
         )
+        slot.ready.clear()
         process.start()
         slot.process = process
         slot.started_at = time.time()
@@ -102,6 +111,7 @@ class LocalDispatcher(Dispatcher):
                     "slot": slot.index,
                     "pid": slot.process.pid if slot.process else None,
                     "alive": bool(slot.process and slot.process.is_alive()),
+                    "ready": slot.ready.is_set(),
                     "started_at": slot.started_at,
                     "restarts": slot.restarts,
                     "exit_codes": list(slot.exit_codes),

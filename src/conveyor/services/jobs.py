@@ -10,7 +10,7 @@ from sqlalchemy import RowMapping
 
 from conveyor.dispatch.base import Dispatcher
 from conveyor.domain.status import JobStatus
-from conveyor.errors import Forbidden, InvalidInput, NotFound, TooLarge
+from conveyor.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnknownPipeline
 from conveyor.inputs.inline import decode
 from conveyor.pipelines import registry
 from conveyor.settings import Settings
@@ -194,7 +194,13 @@ class JobService:
     # --------------------------------------------------------------- helpers
     def _resolve_pipeline(self, request: JobRequest) -> RowMapping:
         if request.pipeline_id is not None:
-            return self.store.pipelines.by_id(request.pipeline_id)
+            try:
+                return self.store.pipelines.by_id(request.pipeline_id)
+            except NotFound:
+                # A bad reference in the body is bad input (400), like an unknown slug, not a missing URL.
+                raise UnknownPipeline(
+                    f"Unknown pipeline id {request.pipeline_id}.", pipeline_id=request.pipeline_id
+                ) from None
         if request.pipeline:
             registry.get(request.pipeline)  # installed here? a clear 400 otherwise
             return self.store.pipelines.latest(request.pipeline)

@@ -26,6 +26,16 @@ ORDERINGS: dict[str, Any] = {
     "id": jobs.c.id,
 }
 DATETIME_ORDERINGS = {"created_at", "updated_at"}
+# The JSON type of a cursor's sort value per ordering (datetimes travel as ISO text): a cursor
+# edited by hand must get a 400, never reach the database as a list, an object or a null.
+CURSOR_VALUE_TYPES: dict[str, type] = {
+    "created_at": str,
+    "updated_at": str,
+    "status": str,
+    "duration": int,
+    "name": str,
+    "id": int,
+}
 
 
 @dataclass
@@ -80,8 +90,10 @@ def decode_cursor(cursor: str, key: str) -> tuple[Any, int, bool]:
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         if data["k"] != key:
             raise ValueError("ordering changed")
-        value = data["v"]
-        if key in DATETIME_ORDERINGS and value is not None:
+        if not isinstance(data["v"], CURSOR_VALUE_TYPES[key]) or isinstance(data["v"], bool):
+            raise ValueError("sort value of the wrong type")
+        value: Any = data["v"]
+        if key in DATETIME_ORDERINGS:
             value = datetime.fromisoformat(value)
         return value, int(data["i"]), bool(data["b"])
     except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError):

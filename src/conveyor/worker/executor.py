@@ -221,6 +221,13 @@ class ChunkExecutor:
                         ItemOutcome(item.id, result.ok, result.value, result.error, started, finished)
                     )
             logs.extend(LogLine(level, message) for level, message in ctx.logs)
+            failures = [
+                (item.name, o.error) for item, o in zip(batch, buffer[-len(batch) :], strict=True) if not o.ok
+            ]
+            if failures:
+                shown = "; ".join(f"{name}: {error}" for name, error in failures[:3])
+                more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
+                logs.append(LogLine("WARNING", f"{len(failures)} item(s) failed: {shown}{more}"))
             position += len(batch)
             last_chunk_batch = position >= len(items)
             if last_chunk_batch or time.monotonic() - last_flush >= self.settings.flush_seconds:

@@ -19,7 +19,12 @@ IDLE_POLL_SECONDS = 1.0
 
 
 def worker_main(
-    settings_data: dict[str, Any], slot: int, wake: MpEvent, wake_all: list[MpEvent], stop: MpEvent
+    settings_data: dict[str, Any],
+    slot: int,
+    wake: MpEvent,
+    wake_all: list[MpEvent],
+    stop: MpEvent,
+    ready: MpEvent | None = None,
 ) -> None:
     logging.basicConfig(
         level=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
@@ -43,6 +48,8 @@ def worker_main(
     executor = ChunkExecutor(
         store, settings, worker_name=f"{os.uname().nodename}:{os.getpid()}:{slot}", shutdown=shutdown
     )
+    if ready is not None:
+        ready.set()  # /readyz counts this worker from now on
     log.info("worker %d ready (pid %d)", slot, os.getpid())
     try:
         while not shutdown.is_set():

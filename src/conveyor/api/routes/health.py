@@ -27,9 +27,9 @@ def readyz(request: Request, store: StoreDep) -> JSONResponse:
         checks["database"] = f"error: {exc.__class__.__name__}"
     pool = getattr(request.app.state, "pool", None)
     if pool is not None:
-        alive = sum(1 for w in pool.status() if w["alive"])
-        checks["workers"] = f"{alive}/{len(pool.slots)} alive"
-        workers_ok = alive == len(pool.slots)
+        ready = sum(1 for w in pool.status() if w["alive"] and w["ready"])
+        checks["workers"] = f"{ready}/{len(pool.slots)} ready"
+        workers_ok = ready == len(pool.slots)
     else:
         checks["workers"] = "none in this process"
         workers_ok = True

@@ -43,7 +43,7 @@ def _job_response(
     jobs: JobService, principal: Principal, job_id: int, base: str, status_code: int = 200
 ) -> JSONResponse:
     row = jobs.get(principal, job_id)
-    logs = list(reversed(jobs.store.jobs.recent_logs(job_id, jobs.settings.job_log_lines_in_detail)))
+    logs = jobs.store.jobs.recent_logs(job_id, jobs.settings.job_log_lines_in_detail)  # newest first
     body = present_job(row, base, logs=logs, permissions=_permissions(principal))
     return JSONResponse(body, status_code=status_code)
 
@@ -225,8 +225,11 @@ def list_items(
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> JSONResponse:
     size = min(limit or settings.default_page_size, settings.max_page_size)
-    count, rows = jobs.items(principal, job_id, statuses=_item_statuses(status), after_seq=after, limit=size)
-    next_link = _page_link(request, after=rows[-1]["seq"], limit=size) if len(rows) == size else None
+    count, rows = jobs.items(
+        principal, job_id, statuses=_item_statuses(status), after_seq=after, limit=size + 1
+    )
+    more, rows = len(rows) > size, rows[:size]  # one extra row tells whether a next page exists
+    next_link = _page_link(request, after=rows[-1]["seq"], limit=size) if more else None
     return JSONResponse(
         {"count": count, "next": next_link, "previous": None, "results": [present_item(r) for r in rows]}
     )

@@ -14,6 +14,8 @@ from conveyor.domain.status import JobStatus
 from conveyor.services.jobs import InputSpec, JobRequest
 
 JOB_TYPES = {"ml": "ML pipeline", "data_export": "Data export"}
+# Log levels shown in `progress.errors` and `logs.stderr`.
+PROBLEM_LEVELS = ("WARNING", "ERROR")
 
 
 # --------------------------------------------------------------------------- requests
@@ -273,7 +275,7 @@ def present_job(
         params=row["stage_params"] or {},
     )
     lines = [format_log(r) for r in (logs or [])]
-    errors = [format_log(r) for r in (logs or []) if r["level"] == "ERROR"]
+    errors = [format_log(r) for r in (logs or []) if r["level"] in PROBLEM_LEVELS]
     duration = None
     if row["started_at"] is not None and row["finished_at"] is not None:
         duration = f"{(row['finished_at'] - row['started_at']).total_seconds():.6f}"
@@ -326,7 +328,9 @@ def present_job(
             "logs": lines,
         },
         "logs": {
-            "stdout": [line for line, r in zip(lines, logs or [], strict=True) if r["level"] != "ERROR"],
+            "stdout": [
+                line for line, r in zip(lines, logs or [], strict=True) if r["level"] not in PROBLEM_LEVELS
+            ],
             "stderr": errors,
         },
         "job_type": {"name": JOB_TYPES.get(row["job_type"], row["job_type"]), "key": row["job_type"]},
