@@ -140,7 +140,9 @@ def test_early_stop_when_failures_exceed_the_policy(shared_server: Server) -> No
     assert "stopping early" in transitions[-1]["cause"]
     # Item failures are reported as warnings, in the log and in the job's `errors`.
     with shared_server.client() as client:
-        warnings = client.get(f"/api/v2/jobs/{job['id']}/logs/", params={"level": "WARNING"}).json()["results"]
+        warnings = client.get(f"/api/v2/jobs/{job['id']}/logs/", params={"level": "WARNING"}).json()[
+            "results"
+        ]
         detail = client.get(f"/api/v2/jobs/{job['id']}/").json()
     assert warnings and all(line["level"] in ("WARNING", "ERROR") for line in warnings)
     assert any("item(s) failed: item-0: injected failure" in line["message"] for line in warnings)
