@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         request = JobRequest(
             name="profile",
             pipeline="test-delay",
-            inputs=[InputSpec("text", f"payload {i}", f"item-{i}") for i in range(n)],
+            inputs=[InputSpec(kind="text", data=f"payload {i}", name=f"item-{i}") for i in range(n)],
             config={"item_seconds": 0},
         )
 

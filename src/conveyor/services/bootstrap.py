@@ -11,3 +11,4 @@ def prepare(store: Store) -> None:
     migrate.upgrade(store.db.url)
     store.pipelines.sync([cls.describe() for cls in registry.available().values()])
     store.auth.ensure_defaults()
+    store.db.optimize()

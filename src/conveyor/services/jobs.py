@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired
 
 from sqlalchemy import RowMapping
+from typing_extensions import TypedDict
 
 from conveyor.dispatch.base import Dispatcher
 from conveyor.domain.status import JobStatus
@@ -23,11 +24,12 @@ JOB_TYPE_ML = "ml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-@dataclass
-class InputSpec:
+class InputSpec(TypedDict):
+    """One inline input as submitted: ``kind`` (text | base64), ``data``, optional ``name``."""
+
     kind: str
     data: str
-    name: str | None = None
+    name: NotRequired[str | None]
 
 
 @dataclass
@@ -82,12 +84,13 @@ class JobService:
         kinds: dict[str, int] = {}
         accepted = set(pipeline_cls.input_kinds)
         for index, spec in enumerate(inputs):
-            if spec.kind not in accepted:
+            kind, name = spec["kind"], spec.get("name")
+            if kind not in accepted:
                 raise InvalidInput(
                     f"Pipeline {pipeline_cls.slug!r} accepts inputs of kind {', '.join(sorted(accepted))}; "
-                    f"input {spec.name or index!r} is {spec.kind!r}."
+                    f"input {name or index!r} is {kind!r}."
                 )
-            decoded = decode(index, spec.name, spec.kind, spec.data, max_bytes=self.settings.max_input_bytes)
+            decoded = decode(index, name, kind, spec["data"], max_bytes=self.settings.max_input_bytes)
             total_bytes += len(decoded.data)
             if total_bytes > self.settings.max_job_bytes:
                 raise TooLarge(f"The job's inputs exceed the cap of {self.settings.max_job_bytes} bytes.")

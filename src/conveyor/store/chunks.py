@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from conveyor.clock import ms_between, utcnow
-from conveyor.domain.status import RUNNABLE, ChunkKind, ChunkStatus, ItemStatus, JobStatus
-from conveyor.store import lifecycle
+from conveyor.domain.status import RUNNABLE, ChunkKind, ChunkStatus, JobStatus
+from conveyor.store import bulk, lifecycle
 from conveyor.store.database import Database
-from conveyor.store.tables import chunks, items, job_logs, jobs, pipelines
+from conveyor.store.tables import chunks, job_logs, jobs, pipelines
 
 ACCEPTS_RESULTS = [s.value for s in (*RUNNABLE, JobStatus.CANCELING)]
 
@@ -90,6 +90,7 @@ class _LeaseLost(Exception):
 class ChunkRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.dialect = bulk.Dialect(db.dialect)
 
     def claim(
         self,
@@ -192,17 +193,8 @@ class ChunkRepository:
 
     def pending_items(self, claim: Claim) -> list[ItemInput]:
         with self.db.read() as conn:
-            rows = conn.execute(
-                select(items.c.id, items.c.seq, items.c.name, items.c.kind, items.c.data)
-                .where(
-                    items.c.job_id == claim.job_id,
-                    items.c.seq >= claim.first_seq,
-                    items.c.seq <= claim.last_seq,
-                    items.c.status == ItemStatus.PENDING.value,
-                )
-                .order_by(items.c.seq)
-            )
-            return [ItemInput(r.id, r.seq, r.name, r.kind, bytes(r.data or b"")) for r in rows]
+            rows = bulk.pending_items(conn, self.dialect, claim.job_id, claim.first_seq, claim.last_seq)
+        return [ItemInput(r[0], r[1], r[2], r[3], bytes(r[4] or b"")) for r in rows]
 
     def heartbeat(
         self, claim: Claim, lease_seconds: float, *, delay_progress: float | None = None
@@ -262,6 +254,7 @@ class ChunkRepository:
     ) -> WriteBack:
         n_ok = sum(1 for o in outcomes if o.ok)
         n_failed = len(outcomes) - n_ok
+        item_params = bulk.item_result_params(self.dialect, outcomes, now)  # before taking the write lock
         with self.db.write() as conn:
             # Job row first (lock order), then the chunk lease, then the items.
             job = conn.execute(
@@ -278,7 +271,7 @@ class ChunkRepository:
             if job is None or not self._renew(conn, claim, now, lease_seconds, complete=complete):
                 raise _LeaseLost  # rolls the counter update back
             if outcomes:
-                self._write_items(conn, outcomes, now)
+                bulk.update_items(conn, self.dialect, item_params)
             if logs:
                 conn.execute(
                     insert(job_logs),
@@ -316,35 +309,6 @@ class ChunkRepository:
                 .values(**values)
             ).rowcount
             == 1
-        )
-
-    @staticmethod
-    def _write_items(conn: Connection, outcomes: Sequence[ItemOutcome], now: datetime) -> None:
-        params = [
-            {
-                "b_id": o.id,
-                "b_status": ItemStatus.SUCCESS.value if o.ok else ItemStatus.FAILURE.value,
-                "b_result": o.result,
-                "b_error": o.error,
-                "b_started": o.started_at or now,
-                "b_finished": o.finished_at or now,
-                "b_duration": ms_between(o.started_at or now, o.finished_at or now),
-            }
-            for o in outcomes
-        ]
-        conn.execute(
-            update(items)
-            .where(items.c.id == bindparam("b_id"), items.c.status == ItemStatus.PENDING.value)
-            .values(
-                status=bindparam("b_status"),
-                result=bindparam("b_result"),
-                error=bindparam("b_error"),
-                started_at=bindparam("b_started"),
-                finished_at=bindparam("b_finished"),
-                duration_ms=bindparam("b_duration"),
-                attempts=items.c.attempts + 1,
-            ),
-            params,
         )
 
     def release(self, claim: Claim, *, requeue: bool) -> None:

@@ -30,5 +30,14 @@ class Database:
         with read_tx(self.engine) as conn:
             yield conn
 
+    def optimize(self) -> None:
+        """Refresh the query planner's statistics (SQLite has none until told; PostgreSQL autovacuums)."""
+        if not self.is_sqlite:
+            return
+        with self.engine.connect() as conn:
+            # A bounded, approximate ANALYZE: fast even on millions of rows.
+            conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+            conn.exec_driver_sql("ANALYZE")
+
     def dispose(self) -> None:
         self.engine.dispose()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, func, select, tuple_
+from sqlalchemy import ColumnElement, RowMapping, func, literal_column, select, tuple_
 
 from conveyor.domain.status import JobStatus
 from conveyor.errors import InvalidInput
@@ -21,7 +21,8 @@ ORDERINGS: dict[str, Any] = {
     "created_at": jobs.c.created_at,
     "updated_at": jobs.c.updated_at,
     "status": jobs.c.status,
-    "duration": func.coalesce(jobs.c.elapsed_time_ms, -1),
+    # A literal -1 (not a bound parameter) so the expression matches ix_jobs_account_duration.
+    "duration": func.coalesce(jobs.c.elapsed_time_ms, literal_column("-1")),
     "name": jobs.c.name,
     "id": jobs.c.id,
 }
@@ -112,8 +113,12 @@ class HistoryRepository:
             if q.pipeline.isdigit():
                 where.append(jobs.c.pipeline_id == int(q.pipeline))
             else:
-                ids = select(pipelines.c.id).where(pipelines.c.slug == q.pipeline).scalar_subquery()
-                where.append(jobs.c.pipeline_id.in_(ids))
+                # Resolve the slug first: a literal id list lets the planner use the pipeline index.
+                with self.db.read() as conn:
+                    ids = list(
+                        conn.execute(select(pipelines.c.id).where(pipelines.c.slug == q.pipeline)).scalars()
+                    )
+                where.append(jobs.c.pipeline_id == ids[0] if len(ids) == 1 else jobs.c.pipeline_id.in_(ids))
         if q.project_id is not None:
             where.append(jobs.c.project_id == q.project_id)
         if q.job_type:

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, RowMapping, delete, func, insert, select, upd
 from conveyor.clock import utcnow
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, ChunkStatus, ItemStatus, JobStatus
 from conveyor.errors import Conflict, NotFound
-from conveyor.store import lifecycle
+from conveyor.store import bulk, lifecycle
 from conveyor.store.database import Database
 from conveyor.store.tables import chunks, items, job_events, job_logs, jobs, pipelines, projects
 
@@ -45,6 +45,7 @@ class Queued:
 class JobRepository:
     def __init__(self, db: Database, *, chunk_size: int) -> None:
         self.db = db
+        self.dialect = bulk.Dialect(db.dialect)
         self.chunk_size = chunk_size
 
     # ----------------------------------------------------------------- writes
@@ -70,15 +71,9 @@ class JobRepository:
                 )
                 .returning(jobs.c.id)
             ).scalar_one()
-            batch: list[dict[str, Any]] = []
-            for row in item_rows:
-                row["job_id"] = job_id
-                batch.append(row)
-                if len(batch) >= ITEM_INSERT_BATCH:
-                    conn.execute(insert(items), batch)
-                    batch = []
-            if batch:
-                conn.execute(insert(items), batch)
+            rows = list(item_rows)
+            for first in range(0, len(rows), ITEM_INSERT_BATCH):
+                bulk.insert_items(conn, self.dialect, job_id, rows[first : first + ITEM_INSERT_BATCH])
             conn.execute(
                 insert(job_events).values(
                     job_id=job_id, created_at=now, from_status=None, to_status="CREATED", cause="submitted"

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    literal_column,
 )
 
 from conveyor.store.types import JSONType, UTCDateTime
@@ -129,21 +130,24 @@ jobs = Table(
     Column("stage_params", JSONType, nullable=False),
     Column("result", JSONType, nullable=True),
 )
-# History: every filter is served by an index that ends in the ordering column + id.
+# History: the scope always pins account_id, so each filter's index starts with it and ends in
+# the ordering column + id (keyset pages walk the index; no sort).
 Index("ix_jobs_account_created", jobs.c.account_id, jobs.c.created_at, jobs.c.id)
-Index("ix_jobs_project_created", jobs.c.project_id, jobs.c.created_at, jobs.c.id)
-Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at, jobs.c.id)
-Index("ix_jobs_pipeline_created", jobs.c.pipeline_id, jobs.c.created_at, jobs.c.id)
-Index("ix_jobs_type_created", jobs.c.job_type, jobs.c.created_at, jobs.c.id)
+Index("ix_jobs_account_project_created", jobs.c.account_id, jobs.c.project_id, jobs.c.created_at, jobs.c.id)
+Index("ix_jobs_account_status_created", jobs.c.account_id, jobs.c.status, jobs.c.created_at, jobs.c.id)
+Index("ix_jobs_account_pipeline_created", jobs.c.account_id, jobs.c.pipeline_id, jobs.c.created_at, jobs.c.id)
+Index("ix_jobs_account_type_created", jobs.c.account_id, jobs.c.job_type, jobs.c.created_at, jobs.c.id)
 Index("ix_jobs_account_updated", jobs.c.account_id, jobs.c.updated_at, jobs.c.id)
 Index("ix_jobs_account_name", jobs.c.account_id, jobs.c.name, jobs.c.id)
-Index("ix_jobs_account_status", jobs.c.account_id, jobs.c.status, jobs.c.id)
+Index("ix_jobs_account_status_id", jobs.c.account_id, jobs.c.status, jobs.c.id)
 Index(
     "ix_jobs_account_duration",
     jobs.c.account_id,
-    func.coalesce(jobs.c.elapsed_time_ms, -1),
+    func.coalesce(jobs.c.elapsed_time_ms, literal_column("-1")),
     jobs.c.id,
 )
+# The sweeper looks for CANCELING jobs across accounts.
+Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at, jobs.c.id)
 Index("ix_jobs_deadline", jobs.c.deadline_at)
 
 items = Table(

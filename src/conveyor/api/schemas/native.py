@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import RowMapping
+from typing_extensions import TypedDict
 
 from conveyor.clock import isoformat
 from conveyor.domain.stages import StageDef, derive_stages, overall_progress
@@ -19,11 +20,18 @@ PROBLEM_LEVELS = ("WARNING", "ERROR")
 
 
 # --------------------------------------------------------------------------- requests
-class InputIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=500, description="Item name; default `input-<n>`.")
-    kind: Literal["text", "base64"] = Field(description="`text` (UTF-8) or `base64` (raw or a `data:` URI).")
-    data: str = Field(description="The text, or the base64-encoded bytes.")
+class InputIn(TypedDict):
+    """One inline input. A TypedDict, not a model: a job may carry a million of them, and
+    validating plain dicts is several times faster than building model instances."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    kind: Annotated[
+        Literal["text", "base64"], Field(description="`text` (UTF-8) or `base64` (raw or `data:` URI).")
+    ]
+    data: Annotated[str, Field(description="The text, or the base64-encoded bytes.")]
+    name: NotRequired[
+        Annotated[str | None, Field(max_length=500, description="Item name; default `input-<n>`.")]
+    ]
 
 
 class JobCreate(BaseModel):
@@ -58,7 +66,7 @@ class JobCreate(BaseModel):
     def to_request(self) -> JobRequest:
         return JobRequest(
             name=self.name,
-            inputs=[InputSpec(kind=i.kind, data=i.data, name=i.name) for i in self.inputs],
+            inputs=cast("list[InputSpec]", self.inputs),
             pipeline=self.pipeline,
             pipeline_id=self.pipeline_id,
             project_id=self.project_id,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 08:17:39.023030
+Create Date: 2026-11-23 09:19:44.045541
 """
 
 from __future__ import annotations
@@ -158,13 +158,24 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index("ix_jobs_account_created", ["account_id", "created_at", "id"], unique=False)
         batch_op.create_index("ix_jobs_account_name", ["account_id", "name", "id"], unique=False)
-        batch_op.create_index("ix_jobs_account_status", ["account_id", "status", "id"], unique=False)
+        batch_op.create_index(
+            "ix_jobs_account_pipeline_created",
+            ["account_id", "pipeline_id", "created_at", "id"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_jobs_account_project_created", ["account_id", "project_id", "created_at", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_jobs_account_status_created", ["account_id", "status", "created_at", "id"], unique=False
+        )
+        batch_op.create_index("ix_jobs_account_status_id", ["account_id", "status", "id"], unique=False)
+        batch_op.create_index(
+            "ix_jobs_account_type_created", ["account_id", "job_type", "created_at", "id"], unique=False
+        )
         batch_op.create_index("ix_jobs_account_updated", ["account_id", "updated_at", "id"], unique=False)
         batch_op.create_index("ix_jobs_deadline", ["deadline_at"], unique=False)
-        batch_op.create_index("ix_jobs_pipeline_created", ["pipeline_id", "created_at", "id"], unique=False)
-        batch_op.create_index("ix_jobs_project_created", ["project_id", "created_at", "id"], unique=False)
         batch_op.create_index("ix_jobs_status_created", ["status", "created_at", "id"], unique=False)
-        batch_op.create_index("ix_jobs_type_created", ["job_type", "created_at", "id"], unique=False)
     op.create_index(
         "ix_jobs_account_duration",
         "jobs",
@@ -287,13 +298,14 @@ def downgrade() -> None:
     op.drop_table("chunks")
     op.drop_index("ix_jobs_account_duration", table_name="jobs")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index("ix_jobs_type_created")
         batch_op.drop_index("ix_jobs_status_created")
-        batch_op.drop_index("ix_jobs_project_created")
-        batch_op.drop_index("ix_jobs_pipeline_created")
         batch_op.drop_index("ix_jobs_deadline")
         batch_op.drop_index("ix_jobs_account_updated")
-        batch_op.drop_index("ix_jobs_account_status")
+        batch_op.drop_index("ix_jobs_account_type_created")
+        batch_op.drop_index("ix_jobs_account_status_id")
+        batch_op.drop_index("ix_jobs_account_status_created")
+        batch_op.drop_index("ix_jobs_account_project_created")
+        batch_op.drop_index("ix_jobs_account_pipeline_created")
         batch_op.drop_index("ix_jobs_account_name")
         batch_op.drop_index("ix_jobs_account_created")
 
