@@ -15,11 +15,11 @@ from typing import Any
 
 from conveyor.clock import utcnow
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
-from conveyor.pipelines.base import BatchContext
+from conveyor.pipelines.base import BatchContext, Pipeline
 from conveyor.pipelines.registry import WarmPipelines
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.chunks import Claim, ItemOutcome, JobContext, LogLine
+from conveyor.store.chunks import Claim, ItemInput, ItemOutcome, JobContext, LogLine
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,15 @@ class _Watch:
                 log.exception("heartbeat of chunk %s failed", self.claim.chunk_id)
                 continue
             self.observe(job)
+
+
+def _failure_warning(batch: list[ItemInput], outcomes: list[ItemOutcome]) -> LogLine | None:
+    failures = [(item.name, o.error) for item, o in zip(batch, outcomes, strict=True) if not o.ok]
+    if not failures:
+        return None
+    shown = "; ".join(f"{name}: {error}" for name, error in failures[:3])
+    more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
+    return LogLine("WARNING", f"{len(failures)} item(s) failed: {shown}{more}")
 
 
 class ChunkExecutor:
@@ -194,40 +203,14 @@ class ChunkExecutor:
         position = 0
         while position < len(items) and not watch.should_stop():
             batch = items[position : position + batch_size]
-            started = utcnow()
-            ctx.logs.clear()
-            error = ""
-            try:
-                results = pipeline.process_batch(batch, ctx)
-                if len(results) != len(batch):
-                    raise RuntimeError(f"pipeline returned {len(results)} results for {len(batch)} items")
-            except Exception as exc:
-                log.exception("batch of chunk %s failed", claim.chunk_id)
-                if watch.should_stop():
-                    break
-                results = None
-                error = f"{type(exc).__name__}: {exc}"
-            finished = utcnow()
-            if watch.should_stop() and results is not None and len(results) < len(batch):
+            outcomes = self._process(pipeline, batch, ctx)
+            if outcomes is None:  # the batch was interrupted by a stop: nothing of it is kept
                 break
-            for index, item in enumerate(batch):
-                if results is None:
-                    buffer.append(
-                        ItemOutcome(item.id, False, error=error, started_at=started, finished_at=finished)
-                    )
-                else:
-                    result = results[index]
-                    buffer.append(
-                        ItemOutcome(item.id, result.ok, result.value, result.error, started, finished)
-                    )
+            buffer.extend(outcomes)
             logs.extend(LogLine(level, message) for level, message in ctx.logs)
-            failures = [
-                (item.name, o.error) for item, o in zip(batch, buffer[-len(batch) :], strict=True) if not o.ok
-            ]
-            if failures:
-                shown = "; ".join(f"{name}: {error}" for name, error in failures[:3])
-                more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
-                logs.append(LogLine("WARNING", f"{len(failures)} item(s) failed: {shown}{more}"))
+            warning = _failure_warning(batch, outcomes)
+            if warning is not None:
+                logs.append(warning)
             position += len(batch)
             last_chunk_batch = position >= len(items)
             if last_chunk_batch or time.monotonic() - last_flush >= self.settings.flush_seconds:
@@ -260,6 +243,31 @@ class ChunkExecutor:
             )
             return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
         return self._release(claim, watch, processed, buffer, logs)
+
+    def _process(
+        self, pipeline: Pipeline, batch: list[ItemInput], ctx: BatchContext
+    ) -> list[ItemOutcome] | None:
+        """Run one batch. A batch that raises fails all its items with the error (None if stopping)."""
+        started = utcnow()
+        ctx.logs.clear()
+        try:
+            results = pipeline.process_batch(batch, ctx)
+            if len(results) != len(batch):
+                raise RuntimeError(f"pipeline returned {len(results)} results for {len(batch)} items")
+        except Exception as exc:
+            if ctx.should_stop():
+                return None
+            log.exception("a batch of %s failed", pipeline.slug)
+            finished = utcnow()
+            error = f"{type(exc).__name__}: {exc}"
+            return [
+                ItemOutcome(i.id, False, error=error, started_at=started, finished_at=finished) for i in batch
+            ]
+        finished = utcnow()
+        return [
+            ItemOutcome(item.id, r.ok, r.value, r.error, started, finished)
+            for item, r in zip(batch, results, strict=True)
+        ]
 
     def _release(
         self,
