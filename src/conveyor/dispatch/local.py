@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -135,7 +134,3 @@ class LocalDispatcher(Dispatcher):
                 log.error("worker %d did not stop in %.0f s; terminating it", slot.index, timeout)
                 slot.process.terminate()
                 slot.process.join(timeout=5)
-
-
-def current_pid() -> int:
-    return os.getpid()
