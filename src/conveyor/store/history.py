@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, func, literal_column, select, tuple_
+from sqlalchemy import ColumnElement, RowMapping, bindparam, func, literal_column, select, tuple_
 
 from conveyor.domain.status import JobStatus
 from conveyor.errors import InvalidInput
@@ -108,7 +108,7 @@ class HistoryRepository:
     def filters(self, scope: Scope, q: HistoryQuery) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = [*scope.clauses(), *q.extra]
         if q.statuses is not None and q.statuses != frozenset(JobStatus):
-            where.append(jobs.c.status.in_(sorted(s.value for s in q.statuses)))
+            where.append(status_clause(q.statuses))
         if q.pipeline:
             if q.pipeline.isdigit():
                 where.append(jobs.c.pipeline_id == int(q.pipeline))
@@ -188,6 +188,13 @@ class HistoryRepository:
     ) -> list[RowMapping]:
         order = [column.desc(), jobs.c.id.desc()] if descending else [column.asc(), jobs.c.id.asc()]
         return JobRepository.fetch_rows(conn, where, order, q.limit, offset=q.offset or 0)
+
+
+def status_clause(statuses: frozenset[JobStatus]) -> ColumnElement[bool]:
+    """``status IN (...)`` with sorted literal values (safe: they come from the enum), so that the
+    `pending` group matches the partial index ix_jobs_account_active_created."""
+    values = sorted(s.value for s in statuses)
+    return jobs.c.status.in_(bindparam("statuses", values, expanding=True, literal_execute=True))
 
 
 def _sort_value(row: RowMapping, key: str) -> Any:

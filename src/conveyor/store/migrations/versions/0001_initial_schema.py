@@ -176,6 +176,15 @@ def upgrade() -> None:
         batch_op.create_index("ix_jobs_account_updated", ["account_id", "updated_at", "id"], unique=False)
         batch_op.create_index("ix_jobs_deadline", ["deadline_at"], unique=False)
         batch_op.create_index("ix_jobs_status_created", ["status", "created_at", "id"], unique=False)
+    active = sa.text("status IN ('CANCELING', 'CREATED', 'PENDING', 'RETRY', 'STARTED')")
+    op.create_index(
+        "ix_jobs_account_active_created",
+        "jobs",
+        ["account_id", "created_at", "id"],
+        unique=False,
+        sqlite_where=active,
+        postgresql_where=active,
+    )
     op.create_index(
         "ix_jobs_account_duration",
         "jobs",
@@ -297,6 +306,7 @@ def downgrade() -> None:
 
     op.drop_table("chunks")
     op.drop_index("ix_jobs_account_duration", table_name="jobs")
+    op.drop_index("ix_jobs_account_active_created", table_name="jobs")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_status_created")
         batch_op.drop_index("ix_jobs_deadline")
