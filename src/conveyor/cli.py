@@ -69,6 +69,35 @@ def serve(
         typer.echo(f"Conveyor stopped cleanly ({signal.Signals(stopped_by[0]).name}).", err=True)
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(help="Worker processes (Celery prefork pool); default: CPU count.")
+    ] = 0,
+    pipelines: Annotated[
+        str | None, typer.Option(help="Comma-separated pipeline slugs to run (default: all).")
+    ] = None,
+    queue: Annotated[str | None, typer.Option(help="Queue to consume (default: CONVEYOR_QUEUE).")] = None,
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run a Celery worker with the Conveyor task set (distributed mode).
+
+    Needs CONVEYOR_BROKER_URL (redis://... or amqp://...) and a shared CONVEYOR_DATABASE_URL
+    (PostgreSQL); run `conveyor db upgrade` first. Start as many as you like, on any host.
+    """
+    settings = _settings()
+    if not settings.broker_url:
+        typer.echo("error: CONVEYOR_BROKER_URL is not set (e.g. redis://127.0.0.1:6379/0).", err=True)
+        raise typer.Exit(2)
+    if queue:
+        settings = settings.model_copy(update={"queue": queue})
+    from conveyor.dispatch.celery_app import run_worker
+
+    slugs = [slug.strip() for slug in (pipelines or "").split(",") if slug.strip()]
+    os.environ.setdefault("CONVEYOR_LOG_LEVEL", loglevel.upper())
+    run_worker(settings, concurrency=concurrency or os.cpu_count() or 1, pipelines=slugs, loglevel=loglevel)
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply migrations up to REVISION (default: head)."""

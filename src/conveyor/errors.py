@@ -55,3 +55,9 @@ class UnknownPipeline(InvalidInput):
 
 class IllegalTransition(Conflict):
     code = "illegal_transition"
+
+
+class BrokerNotConfigured(ConveyorError):
+    """Distributed mode was asked for without ``CONVEYOR_BROKER_URL``."""
+
+    code = "broker_not_configured"

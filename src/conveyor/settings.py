@@ -17,6 +17,11 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in data_dir.")
     broker_url: str | None = Field(default=None, description="Celery broker URL (distributed mode only).")
+    queue: str = Field(
+        default="conveyor",
+        min_length=1,
+        description="Celery queue that chunk tasks are published to and `conveyor worker` consumes.",
+    )
 
     # Execution
     chunk_size: int = Field(

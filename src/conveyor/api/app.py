@@ -13,6 +13,7 @@ from conveyor import __version__
 from conveyor.api import errors
 from conveyor.api.routes import catalog, health, jobs
 from conveyor.dispatch.base import Dispatcher
+from conveyor.dispatch.celery import CeleryDispatcher
 from conveyor.dispatch.local import LocalDispatcher
 from conveyor.services.bootstrap import prepare
 from conveyor.services.jobs import JobService
@@ -35,7 +36,7 @@ Errors are JSON: `{"error": <code>, "message": <text>, "detail": {...}}`.
 def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True) -> FastAPI:
     store = Store(settings, pool_size=10)
     pool = LocalDispatcher(settings, workers) if workers > 0 else None
-    dispatcher: Dispatcher = pool if pool is not None else LocalDispatcher(settings, 0)
+    dispatcher = _dispatcher(settings, pool)
     sweeper = Sweeper(
         store, dispatcher, period=settings.sweep_seconds, cancel_grace=settings.cancel_grace_seconds
     )
@@ -43,11 +44,19 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         prepare(store)
+        if isinstance(dispatcher, CeleryDispatcher):
+            dispatcher.recover(store)  # chunks queued while no API server was publishing
         if pool is not None:
             pool.start()
         if run_sweeper:
             sweeper.start()
-        log.info("Conveyor %s ready: %s, %d local worker(s)", __version__, store.db.dialect, workers)
+        log.info(
+            "Conveyor %s ready: %s, %s dispatch, %d local worker(s)",
+            __version__,
+            store.db.dialect,
+            dispatcher.mode,
+            workers,
+        )
         try:
             yield
         finally:
@@ -55,6 +64,8 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
             sweeper.stop()
             if pool is not None:
                 pool.close()
+            if dispatcher is not pool:
+                dispatcher.close()
             store.close()
 
     app = FastAPI(title="Conveyor", version=__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -81,3 +92,10 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(jobs.router)
     app.include_router(catalog.router)
     return app
+
+
+def _dispatcher(settings: Settings, pool: LocalDispatcher | None) -> Dispatcher:
+    """Celery when a broker is configured (local workers, if any, also claim from the store)."""
+    if settings.broker_url:
+        return CeleryDispatcher(settings)
+    return pool if pool is not None else LocalDispatcher(settings, 0)

@@ -18,6 +18,9 @@ class Dispatcher(ABC):
     def enqueue(self, job_id: int, chunk_ids: list[int]) -> None:
         """Chunks of ``job_id`` became QUEUED (after commit)."""
 
+    def retry_pending(self) -> None:  # noqa: B027 - default: nothing is ever left unsent
+        """Called by the sweeper each period: send what an earlier ``enqueue`` could not."""
+
     def revoke(self, job_id: int) -> None:  # noqa: B027 - default: workers notice the cancel flag
         """The job was canceled or finished; queued messages for it may be dropped."""
 

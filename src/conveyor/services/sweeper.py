@@ -26,6 +26,7 @@ class Sweeper:
         self._thread: threading.Thread | None = None
 
     def sweep_once(self) -> dict[str, list[int]]:
+        self.dispatcher.retry_pending()
         requeued = self.store.chunks.reap_expired()
         if requeued:
             log.warning("re-queued %d chunk(s) whose lease expired", len(requeued))
