@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NotRequired
@@ -14,6 +15,7 @@ from conveyor.domain.status import JobStatus
 from conveyor.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnknownPipeline
 from conveyor.inputs.inline import decode
 from conveyor.pipelines import registry
+from conveyor.pipelines.base import Pipeline
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.auth import Principal
@@ -79,41 +81,11 @@ class JobService:
                 f"{self.settings.max_inputs_per_job} per job."
             )
         inputs = request.inputs[: request.limit] if request.limit is not None else request.inputs
-        rows: list[dict[str, Any]] = []
-        total_bytes = 0
-        kinds: dict[str, int] = {}
-        accepted = set(pipeline_cls.input_kinds)
-        for index, spec in enumerate(inputs):
-            kind, name = spec["kind"], spec.get("name")
-            if kind not in accepted:
-                raise InvalidInput(
-                    f"Pipeline {pipeline_cls.slug!r} accepts inputs of kind {', '.join(sorted(accepted))}; "
-                    f"input {name or index!r} is {kind!r}."
-                )
-            decoded = decode(index, name, kind, spec["data"], max_bytes=self.settings.max_input_bytes)
-            total_bytes += len(decoded.data)
-            if total_bytes > self.settings.max_job_bytes:
-                raise TooLarge(f"The job's inputs exceed the cap of {self.settings.max_job_bytes} bytes.")
-            kinds[decoded.kind] = kinds.get(decoded.kind, 0) + 1
-            rows.append(
-                {
-                    "seq": index,
-                    "name": decoded.name,
-                    "kind": decoded.kind,
-                    "byte_size": len(decoded.data),
-                    "data": decoded.data,
-                    "status": "PENDING",
-                    "attempts": 0,
-                }
-            )
+        rows, total_bytes, kinds = self._item_rows(pipeline_cls, inputs)
         if request.shuffle:
-            import random
-
-            order = list(range(len(rows)))
-            random.shuffle(order)
-            for seq, row in zip(order, rows, strict=True):
+            random.shuffle(rows)  # processing order is item order (seq)
+            for seq, row in enumerate(rows):
                 row["seq"] = seq
-            rows.sort(key=lambda r: r["seq"])
         values = {
             "name": request.name,
             "account_id": principal.account_id,
@@ -159,6 +131,39 @@ class JobService:
     def delete(self, principal: Principal, job_id: int) -> None:
         _require_write(principal)
         self.store.jobs.delete(scope_of(principal), job_id)
+
+    def _item_rows(
+        self, pipeline_cls: type[Pipeline], inputs: Sequence[InputSpec]
+    ) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+        """Decode and check every input before anything is written: item rows, total bytes, kinds."""
+        rows: list[dict[str, Any]] = []
+        total_bytes = 0
+        kinds: dict[str, int] = {}
+        accepted = set(pipeline_cls.input_kinds)
+        for index, spec in enumerate(inputs):
+            kind, name = spec["kind"], spec.get("name")
+            if kind not in accepted:
+                raise InvalidInput(
+                    f"Pipeline {pipeline_cls.slug!r} accepts inputs of kind {', '.join(sorted(accepted))}; "
+                    f"input {name or index!r} is {kind!r}."
+                )
+            decoded = decode(index, name, kind, spec["data"], max_bytes=self.settings.max_input_bytes)
+            total_bytes += len(decoded.data)
+            if total_bytes > self.settings.max_job_bytes:
+                raise TooLarge(f"The job's inputs exceed the cap of {self.settings.max_job_bytes} bytes.")
+            kinds[decoded.kind] = kinds.get(decoded.kind, 0) + 1
+            rows.append(
+                {
+                    "seq": index,
+                    "name": decoded.name,
+                    "kind": decoded.kind,
+                    "byte_size": len(decoded.data),
+                    "data": decoded.data,
+                    "status": "PENDING",
+                    "attempts": 0,
+                }
+            )
+        return rows, total_bytes, kinds
 
     def _dispatch(self, queued: Queued | None) -> None:
         if queued is not None and queued.chunk_ids:
