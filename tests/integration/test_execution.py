@@ -82,6 +82,14 @@ def test_kill_9_of_a_worker_mid_chunk_loses_and_doubles_nothing(
         )
         assert replaced[0]["pid"] != victim
         assert replaced[0]["exit_codes"] == [-signal.SIGKILL]
+        # The server is fully working afterwards: a new job runs on the pool, including the
+        # replacement, and nothing the dead worker shared blocks the wake-ups.
+        after = submit(server, 20, name="after-kill-9", config={"item_seconds": 0.01})
+        assert wait_status(client, after["id"], {"SUCCESS", "FAILURE"}, timeout=60)["status"] == "SUCCESS"
+        workers_after = client.get("/api/v2/workers/", timeout=5).json()
+        assert all(w["alive"] and w["ready"] for w in workers_after)
+    # ...and it still stops cleanly: a killed worker used to wedge the graceful shutdown.
+    assert server.stop(signal.SIGTERM, timeout=30) == 0
 
 
 def test_cancel_stops_running_workers_and_keeps_counters_consistent(shared_server: Server) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import signal
 import threading
-from multiprocessing.synchronize import Event as MpEvent
+from multiprocessing.connection import Connection
 from typing import Any
 
+from conveyor.dispatch.local import READY, WAKE_ALL, send
 from conveyor.pipelines import registry
 from conveyor.settings import Settings
 from conveyor.store import Store
@@ -18,42 +21,37 @@ log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0
 
 
-def worker_main(
-    settings_data: dict[str, Any],
-    slot: int,
-    wake: MpEvent,
-    wake_all: list[MpEvent],
-    stop: MpEvent,
-    ready: MpEvent | None = None,
-) -> None:
+def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbox: Connection) -> None:
     logging.basicConfig(
         level=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s worker-{slot} %(levelname)s %(name)s: %(message)s",
     )
-    # The parent decides when to stop (it sets ``stop``); Ctrl-C in a terminal reaches the whole
-    # process group, so ignore SIGINT here and treat SIGTERM as a graceful stop.
+    shutdown = threading.Event()
+    # SIGTERM (from the parent, or an operator) is a graceful stop. A self-pipe interrupts the
+    # idle wait at once. Ctrl-C in a terminal reaches the whole process group: the parent
+    # decides, so SIGINT is ignored here.
+    stop_reader, stop_writer = os.pipe()
+
+    def on_term(*_: object) -> None:
+        shutdown.set()
+        with contextlib.suppress(OSError):
+            os.write(stop_writer, b"x")
+
+    signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     settings = Settings(**settings_data)
     store = Store(settings, pool_size=2)
-    shutdown = threading.Event()
-
-    def relay_stop() -> None:
-        stop.wait()
-        shutdown.set()
-        wake.set()
-
-    threading.Thread(target=relay_stop, name="stop-relay", daemon=True).start()
     registry.available()
     executor = ChunkExecutor(
         store, settings, worker_name=f"{os.uname().nodename}:{os.getpid()}:{slot}", shutdown=shutdown
     )
-    if ready is not None:
-        ready.set()  # /readyz counts this worker from now on
+    wake_fd = wake.fileno()
+    os.set_blocking(wake_fd, False)
+    send(inbox, READY, slot)  # /readyz counts this worker from now on
     log.info("worker %d ready (pid %d)", slot, os.getpid())
     try:
         while not shutdown.is_set():
-            wake.clear()  # clear before looking, so a wake-up during the claim is not lost
+            _drain(wake_fd)  # before looking, so a wake-up during the claim is not lost
             try:
                 report = executor.claim_and_run()
             except Exception:
@@ -61,10 +59,15 @@ def worker_main(
                 shutdown.wait(0.5)
                 continue
             if report is None:
-                wake.wait(IDLE_POLL_SECONDS)
+                select.select([wake_fd, stop_reader], [], [], IDLE_POLL_SECONDS)
             elif report.unblocked:
-                for event in wake_all:
-                    event.set()
+                send(inbox, WAKE_ALL, slot)  # a delay stage released chunks: wake the siblings too
     finally:
         store.close()
         log.info("worker %d stopped", slot)
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError, OSError):
+        while os.read(fd, 4096):
+            pass
