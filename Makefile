@@ -31,11 +31,13 @@ demo: setup ## Start a server, classify held-out handwritten digits with live pr
 
 test: setup ## Lint, type-check and run the whole test suite
 	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: setup ## ruff
 	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 typecheck: setup ## mypy (configured in pyproject.toml)
 	$(BIN)/mypy

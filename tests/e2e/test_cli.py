@@ -57,8 +57,19 @@ def finished(server: Server, job_id: int, timeout: float = 60) -> dict[str, Any]
 # --------------------------------------------------------------------------- submit
 def test_submit_texts_with_wait_shows_the_outcome(shared_server: Server) -> None:
     name = unique("texts")
-    done = cli(shared_server, "submit", "test-delay", "alpha", "beta", "gamma",
-               "--name", name, "--wait", "-c", "item_seconds=0.05")
+    done = cli(
+        shared_server,
+        "submit",
+        "test-delay",
+        "alpha",
+        "beta",
+        "gamma",
+        "--name",
+        name,
+        "--wait",
+        "-c",
+        "item_seconds=0.05",
+    )
     assert "SUCCESS" in done.stdout
     assert "3 total, 3 completed, 0 failed, 0 canceled" in done.stdout
     job_id = int(re.search(r"Job (\d+)", done.stdout).group(1))  # type: ignore[union-attr]
@@ -73,8 +84,17 @@ def test_submit_files_texts_and_stdin_lines(shared_server: Server, tmp_path: Pat
     payload = bytes(range(256)) * 3
     note = tmp_path / "note.bin"
     note.write_bytes(payload)
-    done = cli(shared_server, "submit", "test-delay", str(note), "plain words", "-",
-               "--no-wait", "--json", input="first line\n\nsecond line\n")
+    done = cli(
+        shared_server,
+        "submit",
+        "test-delay",
+        str(note),
+        "plain words",
+        "-",
+        "--no-wait",
+        "--json",
+        input="first line\n\nsecond line\n",
+    )
     job = json.loads(done.stdout)
     assert job["total"] == 4
     final = finished(shared_server, job["id"])
@@ -98,8 +118,19 @@ def test_submit_without_start_then_run(shared_server: Server) -> None:
 
 
 def test_a_job_that_fails_makes_submit_wait_exit_non_zero(shared_server: Server) -> None:
-    done = cli(shared_server, "submit", "test-delay", "a", "b", "c", "--max-failed-ratio", "0",
-               "--config-json", '{"fail_names": ["input-1"]}', ok=False)
+    done = cli(
+        shared_server,
+        "submit",
+        "test-delay",
+        "a",
+        "b",
+        "c",
+        "--max-failed-ratio",
+        "0",
+        "--config-json",
+        '{"fail_names": ["input-1"]}',
+        ok=False,
+    )
     assert done.returncode == 3, done.stderr
     assert "FAILURE" in done.stdout
     assert "input-1: injected failure for item 'input-1'" in done.stdout  # failed items are listed
@@ -109,8 +140,18 @@ def test_a_job_that_fails_makes_submit_wait_exit_non_zero(shared_server: Server)
 def test_jobs_table_filters_and_json(shared_server: Server) -> None:
     tag = unique("hist")
     good = submit_json(shared_server, "test-delay", "x", "--name", f"{tag}-good")
-    bad = submit_json(shared_server, "test-delay", "x", "y", "--name", f"{tag}-bad",
-                      "--max-failed-ratio", "0", "-c", 'fail_names=["input-0"]')
+    bad = submit_json(
+        shared_server,
+        "test-delay",
+        "x",
+        "y",
+        "--name",
+        f"{tag}-bad",
+        "--max-failed-ratio",
+        "0",
+        "-c",
+        'fail_names=["input-0"]',
+    )
     assert finished(shared_server, good["id"])["status"] == "SUCCESS"
     assert finished(shared_server, bad["id"])["status"] == "FAILURE"
 
@@ -126,9 +167,7 @@ def test_jobs_table_filters_and_json(shared_server: Server) -> None:
         cli(shared_server, "jobs", "--search", tag, "--created-after", "2999-01-01", "--json").stdout
     )
     assert none["count"] == 0 and none["results"] == []
-    piped = json.loads(
-        cli(shared_server, "jobs", "--search", tag, "--pipeline", "digits", "--json").stdout
-    )
+    piped = json.loads(cli(shared_server, "jobs", "--search", tag, "--pipeline", "digits", "--json").stdout)
     assert piped["count"] == 0
 
     first = cli(shared_server, "jobs", "--search", tag, "--limit", "1")
@@ -178,8 +217,9 @@ def test_cancel_a_slow_job_ends_revoked(shared_server: Server) -> None:
 
 
 def test_retry_reruns_only_the_failed_items(shared_server: Server) -> None:
-    job = submit_json(shared_server, "test-delay", *[f"r{i}" for i in range(6)],
-                      "-c", 'fail_names=["input-1", "input-4"]')
+    job = submit_json(
+        shared_server, "test-delay", *[f"r{i}" for i in range(6)], "-c", 'fail_names=["input-1", "input-4"]'
+    )
     first = finished(shared_server, job["id"])
     assert (first["status"], first["completed"], first["failed"]) == ("SUCCESS", 4, 2)
 
@@ -222,8 +262,12 @@ def test_results_in_every_format_match_the_items(shared_server: Server, tmp_path
 
     exported = cli(shared_server, "results", str(job["id"]), "-F", "csv").stdout
     rows = [
-        {**r, "seq": int(r["seq"]), "result": json.loads(r["result"]) if r["result"] else None,
-         "error": r["error"] or None}
+        {
+            **r,
+            "seq": int(r["seq"]),
+            "result": json.loads(r["result"]) if r["result"] else None,
+            "error": r["error"] or None,
+        }
         for r in csv.DictReader(io.StringIO(exported))
     ]
     assert by_name(rows) == expected
@@ -270,8 +314,9 @@ def test_wrong_or_missing_key_and_unreachable_server_exit_1(shared_server: Serve
 def test_demo_classifies_held_out_digits(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("CONVEYOR_URL", "CONVEYOR_KEY")}
     env["CONVEYOR_DATA_DIR"] = str(tmp_path / "demo-data")
-    done = subprocess.run([*CONVEYOR, "demo", "--count", "120"], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [*CONVEYOR, "demo", "--count", "120"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     accuracy = re.search(r"Accuracy: ([\d.]+)% \((\d+) of (\d+) correct", done.stdout)
     assert accuracy is not None, done.stdout
