@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     # Serving
     default_page_size: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=1000, ge=1)
+    history_exact_count_limit: int = Field(
+        default=10_000,
+        ge=0,
+        description="History counts are exact up to this many matching jobs; beyond it they are estimates "
+        "(PostgreSQL: the planner's; SQLite: an exact count cached per filter) and `count_exact` is false.",
+    )
+    history_count_cache_seconds: float = Field(
+        default=10.0, ge=0, description="How long SQLite reuses a history count beyond the exact limit."
+    )
     job_log_lines_in_detail: int = Field(
         default=50, ge=0, description="Latest log lines embedded in a job's detail."
     )

@@ -23,7 +23,11 @@ class Store:
         self.chunks = ChunkRepository(self.db)
         self.auth = AuthRepository(self.db)
         self.pipelines = PipelineRepository(self.db)
-        self.history = HistoryRepository(self.db)
+        self.history = HistoryRepository(
+            self.db,
+            exact_count_limit=settings.history_exact_count_limit,
+            count_cache_seconds=settings.history_count_cache_seconds,
+        )
 
     def close(self) -> None:
         self.db.dispose()

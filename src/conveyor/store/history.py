@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, RowMapping, bindparam, func, literal_colum
 
 from conveyor.domain.status import JobStatus
 from conveyor.errors import InvalidInput
+from conveyor.store.counting import JobCounter
 from conveyor.store.database import Database
 from conveyor.store.jobs import JobRepository, Scope
 from conveyor.store.tables import jobs, pipelines
@@ -61,6 +62,7 @@ class HistoryQuery:
 @dataclass
 class HistoryPage:
     count: int
+    count_exact: bool
     rows: list[RowMapping]
     next_cursor: str | None
     previous_cursor: str | None
@@ -102,8 +104,13 @@ def decode_cursor(cursor: str, key: str) -> tuple[Any, int, bool]:
 
 
 class HistoryRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, *, exact_count_limit: int = 10_000, count_cache_seconds: float = 10.0
+    ) -> None:
         self.db = db
+        self.counter = JobCounter(
+            db.dialect, exact_limit=exact_count_limit, cache_seconds=count_cache_seconds
+        )
 
     def filters(self, scope: Scope, q: HistoryQuery) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = [*scope.clauses(), *q.extra]
@@ -143,11 +150,13 @@ class HistoryRepository:
         column = ORDERINGS[key]
         where = self.filters(scope, q)
         with self.db.read() as conn:
-            count = conn.execute(select(func.count()).select_from(jobs).where(*where)).scalar_one()
+            counted = self.counter.count(conn, where)
+            count = counted.value
             if q.offset is not None and q.cursor is None:
                 rows = self._offset_page(conn, where, column, descending, q)
                 return HistoryPage(
                     count,
+                    counted.exact,
                     rows,
                     None,
                     None,
@@ -180,7 +189,7 @@ class HistoryRepository:
             if rows and has_previous
             else None
         )
-        return HistoryPage(count, rows, next_cursor, prev_cursor, None, None)
+        return HistoryPage(count, counted.exact, rows, next_cursor, prev_cursor, None, None)
 
     @staticmethod
     def _offset_page(

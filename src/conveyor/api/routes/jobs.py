@@ -128,6 +128,7 @@ def list_jobs(
     return JSONResponse(
         {
             "count": page.count,
+            "count_exact": page.count_exact,
             "next": next_link,
             "previous": prev_link,
             "results": [present_job(row, base, permissions=permissions) for row in page.rows],
