@@ -1,6 +1,7 @@
 """Where the time goes in the no-op path, without HTTP or worker processes (a diagnostic, not a figure).
 
-In one process, on a temporary SQLite database:
+In one process, on a temporary SQLite database (or, with ``--database-url``, a temporary
+PostgreSQL database created and dropped around the run):
 
 1. submit: ``JobService.submit`` of N text inputs (what ``POST /api/v2/jobs/`` calls after parsing);
 2. work: ``ChunkExecutor.claim_and_run`` in a loop until the queue is empty (what one local worker
@@ -9,12 +10,13 @@ In one process, on a temporary SQLite database:
 Each phase is timed, its store calls are timed one by one (claim, pending_items, write_back, …),
 and it is run under cProfile; the top functions by own time and by cumulative time are printed.
 
-    .venv/bin/python bench/profile_core.py [--items 100000] [--top 25]
+    .venv/bin/python bench/profile_core.py [--items 100000] [--top 25] [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/conveyor_bench]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import functools
 import pstats
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import emit, log, machine_info, rnd, temp_dir
+from common import emit, log, machine_info, postgres_database, rnd, temp_dir
 
 STORE_CALLS = ("claim", "start_job", "job_context", "pending_items", "write_back", "release", "heartbeat")
 
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--no-profile", action="store_true", help="time the phases without cProfile")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5000 items")
+    parser.add_argument("--database-url", default=None, help="PostgreSQL server + database name prefix")
     args = parser.parse_args(argv)
     n = 5000 if args.quick else args.items
 
@@ -121,8 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     from conveyor.store import Store
     from conveyor.worker.executor import ChunkExecutor
 
-    with temp_dir() as data_dir:
-        extra = {"chunk_size": args.chunk_size} if args.chunk_size else {}
+    with temp_dir() as data_dir, contextlib.ExitStack() as stack:
+        extra: dict[str, Any] = {"chunk_size": args.chunk_size} if args.chunk_size else {}
+        if args.database_url:
+            extra["database_url"] = stack.enter_context(postgres_database(args.database_url))
         settings = Settings(data_dir=Path(data_dir), **extra)
         store = Store(settings)
         prepare(store)
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             "params": {
                 "items": n,
                 "chunk_size": settings.chunk_size,
-                "database": "sqlite, in-process",
+                "database": "postgresql, in-process" if args.database_url else "sqlite, in-process",
                 "profiled": not args.no_profile,
             },
             "submit": {

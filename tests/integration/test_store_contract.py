@@ -304,3 +304,86 @@ def test_timeouts_end_the_job_and_keep_finished_items(store: Store) -> None:
     assert not store.chunks.write_back(
         claim, outcomes(store, claim), [], lease_seconds=30, complete=True
     ).held
+
+
+def test_history_counts_are_exact_up_to_the_limit_then_marked_estimates(store: Store) -> None:
+    from conveyor.store.history import HistoryQuery, HistoryRepository
+
+    for i in range(12):
+        new_job(store, 1, start=False, name=f"count-{'odd' if i % 2 else 'even'}-{i}")
+    store.db.optimize()
+    if not store.db.is_sqlite:
+        with store.db.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE jobs")
+    history = HistoryRepository(store.db, exact_count_limit=8, count_cache_seconds=3600)
+    scope = Scope(store.auth.ensure_defaults()[0])
+
+    narrow = history.page(scope, HistoryQuery(search="odd", limit=2))
+    assert (narrow.count, narrow.count_exact) == (6, True)
+    wide = history.page(scope, HistoryQuery(limit=2))
+    assert wide.count_exact is False
+    assert wide.count >= 9  # never below "more than the exact limit"
+    if store.db.is_sqlite:
+        assert wide.count == 12  # SQLite counts once, exactly, then caches per filter
+        new_job(store, 1, start=False, name="count-late")
+        assert history.page(scope, HistoryQuery(limit=2)).count == 12  # cached
+        fresh = HistoryRepository(store.db, exact_count_limit=8, count_cache_seconds=0)
+        assert fresh.page(scope, HistoryQuery(limit=2)).count == 13
+    else:
+        assert wide.count <= 100  # the planner's estimate, from fresh statistics
+    # The rows themselves never depend on the count.
+    assert len(wide.rows) == 2 and wide.next_cursor is not None
+
+
+def test_item_bytes_names_and_results_round_trip_exactly(store: Store) -> None:
+    """The bulk paths (COPY / unnest on PostgreSQL, executemany on SQLite) lose nothing."""
+    payloads = [bytes(range(256)), b"", b"\\x00\\N\t\n\r", "naïve ☃".encode()]
+    names = ["tab\there", "new\nline", "back\\slash \\N", "ünï☃"]
+    job_id, scope = new_job(store, 0, start=False)
+    with store.db.write() as conn:
+        from conveyor.store import bulk
+
+        bulk.insert_items(
+            conn,
+            bulk.Dialect(store.db.dialect),
+            job_id,
+            [
+                {"seq": i, "name": n, "kind": "base64", "byte_size": len(p), "data": p, "status": "PENDING"}
+                for i, (n, p) in enumerate(zip(names, payloads, strict=True))
+            ],
+        )
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(total=4, pending=4))
+    store.jobs.run(scope, job_id)
+    claim = store.chunks.claim("w", 30)
+    assert claim is not None
+    pending = store.chunks.pending_items(claim)
+    assert [(i.name, i.data) for i in pending] == list(zip(names, payloads, strict=True))
+    results: list[Any] = [{"text": 'tab\t"quote" ☃'}, None, [1, 2.5, None], {"nested": {"k": []}}]
+    outcomes = [
+        ItemOutcome(i.id, ok, result if ok else None, None if ok else "failed: \\N\ttab")
+        for i, result, ok in zip(pending, results, [True, False, True, True], strict=True)
+    ]
+    assert store.chunks.write_back(claim, outcomes, [], lease_seconds=30, complete=True).held
+    with store.db.read() as conn:
+        rows = conn.execute(
+            select(items.c.status, items.c.result, items.c.error, items.c.attempts)
+            .where(items.c.job_id == job_id)
+            .order_by(items.c.seq)
+        ).all()
+    with store.db.read() as conn:
+        nulls = conn.execute(
+            select(items.c.seq).where(
+                items.c.job_id == job_id, items.c.result.is_(None), items.c.error.is_(None)
+            )
+        ).scalars()
+        assert list(nulls) == []  # a missing result is SQL NULL, not a JSON null: checked below
+        failed_null = conn.execute(
+            select(func.count()).where(items.c.job_id == job_id, items.c.seq == 1, items.c.result.is_(None))
+        ).scalar_one()
+    assert failed_null == 1
+    assert [tuple(r) for r in rows] == [
+        ("SUCCESS", results[0], None, 1),
+        ("FAILURE", None, "failed: \\N\ttab", 1),
+        ("SUCCESS", results[2], None, 1),
+        ("SUCCESS", results[3], None, 1),
+    ]

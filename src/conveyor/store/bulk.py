@@ -4,8 +4,10 @@ Writing back a chunk and inserting a job's items touch thousands of rows per cal
 through SQLAlchemy's per-row parameter and type processing cost more than SQLite itself
 (and ran while holding SQLite's single write lock). These statements build their
 parameters once, outside the transaction where possible, and hand plain tuples to the
-driver's ``executemany``. Values are stored exactly as the SQLAlchemy column types in
-``tables.py`` store them, so reads through SQLAlchemy see no difference.
+driver's ``executemany`` (SQLite) or to PostgreSQL's bulk paths (``COPY`` for inserts, one
+``UPDATE … FROM unnest(arrays)`` for a chunk's results: one round trip instead of one per row).
+Values are stored exactly as the SQLAlchemy column types in ``tables.py`` store them, so reads
+through SQLAlchemy see no difference.
 """
 
 from __future__ import annotations
@@ -40,24 +42,60 @@ def item_insert_sql(dialect: Dialect) -> str:
     return f"INSERT INTO items (job_id, seq, name, kind, byte_size, data, status, attempts) VALUES ({marks})"
 
 
+ITEM_COLUMNS = "job_id, seq, name, kind, byte_size, data, status, attempts"
+
+
 def insert_items(conn: Connection, dialect: Dialect, job_id: int, rows: Sequence[dict[str, Any]]) -> None:
     params = [
         (job_id, r["seq"], r["name"], r["kind"], r["byte_size"], r["data"], r["status"], r.get("attempts", 0))
         for r in rows
     ]
-    if params:
+    if not params:
+        return
+    if dialect.sqlite:
         conn.exec_driver_sql(item_insert_sql(dialect), params)
+        return
+    cursor = conn.connection.cursor()
+    try:
+        with cursor.copy(f"COPY items ({ITEM_COLUMNS}) FROM STDIN") as copy:
+            for row in params:
+                copy.write_row(row)
+    finally:
+        cursor.close()
 
 
-def item_result_params(dialect: Dialect, outcomes: Sequence[Any], now: datetime) -> list[tuple[Any, ...]]:
-    """Parameters for ``update_items``; built before the write transaction starts."""
+def item_result_params(dialect: Dialect, outcomes: Sequence[Any], now: datetime) -> Any:
+    """Parameters for ``update_items``; built before the write transaction starts.
+
+    SQLite: one tuple per item for ``executemany``. PostgreSQL: the whole chunk as one JSON
+    document (``json.dumps`` is C code; psycopg's array dumping is not), unpacked by the server.
+    """
     times: dict[datetime, Any] = {}
 
     def encode(value: datetime) -> Any:
         if value not in times:
-            times[value] = dialect.time(value)
+            times[value] = dialect.time(value) if dialect.sqlite else value.isoformat()
         return times[value]
 
+    if not dialect.sqlite:
+        records = []
+        for o in outcomes:
+            started = o.started_at or now
+            finished = o.finished_at or now
+            record = {
+                "id": o.id,
+                "status": "SUCCESS" if o.ok else "FAILURE",
+                "started_at": encode(started),
+                "finished_at": encode(finished),
+                "duration_ms": ms_between(started, finished),
+            }
+            # An absent key is SQL NULL; a JSON null would be stored as the jsonb value 'null'.
+            if o.result is not None:
+                record["result"] = o.result
+            if o.error is not None:
+                record["error"] = o.error
+            records.append(record)
+        return json.dumps(records) if records else None
     params: list[tuple[Any, ...]] = []
     for o in outcomes:
         started = o.started_at or now
@@ -76,14 +114,29 @@ def item_result_params(dialect: Dialect, outcomes: Sequence[Any], now: datetime)
     return params
 
 
-def update_items(conn: Connection, dialect: Dialect, params: list[tuple[Any, ...]]) -> None:
+# PostgreSQL: every result of a chunk in one statement, unpacked from one JSON parameter.
+_PG_UPDATE_ITEMS = (
+    "UPDATE items AS i SET status = v.status, result = v.result, error = v.error, "
+    "started_at = v.started_at, finished_at = v.finished_at, duration_ms = v.duration_ms, "
+    "attempts = i.attempts + 1 "
+    "FROM jsonb_to_recordset(CAST(%s AS JSONB)) AS v(id bigint, status text, result jsonb, error text, "
+    "started_at timestamptz, finished_at timestamptz, duration_ms int) "
+    "WHERE i.id = v.id AND i.status = 'PENDING'"
+)
+
+
+def update_items(conn: Connection, dialect: Dialect, params: Any) -> None:
+    if not params:
+        return
+    if not dialect.sqlite:
+        conn.exec_driver_sql(_PG_UPDATE_ITEMS, (params,))
+        return
     m = dialect.mark
     sql = (
         f"UPDATE items SET status={m}, result={dialect.json_mark}, error={m}, started_at={m}, "
         f"finished_at={m}, duration_ms={m}, attempts=attempts + 1 WHERE id={m} AND status='PENDING'"
     )
-    if params:
-        conn.exec_driver_sql(sql, params)
+    conn.exec_driver_sql(sql, params)
 
 
 def pending_items(
