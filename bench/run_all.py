@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "noop_throughput": (["--items", "100000"], ["--quick"]),
     "submit_latency": (["--jobs", "100", "--poll-jobs", "20"], ["--quick"]),
     "history": (["--jobs", "100000", "--repeat", "15"], ["--quick"]),
+    "celery_throughput": (["--items", "100000", "--plain-items", "5000"], ["--quick"]),
 }
 
 
@@ -71,6 +72,12 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
             out["polling_baseline_queue_time_ms_p50_p99"] = [
                 latency["polling_baseline"]["queue_time_ms"].get(p) for p in ("p50", "p99")
             ]
+    celery = results.get("celery_throughput", {})
+    if "conveyor" in celery:
+        out["celery_conveyor_items_per_second"] = celery["conveyor"]["items_per_second"]
+        out["celery_plain_one_task_per_item_per_second"] = celery["plain_celery"]["items_per_second"]
+        out["celery_ratio"] = celery["ratio_conveyor_to_plain_celery"]
+        out["celery_meets_20x_target"] = celery["meets_target"]
     history = results.get("history", {})
     if "summary" in history:
         out["history_jobs"] = history["params"]["jobs"]
