@@ -161,6 +161,13 @@ Index(
     sqlite_where=_active_sql,
     postgresql_where=_active_sql,
 )
+# Name search (`ILIKE '%text%'`) on PostgreSQL: a trigram GIN index (migration 0006, needs pg_trgm).
+Index(
+    "ix_jobs_name_trgm",
+    jobs.c.name,
+    postgresql_using="gin",
+    postgresql_ops={"name": "gin_trgm_ops"},
+).ddl_if(dialect="postgresql")
 # The sweeper looks for CANCELING jobs across accounts.
 Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at, jobs.c.id)
 Index("ix_jobs_deadline", jobs.c.deadline_at)
