@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=1000, ge=1)
     history_exact_count_limit: int = Field(
-        default=10_000,
+        default=1000,
         ge=0,
         description="History counts are exact up to this many matching jobs; beyond it they are estimates "
         "(PostgreSQL: the planner's; SQLite: an exact count cached per filter) and `count_exact` is false.",

@@ -105,7 +105,7 @@ def decode_cursor(cursor: str, key: str) -> tuple[Any, int, bool]:
 
 class HistoryRepository:
     def __init__(
-        self, db: Database, *, exact_count_limit: int = 10_000, count_cache_seconds: float = 10.0
+        self, db: Database, *, exact_count_limit: int = 1000, count_cache_seconds: float = 10.0
     ) -> None:
         self.db = db
         self.counter = JobCounter(

@@ -186,7 +186,7 @@ class Page(BaseModel):
 class JobPage(Page):
     count_exact: bool = Field(
         description="False when `count` is an estimate: more jobs match than "
-        "CONVEYOR_HISTORY_EXACT_COUNT_LIMIT (default 10,000), and counting them all on every page "
+        "CONVEYOR_HISTORY_EXACT_COUNT_LIMIT (default 1,000), and counting them all on every page "
         "would scan the history. Paging is unaffected: follow `next` until it is null."
     )
     results: list[JobOut]
