@@ -9,6 +9,7 @@ from conveyor.store.database import Database
 from conveyor.store.history import HistoryRepository
 from conveyor.store.jobs import JobRepository
 from conveyor.store.pipelines import PipelineRepository
+from conveyor.store.uploads import UploadRepository
 
 
 class Store:
@@ -24,6 +25,7 @@ class Store:
         self.auth = AuthRepository(self.db)
         self.pipelines = PipelineRepository(self.db)
         self.history = HistoryRepository(self.db)
+        self.uploads = UploadRepository(self.db, self.jobs)
 
     def close(self) -> None:
         self.db.dispose()

@@ -219,3 +219,26 @@ class AuthRepository:
         if found is None:
             raise NotFound(f"Project {slug!r} not found.")
         return int(found)
+
+    def key_names(self, account_id: int, prefixes: set[str]) -> dict[str, str]:
+        """Public prefix -> key name, for the keys of one account (who submitted which job)."""
+        if not prefixes:
+            return {}
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(api_keys.c.prefix, api_keys.c.name).where(
+                    api_keys.c.account_id == account_id, api_keys.c.prefix.in_(sorted(prefixes))
+                )
+            )
+            return {r.prefix: r.name for r in rows}
+
+    def prefixes_named(self, account_id: int, name: str) -> list[str]:
+        """Prefixes of the account's keys with this name (Modzy's `user` history filter)."""
+        with self.db.read() as conn:
+            return list(
+                conn.execute(
+                    select(api_keys.c.prefix).where(
+                        api_keys.c.account_id == account_id, api_keys.c.name == name
+                    )
+                ).scalars()
+            )
