@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from conveyor import __version__
 from conveyor.api import errors
-from conveyor.api.routes import catalog, health, jobs, modzy_jobs, modzy_models
+from conveyor.api.routes import catalog, health, jobs, modzy_jobs, modzy_models, tenancy
 from conveyor.dispatch.base import Dispatcher
 from conveyor.dispatch.celery import CeleryDispatcher
 from conveyor.dispatch.local import LocalDispatcher
@@ -82,6 +82,11 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
             {"name": "jobs", "description": "Native jobs API (`/api/v2/`, Antenna's dialect)."},
             {"name": "catalog", "description": "Pipelines and projects (`/api/v2/`)."},
             {
+                "name": "tenancy",
+                "description": "Owner keys manage API keys (list, create, revoke, expiry) and projects. "
+                "Another account's objects are 404, never 403.",
+            },
+            {
                 "name": "modzy",
                 "description": "Modzy's job API (`/api/`): jobs by `jobIdentifier`, chunked file inputs, "
                 "history, results and models; camelCase fields, durations in ms.",
@@ -112,6 +117,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(catalog.router)
     app.include_router(modzy_jobs.router)
     app.include_router(modzy_models.router)
+    app.include_router(tenancy.router)
     return app
 
 

@@ -18,7 +18,7 @@ from conveyor.pipelines import registry
 from conveyor.pipelines.base import Pipeline
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.auth import Principal
+from conveyor.store.auth import DEFAULT_PROJECT, Principal
 from conveyor.store.history import HistoryPage, HistoryQuery
 from conveyor.store.jobs import Queued, Scope
 from conveyor.store.uploads import is_open
@@ -63,7 +63,7 @@ class JobService:
         self.store = store
         self.dispatcher = dispatcher
         self.settings = settings
-        self._default_project_id: int | None = None
+        self._default_projects: dict[int, int] = {}
 
     # ---------------------------------------------------------------- writes
     def submit(
@@ -229,9 +229,12 @@ class JobService:
         if project_id is None:
             if principal.project_id is not None:
                 return principal.project_id
-            if self._default_project_id is None:
-                self._default_project_id = self.store.auth.ensure_defaults()[1]
-            return self._default_project_id
+            # Each account has its own `default` project: a job never lands in another tenant's project.
+            if principal.account_id not in self._default_projects:
+                self._default_projects[principal.account_id] = self.store.auth.ensure_project(
+                    principal.account_id, DEFAULT_PROJECT, "Default project"
+                )
+            return self._default_projects[principal.account_id]
         if principal.project_id not in (None, project_id):
             raise NotFound(f"Project {project_id} not found.")
         visible = {row["id"] for row in self.store.auth.projects(principal.account_id, None)}
