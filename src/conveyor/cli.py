@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -118,60 +118,91 @@ def db_current() -> None:
     typer.echo(migrate.current(_settings().resolved_database_url) or "empty")
 
 
+AccountOption = Annotated[
+    str,
+    typer.Option(help="Account (tenant) slug; created if new. Keys of one account never see another's data."),
+]
+
+
 @keys_app.command("create")
 def keys_create(
-    name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    name: Annotated[str, typer.Option(help="A label for the key (Modzy's `user` history filter).")] = "cli",
     project: Annotated[
         str | None, typer.Option(help="Bind the key to this project slug (created if new).")
     ] = None,
-    role: Annotated[str, typer.Option(help="owner, member or viewer.")] = "owner",
+    role: Annotated[
+        str, typer.Option(help="owner (keys, projects), member (submit, cancel, retry) or viewer (read).")
+    ] = "owner",
+    account: AccountOption = "default",
+    expires_days: Annotated[
+        float | None, typer.Option(help="The key stops working after this many days.", min=0.001)
+    ] = None,
 ) -> None:
     """Create an API key. The secret is printed once, alone on the last line of stdout."""
+    from datetime import timedelta
+
+    from conveyor.clock import utcnow
     from conveyor.services.bootstrap import prepare
     from conveyor.store import Store
 
     store = Store(_settings())
     try:
         prepare(store)
-        account_id, _ = store.auth.ensure_defaults()
+        account_id, _ = store.auth.ensure_account(account)
         project_id = store.auth.ensure_project(account_id, project) if project else None
-        key = store.auth.create_key(account_id=account_id, name=name, role=role, project_id=project_id)
+        expires_at = utcnow() + timedelta(days=expires_days) if expires_days else None
+        key = store.auth.create_key(
+            account_id=account_id, name=name, role=role, project_id=project_id, expires_at=expires_at
+        )
     finally:
         store.close()
     typer.echo(
-        f"Created key {key.prefix} ({role}{', project ' + project if project else ''}). "
+        f"Created key {key.prefix} ({role}{', project ' + project if project else ''}"
+        f"{', account ' + account if account != 'default' else ''}). "
         "Store it now; it cannot be shown again:"
     )
     typer.echo(key.token)
 
 
 @keys_app.command("list")
-def keys_list() -> None:
-    """List keys of the default account: prefix, name, role, created, last used, revoked."""
+def keys_list(account: AccountOption = "default") -> None:
+    """List an account's keys: prefix, name, role, project, created, last used, expires, state.
+
+    Only prefixes are shown: the secrets are not stored, only their SHA-256 hashes."""
     from conveyor.services.bootstrap import prepare
     from conveyor.store import Store
 
     store = Store(_settings())
     try:
         prepare(store)
-        account_id, _ = store.auth.ensure_defaults()
+        account_id, _ = store.auth.ensure_account(account)
+        slugs = {r["id"]: r["slug"] for r in store.auth.projects(account_id, None)}
+
+        def when(value: Any) -> str:
+            return f"{value:%Y-%m-%d %H:%M}" if value else "-"
+
+        typer.echo("prefix\tname\trole\tproject\tcreated\tlast used\texpires\tstate")
         for row in store.auth.list_keys(account_id):
+            state = "revoked" if row["revoked_at"] else "active"
             typer.echo(
-                f"{row['prefix']}\t{row['name']}\t{row['role']}\t{row['created_at']:%Y-%m-%d %H:%M}\t"
-                f"{'revoked' if row['revoked_at'] else 'active'}"
+                f"{row['prefix']}\t{row['name']}\t{row['role']}\t{slugs.get(row['project_id'], '*')}\t"
+                f"{when(row['created_at'])}\t{when(row['last_used_at'])}\t{when(row['expires_at'])}\t{state}"
             )
     finally:
         store.close()
 
 
 @keys_app.command("revoke")
-def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's public prefix.")]) -> None:
+def keys_revoke(
+    prefix: Annotated[str, typer.Argument(help="The key's public prefix.")],
+    account: AccountOption = "default",
+) -> None:
     """Revoke a key by its prefix; requests with it get 401 from then on."""
     from conveyor.store import Store
 
     store = Store(_settings())
     try:
-        account_id, _ = store.auth.ensure_defaults()
+        account_id, _ = store.auth.ensure_account(account)
         store.auth.revoke_key(account_id, prefix)
     finally:
         store.close()

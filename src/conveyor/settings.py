@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     max_job_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_request_bytes: int = Field(default=768 * 1024 * 1024, ge=1)
 
+    modzy_chunk_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="Chunk size advertised to Modzy clients for file inputs (`GET /api/jobs/features`).",
+    )
+
     # Serving
     default_page_size: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=1000, ge=1)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from conveyor import __version__
 from conveyor.api import errors
-from conveyor.api.routes import catalog, health, jobs
+from conveyor.api.routes import catalog, health, jobs, modzy_jobs, modzy_models, tenancy
 from conveyor.dispatch.base import Dispatcher
 from conveyor.dispatch.celery import CeleryDispatcher
 from conveyor.dispatch.local import LocalDispatcher
@@ -30,6 +30,11 @@ stage and log line, cancel, run or retry, and page through a fast history.
 Authenticate every call (except `/livez`, `/readyz` and these docs) with
 `Authorization: Token <key>` (or `ApiKey <key>`); create keys with `conveyor keys create`.
 Errors are JSON: `{"error": <code>, "message": <text>, "detail": {...}}`.
+
+Two dialects: the native API under `/api/v2/` (tags jobs, catalog) and Modzy's job API under
+`/api/` (tag modzy: `/api/jobs`, `/api/results`, `/api/models`), which the published `modzy-sdk`
+client drives unmodified. Modzy-dialect errors use Modzy's shape:
+`{"statusCode", "status", "message", "error", "detail"}`.
 """
 
 
@@ -68,7 +73,26 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
                 dispatcher.close()
             store.close()
 
-    app = FastAPI(title="Conveyor", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Conveyor",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "jobs", "description": "Native jobs API (`/api/v2/`, Antenna's dialect)."},
+            {"name": "catalog", "description": "Pipelines and projects (`/api/v2/`)."},
+            {
+                "name": "tenancy",
+                "description": "Owner keys manage API keys (list, create, revoke, expiry) and projects. "
+                "Another account's objects are 404, never 403.",
+            },
+            {
+                "name": "modzy",
+                "description": "Modzy's job API (`/api/`): jobs by `jobIdentifier`, chunked file inputs, "
+                "history, results and models; camelCase fields, durations in ms.",
+            },
+        ],
+    )
     app.state.settings = settings
     app.state.store = store
     app.state.jobs = JobService(store, dispatcher, settings)
@@ -91,6 +115,9 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(catalog.router)
+    app.include_router(modzy_jobs.router)
+    app.include_router(modzy_models.router)
+    app.include_router(tenancy.router)
     return app
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from conveyor.api.schemas import modzy
 from conveyor.errors import ConveyorError
 
 
@@ -17,13 +18,27 @@ def error_body(code: str, message: str, detail: object = None) -> dict[str, obje
     return {"error": code, "message": message, "detail": detail or {}}
 
 
+def error_response(
+    request: Request,
+    status_code: int,
+    code: str,
+    message: str,
+    detail: object = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """Native shape, or Modzy's (``statusCode``/``status``/``message``) under the Modzy dialect."""
+    if modzy.is_modzy_path(request.url.path):
+        body = modzy.error_body(status_code, code, message, detail)
+    else:
+        body = error_body(code, message, detail)
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ConveyorError)
-    async def _domain(_: Request, exc: ConveyorError) -> JSONResponse:
+    async def _domain(request: Request, exc: ConveyorError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Token"} if exc.status_code == 401 else None
-        return JSONResponse(
-            error_body(exc.code, exc.message, exc.detail), status_code=exc.status_code, headers=headers
-        )
+        return error_response(request, exc.status_code, exc.code, exc.message, exc.detail, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -38,20 +53,20 @@ def install(app: FastAPI) -> None:
                 return await _domain(request, auth_error)
         errors = json.loads(json.dumps(exc.errors(), default=str))
         if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(
-                error_body("malformed_json", "The request body is not valid JSON.", errors), status_code=400
+            return error_response(
+                request, 400, "malformed_json", "The request body is not valid JSON.", errors
             )
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = (
             f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid request"))
         )
-        return JSONResponse(error_body("validation_error", message, errors), status_code=422)
+        # Modzy's API (and its client) treat every invalid request as 400.
+        status_code = 400 if modzy.is_modzy_path(request.url.path) else 422
+        return error_response(request, status_code, "validation_error", message, errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            error_body("http_error", str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(
+            request, exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None)
         )

@@ -12,15 +12,16 @@ from typing_extensions import TypedDict
 
 from conveyor.dispatch.base import Dispatcher
 from conveyor.domain.status import JobStatus
-from conveyor.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnknownPipeline
+from conveyor.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, UnknownPipeline
 from conveyor.inputs.inline import decode
 from conveyor.pipelines import registry
 from conveyor.pipelines.base import Pipeline
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.auth import Principal
+from conveyor.store.auth import DEFAULT_PROJECT, Principal
 from conveyor.store.history import HistoryPage, HistoryQuery
 from conveyor.store.jobs import Queued, Scope
+from conveyor.store.uploads import is_open
 
 JOB_TYPE_ML = "ml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -62,10 +63,14 @@ class JobService:
         self.store = store
         self.dispatcher = dispatcher
         self.settings = settings
-        self._default_project_id: int | None = None
+        self._default_projects: dict[int, int] = {}
 
     # ---------------------------------------------------------------- writes
-    def submit(self, principal: Principal, request: JobRequest, *, start_now: bool) -> int:
+    def submit(
+        self, principal: Principal, request: JobRequest, *, start_now: bool, open_for_uploads: bool = False
+    ) -> int:
+        """Create a job with all its items. ``open_for_uploads``: create it without items, OPEN for
+        chunked file inputs (services/uploads.py); closing it adds the items and queues it."""
         _require_write(principal)
         pipeline_row = self._resolve_pipeline(request)
         pipeline_cls = registry.get(pipeline_row["slug"])
@@ -73,7 +78,7 @@ class JobService:
         if request.explain and not pipeline_cls.supports_explain:
             raise InvalidInput(f"Pipeline {pipeline_cls.slug!r} does not support explain.")
         project_id = self._resolve_project(principal, request.project_id)
-        if not request.inputs and request.delay <= 0:
+        if not request.inputs and request.delay <= 0 and not open_for_uploads:
             raise InvalidInput("A job needs at least one input (or a delay, for a test job).")
         if len(request.inputs) > self.settings.max_inputs_per_job:
             raise TooLarge(
@@ -104,18 +109,24 @@ class JobService:
                 else self.settings.default_max_failed_ratio
             ),
             "config": config,
-            "input_summary": {"kinds": kinds, "count": len(rows)},
+            "input_summary": {
+                "kinds": kinds,
+                "count": len(rows),
+                **({"open": True} if open_for_uploads else {}),
+            },
             "total": len(rows),
             "pending": len(rows),
             "input_byte_amount": total_bytes,
             "submitted_by": principal.key_prefix,
         }
-        job_id, queued = self.store.jobs.create(values, rows, start=start_now)
+        job_id, queued = self.store.jobs.create(values, rows, start=start_now and not open_for_uploads)
         self._dispatch(queued)
         return job_id
 
     def run(self, principal: Principal, job_id: int) -> None:
         _require_write(principal)
+        if is_open(self.store.jobs.get(scope_of(principal), job_id)["input_summary"]):
+            raise Conflict(f"Job {job_id} is waiting for file inputs; close it to queue it.")
         self._dispatch(self.store.jobs.run(scope_of(principal), job_id))
 
     def cancel(self, principal: Principal, job_id: int) -> JobStatus:
@@ -218,9 +229,12 @@ class JobService:
         if project_id is None:
             if principal.project_id is not None:
                 return principal.project_id
-            if self._default_project_id is None:
-                self._default_project_id = self.store.auth.ensure_defaults()[1]
-            return self._default_project_id
+            # Each account has its own `default` project: a job never lands in another tenant's project.
+            if principal.account_id not in self._default_projects:
+                self._default_projects[principal.account_id] = self.store.auth.ensure_project(
+                    principal.account_id, DEFAULT_PROJECT, "Default project"
+                )
+            return self._default_projects[principal.account_id]
         if principal.project_id not in (None, project_id):
             raise NotFound(f"Project {project_id} not found.")
         visible = {row["id"] for row in self.store.auth.projects(principal.account_id, None)}

@@ -9,6 +9,7 @@ from conveyor.store.database import Database
 from conveyor.store.history import HistoryRepository
 from conveyor.store.jobs import JobRepository
 from conveyor.store.pipelines import PipelineRepository
+from conveyor.store.uploads import UploadRepository
 
 
 class Store:
@@ -28,6 +29,7 @@ class Store:
             exact_count_limit=settings.history_exact_count_limit,
             count_cache_seconds=settings.history_count_cache_seconds,
         )
+        self.uploads = UploadRepository(self.db, self.jobs)
 
     def close(self) -> None:
         self.db.dispose()

@@ -7,7 +7,7 @@ import hmac
 import secrets
 import string
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, RowMapping, insert, select, update
 
@@ -20,6 +20,7 @@ ROLES = ("owner", "member", "viewer")
 DEFAULT_ACCOUNT = "default"
 DEFAULT_PROJECT = "default"
 _ALPHABET = string.ascii_letters + string.digits
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,20 @@ class AuthRepository:
                 project_id = self._insert_project(conn, account_id, DEFAULT_PROJECT, "Default project")
         return account_id, project_id
 
+    def ensure_account(self, slug: str, name: str | None = None) -> tuple[int, int]:
+        """An account (another tenant) and its `default` project exist (idempotent). Returns their ids."""
+        if slug == DEFAULT_ACCOUNT:
+            return self.ensure_defaults()
+        with self.db.write() as conn:
+            account_id = conn.execute(select(accounts.c.id).where(accounts.c.slug == slug)).scalar()
+            if account_id is None:
+                account_id = conn.execute(
+                    insert(accounts)
+                    .values(slug=slug, name=name or slug, created_at=utcnow())
+                    .returning(accounts.c.id)
+                ).scalar_one()
+        return int(account_id), self.ensure_project(int(account_id), DEFAULT_PROJECT, "Default project")
+
     @staticmethod
     def _insert_project(conn: Connection, account_id: int, slug: str, name: str) -> int:
         return int(
@@ -134,7 +149,11 @@ class AuthRepository:
             ).scalar_one()
         return NewKey(key_id, prefix, secret)
 
-    def list_keys(self, account_id: int) -> list[RowMapping]:
+    def list_keys(self, account_id: int, project_id: int | None = None) -> list[RowMapping]:
+        """The account's keys (only those bound to ``project_id`` when given); never a hash."""
+        where = [api_keys.c.account_id == account_id]
+        if project_id is not None:
+            where.append(api_keys.c.project_id == project_id)
         with self.db.read() as conn:
             return list(
                 conn.execute(
@@ -149,22 +168,21 @@ class AuthRepository:
                         api_keys.c.expires_at,
                         api_keys.c.revoked_at,
                     )
-                    .where(api_keys.c.account_id == account_id)
+                    .where(*where)
                     .order_by(api_keys.c.id)
                 ).mappings()
             )
 
-    def revoke_key(self, account_id: int, prefix: str) -> None:
+    def revoke_key(self, account_id: int, prefix: str, project_id: int | None = None) -> None:
+        where = [
+            api_keys.c.account_id == account_id,
+            api_keys.c.prefix == prefix,
+            api_keys.c.revoked_at.is_(None),
+        ]
+        if project_id is not None:
+            where.append(api_keys.c.project_id == project_id)
         with self.db.write() as conn:
-            done = conn.execute(
-                update(api_keys)
-                .where(
-                    api_keys.c.account_id == account_id,
-                    api_keys.c.prefix == prefix,
-                    api_keys.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=utcnow())
-            ).rowcount
+            done = conn.execute(update(api_keys).where(*where).values(revoked_at=utcnow())).rowcount
         if not done:
             raise NotFound(f"No active key with prefix {prefix!r}.")
 
@@ -188,8 +206,12 @@ class AuthRepository:
             raise Unauthenticated("Invalid API key.")
         if row["revoked_at"] is not None:
             raise Unauthenticated("This API key was revoked.")
-        if row["expires_at"] is not None and row["expires_at"] <= utcnow():
+        now = utcnow()
+        if row["expires_at"] is not None and row["expires_at"] <= now:
             raise Unauthenticated("This API key has expired.")
+        last_used = row["last_used_at"]
+        if last_used is None or now - last_used > LAST_USED_RESOLUTION:
+            self.touch(row["id"])  # at most one write per key per minute, not one per request
         return Principal(
             row["id"],
             row["prefix"],
@@ -219,3 +241,26 @@ class AuthRepository:
         if found is None:
             raise NotFound(f"Project {slug!r} not found.")
         return int(found)
+
+    def key_names(self, account_id: int, prefixes: set[str]) -> dict[str, str]:
+        """Public prefix -> key name, for the keys of one account (who submitted which job)."""
+        if not prefixes:
+            return {}
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(api_keys.c.prefix, api_keys.c.name).where(
+                    api_keys.c.account_id == account_id, api_keys.c.prefix.in_(sorted(prefixes))
+                )
+            )
+            return {r.prefix: r.name for r in rows}
+
+    def prefixes_named(self, account_id: int, name: str) -> list[str]:
+        """Prefixes of the account's keys with this name (Modzy's `user` history filter)."""
+        with self.db.read() as conn:
+            return list(
+                conn.execute(
+                    select(api_keys.c.prefix).where(
+                        api_keys.c.account_id == account_id, api_keys.c.name == name
+                    )
+                ).scalars()
+            )

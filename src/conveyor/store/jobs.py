@@ -88,6 +88,10 @@ class JobRepository:
             self._require(conn, scope, job_id)
             return self._run(conn, job_id, "run requested")
 
+    def queue_created(self, conn: Connection, job_id: int, cause: str) -> Queued:
+        """CREATED -> PENDING inside the caller's transaction (e.g. closing a job's uploads)."""
+        return self._run(conn, job_id, cause)
+
     def _run(self, conn: Connection, job_id: int, cause: str) -> Queued:
         job = conn.execute(
             select(jobs.c.total, jobs.c.delay, jobs.c.timeout_ms).where(jobs.c.id == job_id)
@@ -230,6 +234,14 @@ class JobRepository:
             raise NotFound(f"Job {job_id} not found.", job_id=job_id)
         return JobStatus(row.status)
 
+    def id_for_uuid(self, scope: Scope, job_uuid: str) -> int:
+        """The job id behind a ``jobIdentifier``; 404 when it is not the caller's to see."""
+        with self.db.read() as conn:
+            found = conn.execute(select(jobs.c.id).where(jobs.c.uuid == job_uuid, *scope.clauses())).scalar()
+        if found is None:
+            raise NotFound(f"Job {job_uuid} not found.", job_identifier=job_uuid)
+        return int(found)
+
     def get(self, scope: Scope, job_id: int) -> RowMapping:
         with self.db.read() as conn:
             rows = self.fetch_rows(conn, [jobs.c.id == job_id, *scope.clauses()])
@@ -320,6 +332,22 @@ class JobRepository:
                 select(*columns).where(*where, items.c.seq > after_seq).order_by(items.c.seq).limit(limit)
             ).mappings()
             return count, list(rows)
+
+    def first_items(self, job_ids: Sequence[int], per_job: int) -> dict[int, list[RowMapping]]:
+        """The first ``per_job`` items (no data) of each job, in one query: input descriptors."""
+        if not job_ids or per_job <= 0:
+            return {}
+        columns = [items.c.job_id, items.c.seq, items.c.name, items.c.kind, items.c.byte_size]
+        out: dict[int, list[RowMapping]] = {job_id: [] for job_id in job_ids}
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(*columns)
+                .where(items.c.job_id.in_(sorted(set(job_ids))), items.c.seq < per_job)
+                .order_by(items.c.job_id, items.c.seq)
+            ).mappings()
+            for row in rows:
+                out[row["job_id"]].append(row)
+        return out
 
     def _exists(self, conn: Connection, scope: Scope, job_id: int) -> None:
         if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, *scope.clauses())).first() is None:

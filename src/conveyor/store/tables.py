@@ -236,3 +236,18 @@ job_events = Table(
     Column("cause", Text, nullable=False),
 )
 Index("ix_job_events_job_id", job_events.c.job_id, job_events.c.id)
+
+# Modzy's chunked file input: chunks of an OPEN job's inputs, staged here until the job is closed
+# (then assembled into items in one transaction) or canceled (then dropped). Items never hold
+# half an upload.
+job_uploads = Table(
+    "job_uploads",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("item", String(500), nullable=False),
+    Column("input", String(500), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("ix_job_uploads_job_id", job_uploads.c.job_id, job_uploads.c.id)

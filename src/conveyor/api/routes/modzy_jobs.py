@@ -1,0 +1,231 @@
+"""Modzy dialect: ``/api/jobs`` and ``/api/results``, a thin translation over the job services.
+
+Jobs are addressed by their UUID (``jobIdentifier``). Submission with ``text`` or ``embedded``
+inputs queues at once; submission without ``input`` opens the job for chunked file inputs
+(``POST /api/jobs/{id}/{item}/{input}``) until ``POST /api/jobs/{id}/close`` queues it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi.responses import JSONResponse
+from sqlalchemy import RowMapping
+
+from conveyor.api.deps import JobsDep, PrincipalDep, SettingsDep
+from conveyor.api.routes.modzy_models import find_version
+from conveyor.api.schemas.modzy import (
+    ModzyJobCreate,
+    history_statuses,
+    ordering,
+    parse_date,
+    present_job,
+    present_results,
+)
+from conveyor.errors import NotFound, UnknownPipeline
+from conveyor.services.jobs import JobService, scope_of
+from conveyor.services.uploads import UploadService
+from conveyor.store.auth import Principal
+from conveyor.store.history import HistoryQuery
+from conveyor.store.tables import jobs as jobs_table
+
+router = APIRouter(prefix="/api", tags=["modzy"])
+INPUTS_IN_DETAIL = 100  # jobInputs descriptors in one job's detail
+INPUTS_IN_HISTORY = 10  # ... and per job of a history page
+
+
+def get_uploads(jobs: JobsDep) -> UploadService:
+    return UploadService(jobs)
+
+
+UploadsDep = Annotated[UploadService, Depends(get_uploads)]
+
+
+def _job_id(jobs: JobService, principal: Principal, identifier: str) -> int:
+    return jobs.store.jobs.id_for_uuid(scope_of(principal), identifier)
+
+
+def _present(
+    jobs: JobService, principal: Principal, rows: list[RowMapping], per_job: int
+) -> list[dict[str, Any]]:
+    prefixes = {r["submitted_by"] for r in rows if r["submitted_by"]}
+    names = jobs.store.auth.key_names(principal.account_id, prefixes)
+    inputs = jobs.store.jobs.first_items([r["id"] for r in rows], per_job)
+    return [
+        present_job(r, account=principal.account_slug, key_names=names, inputs=inputs.get(r["id"], []))
+        for r in rows
+    ]
+
+
+def _job_response(jobs: JobService, principal: Principal, job_id: int) -> JSONResponse:
+    row = jobs.get(principal, job_id)
+    return JSONResponse(_present(jobs, principal, [row], INPUTS_IN_DETAIL)[0])
+
+
+@router.get(
+    "/jobs/features",
+    summary="Job features: the chunk size for file inputs",
+    description="modzy-sdk reads `input_chunk_maximum_size` before uploading file inputs.",
+)
+def features(_: PrincipalDep, settings: SettingsDep) -> JSONResponse:
+    return JSONResponse(
+        {
+            "input_chunk_maximum_size": _human_size(settings.modzy_chunk_bytes),
+            "maximum_input_size": _human_size(settings.max_input_bytes),
+            "maximum_inputs_per_job": settings.max_inputs_per_job,
+        }
+    )
+
+
+def _human_size(n: int) -> str:
+    # The shape modzy-sdk parses: a number and a unit of its DataUnit enum (i = bytes).
+    for unit, size in (("Mi", 1024 * 1024), ("Ki", 1024)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}i"
+
+
+@router.get(
+    "/jobs/history",
+    summary="Job history: filter, sort and page through jobs (a JSON list of jobs)",
+    description="Status accepts all, pending (not finished), terminated (finished), timedout, Modzy's "
+    "names (SUBMITTED, IN_PROGRESS, COMPLETED, CANCELED, FAILED, TIMEDOUT, OPEN) and canonical states.",
+)
+def history(
+    jobs: JobsDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    user: Annotated[str | None, Query(description="Name of the submitting API key.")] = None,
+    access_key: Annotated[
+        str | None, Query(alias="accessKey", description="Public prefix of the key.")
+    ] = None,
+    start_date: Annotated[
+        str | None, Query(alias="startDate", description="Created at or after (ISO).")
+    ] = None,
+    end_date: Annotated[str | None, Query(alias="endDate", description="Created before (ISO).")] = None,
+    model: Annotated[str | None, Query(description="Model identifier or name.")] = None,
+    status: Annotated[str, Query(description="all, pending, terminated, timedout, or a state.")] = "all",
+    sort_by: Annotated[
+        str | None,
+        Query(alias="sort-by", description="createdAt, submittedAt, updatedAt, status, elapsedTime, name."),
+    ] = None,
+    direction: Annotated[str | None, Query(description="asc or desc (default desc).")] = None,
+    page: Annotated[int, Query(ge=1, description="1-based page number.")] = 1,
+    per_page: Annotated[int | None, Query(alias="per-page", ge=1)] = None,
+) -> JSONResponse:
+    size = min(per_page or settings.default_page_size, settings.max_page_size)
+    extra: list[Any] = []
+    if user is not None:
+        extra.append(
+            jobs_table.c.submitted_by.in_(jobs.store.auth.prefixes_named(principal.account_id, user))
+        )
+    query = HistoryQuery(
+        statuses=history_statuses(status),
+        pipeline=_model_slug(jobs, model) if model else None,
+        created_after=parse_date("startDate", start_date),
+        created_before=parse_date("endDate", end_date),
+        submitted_by=access_key,
+        ordering=ordering(sort_by, direction),
+        limit=size,
+        offset=(page - 1) * size,
+        extra=extra,
+    )
+    page_rows = jobs.history(principal, query)
+    return JSONResponse(_present(jobs, principal, page_rows.rows, INPUTS_IN_HISTORY))
+
+
+def _model_slug(jobs: JobService, model: str) -> str:
+    """An identifier as is; a model's name -> its identifier (unknown: matches no job)."""
+    for row in jobs.store.pipelines.all():
+        if model in (row["slug"], row["name"]):
+            return str(row["slug"])
+    return model
+
+
+@router.post(
+    "/jobs",
+    summary="Submit a job (text or embedded inputs), or open one for chunked file inputs",
+    description="With `input` of type `text` or `embedded` (base64 `data:` URIs) the job is queued at once. "
+    "Without `input` it is OPEN: upload each file input in chunks to `/api/jobs/{id}/{item}/{input}` "
+    "(multipart field `input`), then `POST /api/jobs/{id}/close`. `timeout` is in milliseconds.",
+)
+def submit(body: ModzyJobCreate, jobs: JobsDep, principal: PrincipalDep) -> JSONResponse:
+    try:
+        version = find_version(jobs.store, body.model.identifier, body.model.version)
+    except NotFound as missing:
+        raise UnknownPipeline(missing.message, **missing.detail) from None
+    request = body.to_request(version["id"])
+    job_id = jobs.submit(principal, request, start_now=True, open_for_uploads=body.input is None)
+    return _job_response(jobs, principal, job_id)
+
+
+@router.get("/jobs/{job_identifier}", summary="One job: status, counters, timings (Modzy's job object)")
+def get_job(job_identifier: str, jobs: JobsDep, principal: PrincipalDep) -> JSONResponse:
+    return _job_response(jobs, principal, _job_id(jobs, principal, job_identifier))
+
+
+@router.delete(
+    "/jobs/{job_identifier}",
+    summary="Cancel a job",
+    description="An OPEN or queued job is CANCELED at once; a running one within seconds (IN_PROGRESS "
+    "until its workers stop). An OPEN job's uploaded chunks are dropped.",
+)
+def cancel(job_identifier: str, jobs: JobsDep, uploads: UploadsDep, principal: PrincipalDep) -> JSONResponse:
+    job_id = _job_id(jobs, principal, job_identifier)
+    uploads.cancel(principal, job_id)
+    return _job_response(jobs, principal, job_id)
+
+
+@router.post(
+    "/jobs/{job_identifier}/close",
+    summary="Close an OPEN job: its uploaded inputs become items and it is queued",
+)
+def close(job_identifier: str, jobs: JobsDep, uploads: UploadsDep, principal: PrincipalDep) -> JSONResponse:
+    job_id = _job_id(jobs, principal, job_identifier)
+    uploads.close(principal, job_id)
+    return _job_response(jobs, principal, job_id)
+
+
+@router.post(
+    "/jobs/{job_identifier}/{item}/{input_name}",
+    summary="Append a chunk to one file input of an OPEN job",
+    description="Multipart field `input`. Chunks of one input are concatenated in arrival order; each "
+    "input and the job are held to the server's byte caps (413, chunk not stored).",
+)
+def append_chunk(
+    job_identifier: str,
+    item: str,
+    input_name: str,
+    chunk: Annotated[UploadFile, File(alias="input", description="The next bytes of the input.")],
+    jobs: JobsDep,
+    uploads: UploadsDep,
+    principal: PrincipalDep,
+) -> JSONResponse:
+    job_id = _job_id(jobs, principal, job_identifier)
+    size = uploads.append(principal, job_id, item, input_name, chunk.file.read())
+    return JSONResponse({"jobIdentifier": job_identifier, "item": item, "input": input_name, "bytes": size})
+
+
+@router.get(
+    "/results/{job_identifier}",
+    summary="A job's results: outputs per source under `results`, errors under `failures`",
+    description="`finished` turns true once the job is terminal (COMPLETED, FAILED, CANCELED, TIMEDOUT).",
+)
+def results(job_identifier: str, jobs: JobsDep, principal: PrincipalDep) -> JSONResponse:
+    job_id = _job_id(jobs, principal, job_identifier)
+    row = jobs.get(principal, job_id)
+
+    def finished_items() -> Iterator[RowMapping]:
+        after = -1
+        while True:
+            _, page = jobs.items(
+                principal, job_id, statuses=["SUCCESS", "FAILURE"], after_seq=after, limit=1000
+            )
+            if not page:
+                return
+            yield from page
+            after = page[-1]["seq"]
+
+    return JSONResponse(present_results(row, principal.account_slug, finished_items()))

@@ -1,0 +1,108 @@
+"""``/api/v2/keys/`` and ``POST /api/v2/projects/``: what owner keys manage."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import RowMapping
+
+from conveyor.api.deps import BaseUrlDep, PrincipalDep, StoreDep
+from conveyor.clock import isoformat
+from conveyor.services.keys import KeyRequest, KeyService
+
+router = APIRouter(prefix="/api/v2", tags=["tenancy"])
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,99}$"
+
+
+def get_keys(store: StoreDep) -> KeyService:
+    return KeyService(store)
+
+
+KeysDep = Annotated[KeyService, Depends(get_keys)]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, description="A label for the key.")
+    role: Literal["owner", "member", "viewer"] = Field(
+        default="member", description="owner: keys and projects; member: submit, cancel, retry; viewer: read."
+    )
+    project: str | None = Field(default=None, description="Bind the key to this project (slug).")
+    expires_in_days: float | None = Field(default=None, gt=0, description="The key stops working after this.")
+
+
+class KeyOut(BaseModel):
+    prefix: str = Field(description="Public part of the key (shown as `submittedBy`).")
+    name: str
+    role: str
+    project: str | None
+    created_at: str
+    last_used_at: str | None = Field(description="Updated at most once a minute.")
+    expires_at: str | None
+    revoked_at: str | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The full key `prefix.secret`. Shown once: only its hash is stored.")
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    slug: str = Field(pattern=SLUG)
+    name: str | None = Field(default=None, max_length=200)
+
+
+def _key(row: RowMapping | dict[str, Any], projects: dict[int, str]) -> dict[str, Any]:
+    return {
+        "prefix": row["prefix"],
+        "name": row["name"],
+        "role": row["role"],
+        "project": projects.get(row["project_id"]) if row["project_id"] is not None else None,
+        "created_at": isoformat(row["created_at"]),
+        "last_used_at": isoformat(row["last_used_at"]),
+        "expires_at": isoformat(row["expires_at"]),
+        "revoked_at": isoformat(row["revoked_at"]),
+    }
+
+
+@router.get(
+    "/keys/", response_model=list[KeyOut], summary="API keys (owner keys; a bound owner sees its project's)"
+)
+def list_keys(keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
+    projects = keys.project_slugs(principal)
+    return JSONResponse([_key(r, projects) for r in keys.list(principal)])
+
+
+@router.post("/keys/", status_code=201, response_model=KeyCreated, summary="Create an API key (owner keys)")
+def create_key(body: KeyCreate, keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
+    new = keys.create(principal, KeyRequest(body.name, body.role, body.project, body.expires_in_days))
+    row = next(r for r in keys.list(principal) if r["prefix"] == new.prefix)
+    return JSONResponse({**_key(row, keys.project_slugs(principal)), "key": new.token}, status_code=201)
+
+
+@router.delete("/keys/{prefix}/", status_code=204, summary="Revoke an API key by its prefix (owner keys)")
+def revoke_key(prefix: str, keys: KeysDep, principal: PrincipalDep) -> Response:
+    keys.revoke(principal, prefix)
+    return Response(status_code=204)
+
+
+@router.post("/projects/", status_code=201, summary="Create a project (unbound owner keys)")
+def create_project(
+    body: ProjectCreate, keys: KeysDep, principal: PrincipalDep, base: BaseUrlDep
+) -> JSONResponse:
+    row = keys.create_project(principal, body.slug, body.name)
+    return JSONResponse(
+        {
+            "id": row["id"],
+            "details": f"{base}/api/v2/projects/{row['id']}/",
+            "slug": row["slug"],
+            "name": row["name"],
+            "description": row["description"],
+            "created_at": isoformat(row["created_at"]),
+            "user_permissions": [],
+        },
+        status_code=201,
+    )

@@ -1,0 +1,77 @@
+"""Tenancy use cases for owners: API keys (list, create, revoke, expiry) and projects.
+
+Roles: ``owner`` manages keys and projects, ``member`` submits / cancels / retries, ``viewer``
+reads. A key bound to a project acts only inside it, for keys as for jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import RowMapping
+
+from conveyor.clock import utcnow
+from conveyor.errors import Forbidden, InvalidInput, NotFound
+from conveyor.store import Store
+from conveyor.store.auth import NewKey, Principal
+
+
+@dataclass(frozen=True)
+class KeyRequest:
+    name: str
+    role: str
+    project: str | None = None  # project slug; a bound owner may only give its own
+    expires_in_days: float | None = None
+
+
+def require_owner(principal: Principal) -> None:
+    if principal.role != "owner":
+        raise Forbidden(
+            f"Managing keys and projects needs an owner key; this key's role is {principal.role}."
+        )
+
+
+class KeyService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def list(self, principal: Principal) -> list[RowMapping]:
+        require_owner(principal)
+        return self.store.auth.list_keys(principal.account_id, principal.project_id)
+
+    def project_slugs(self, principal: Principal) -> dict[int, str]:
+        return {r["id"]: r["slug"] for r in self.store.auth.projects(principal.account_id, None)}
+
+    def create(self, principal: Principal, request: KeyRequest) -> NewKey:
+        require_owner(principal)
+        project_id: int | None = None
+        if request.project is not None:
+            project_id = self.store.auth.project_by_slug(principal.account_id, request.project)
+        if principal.project_id is not None:
+            if project_id not in (None, principal.project_id):
+                raise NotFound(f"Project {request.project!r} not found.")
+            project_id = principal.project_id  # a bound owner's keys stay in its project
+        expires_at: datetime | None = None
+        if request.expires_in_days is not None:
+            if request.expires_in_days <= 0:
+                raise InvalidInput("expires_in_days must be positive.")
+            expires_at = utcnow() + timedelta(days=request.expires_in_days)
+        return self.store.auth.create_key(
+            account_id=principal.account_id,
+            name=request.name,
+            role=request.role,
+            project_id=project_id,
+            expires_at=expires_at,
+        )
+
+    def revoke(self, principal: Principal, prefix: str) -> None:
+        require_owner(principal)
+        self.store.auth.revoke_key(principal.account_id, prefix, principal.project_id)
+
+    def create_project(self, principal: Principal, slug: str, name: str | None) -> RowMapping:
+        require_owner(principal)
+        if principal.project_id is not None:
+            raise Forbidden("A key bound to one project cannot create projects.")
+        project_id = self.store.auth.ensure_project(principal.account_id, slug, name)
+        return next(r for r in self.store.auth.projects(principal.account_id, frozenset({project_id})))
