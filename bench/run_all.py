@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "noop_throughput": (["--items", "100000"], ["--quick"]),
     "submit_latency": (["--jobs", "100", "--poll-jobs", "20"], ["--quick"]),
     "history": (["--jobs", "100000", "--repeat", "15"], ["--quick"]),
+    "sse_latency": (["--jobs", "100", "--subscribers", "50"], ["--quick"]),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conveyor.settings import Settings
 from conveyor.store.auth import AuthRepository
+from conveyor.store.changes import ChangeFeed
 from conveyor.store.chunks import ChunkRepository
 from conveyor.store.database import Database
 from conveyor.store.history import HistoryRepository
@@ -24,6 +25,7 @@ class Store:
         self.auth = AuthRepository(self.db)
         self.pipelines = PipelineRepository(self.db)
         self.history = HistoryRepository(self.db)
+        self.changes = ChangeFeed(self.db)
 
     def close(self) -> None:
         self.db.dispose()
