@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "submit_latency": (["--jobs", "100", "--poll-jobs", "20"], ["--quick"]),
     "history": (["--jobs", "100000", "--repeat", "15"], ["--quick"]),
     "celery_throughput": (["--items", "100000", "--plain-items", "5000"], ["--quick"]),
+    "sse_latency": (["--jobs", "100", "--subscribers", "50"], ["--quick"]),
 }
 
 

@@ -46,8 +46,7 @@ def serve(
     Migrations are applied at start. SIGTERM or Ctrl-C stops cleanly: workers finish their
     current batch, write it back, and re-queue what they had not started.
     """
-    import uvicorn
-
+    from conveyor.api import server
     from conveyor.api.app import create_app
 
     os.environ.setdefault("CONVEYOR_LOG_LEVEL", log_level.upper())
@@ -58,7 +57,7 @@ def serve(
     # receive it, so a clean shutdown exits with status 0 instead of dying from the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _frame: stopped_by.append(number))
-    uvicorn.run(
+    server.run(
         create_app(settings, workers=workers),
         host=host,
         port=port,

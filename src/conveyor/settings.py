@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     job_log_lines_in_detail: int = Field(
         default=50, ge=0, description="Latest log lines embedded in a job's detail."
     )
+    events_poll_seconds: float = Field(
+        default=0.25, gt=0, description="Period of the live event hub's read of the change feed (SSE)."
+    )
     public_url: str | None = Field(
         default=None, description="Base URL used in `details` links; default: from the request."
     )

@@ -400,3 +400,23 @@ def _ids_in_order(client: httpx.Client, prefix: str, ordering: str) -> list[int]
     response = client.get("/api/v2/jobs/", params={"search": prefix, "limit": 1000, "ordering": ordering})
     assert response.status_code == 200, response.text
     return [j["id"] for j in response.json()["results"]]
+
+
+def test_event_stream_follows_a_job_live(deployment: Deployment) -> None:
+    """SSE works alike in every mode: workers write to the shared database, the API's hub reads it."""
+    from tests.sse import SseReader
+
+    job = deployment.submit(8, name="sse", start_now=False, config={"item_seconds": 0.1})
+    path = f"/api/v2/jobs/{job['id']}/events/"
+    with SseReader(deployment.server.url, path, key=deployment.server.key) as reader:
+        reader.wait(lambda e: e.event == "job" and e.data["status"] == "CREATED")
+        with deployment.client() as client:
+            assert client.post(f"/api/v2/jobs/{job['id']}/run/").status_code == 200
+        last = reader.wait(lambda e: e.event == "job" and e.data["status"] in FINISHED, timeout=60)
+        events = reader.snapshot()
+    assert last.data["status"] == "SUCCESS" and last.data["completed"] == 8
+    statuses = [e.data["to_status"] for e in events if e.event == "status"]
+    assert statuses == [t["to_status"] for t in transitions(deployment, job["id"])][1:]
+    assert statuses[-1] == "SUCCESS"
+    completed = [e.data["completed"] for e in events if e.event == "job"]
+    assert completed == sorted(completed) and len(set(completed)) >= 2, completed

@@ -11,11 +11,12 @@ from fastapi.responses import JSONResponse
 
 from conveyor import __version__
 from conveyor.api import errors
-from conveyor.api.routes import catalog, health, jobs, modzy_jobs, modzy_models, tenancy
+from conveyor.api.routes import catalog, events, health, jobs, modzy_jobs, modzy_models, tenancy
 from conveyor.dispatch.base import Dispatcher
 from conveyor.dispatch.celery import CeleryDispatcher
 from conveyor.dispatch.local import LocalDispatcher
 from conveyor.services.bootstrap import prepare
+from conveyor.services.events import EventHub
 from conveyor.services.jobs import JobService
 from conveyor.services.sweeper import Sweeper
 from conveyor.settings import Settings
@@ -45,6 +46,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     sweeper = Sweeper(
         store, dispatcher, period=settings.sweep_seconds, cancel_grace=settings.cancel_grace_seconds
     )
+    hub = EventHub(store.changes, period=settings.events_poll_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -55,6 +57,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
             pool.start()
         if run_sweeper:
             sweeper.start()
+        await hub.start()
         log.info(
             "Conveyor %s ready: %s, %s dispatch, %d local worker(s)",
             __version__,
@@ -66,6 +69,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
             yield
         finally:
             log.info("shutting down: stopping workers (they re-queue unfinished chunks)")
+            await hub.stop()
             sweeper.stop()
             if pool is not None:
                 pool.close()
@@ -98,6 +102,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.state.jobs = JobService(store, dispatcher, settings)
     app.state.pool = pool
     app.state.sweeper = sweeper
+    app.state.events = hub
     errors.install(app)
 
     @app.middleware("http")
@@ -118,6 +123,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(modzy_jobs.router)
     app.include_router(modzy_models.router)
     app.include_router(tenancy.router)
+    app.include_router(events.router)
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conveyor.settings import Settings
 from conveyor.store.auth import AuthRepository
+from conveyor.store.changes import ChangeFeed
 from conveyor.store.chunks import ChunkRepository
 from conveyor.store.database import Database
 from conveyor.store.history import HistoryRepository
@@ -30,6 +31,7 @@ class Store:
             count_cache_seconds=settings.history_count_cache_seconds,
         )
         self.uploads = UploadRepository(self.db, self.jobs)
+        self.changes = ChangeFeed(self.db)
 
     def close(self) -> None:
         self.db.dispose()

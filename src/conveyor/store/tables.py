@@ -171,6 +171,8 @@ Index(
 # The sweeper looks for CANCELING jobs across accounts.
 Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at, jobs.c.id)
 Index("ix_jobs_deadline", jobs.c.deadline_at)
+# The live event hub polls "which jobs changed in the last seconds" across accounts (migration 0005).
+Index("ix_jobs_updated_at", jobs.c.updated_at)
 
 items = Table(
     "items",

@@ -1,0 +1,26 @@
+"""index jobs by updated_at for the live event stream
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-23 10:40:00.000000
+
+The event hub (``conveyor.events``) asks, four times a second, which jobs of any account changed
+in the last few seconds; this index answers that without scanning the jobs table.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_jobs_updated_at", "jobs", ["updated_at"], unique=False)
+
+
+def downgrade() -> None:
+    op.drop_index("ix_jobs_updated_at", table_name="jobs")
