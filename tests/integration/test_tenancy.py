@@ -242,3 +242,66 @@ def test_cli_lists_and_revokes_keys(shared_server: Server) -> None:
     # Another account cannot revoke it by prefix: the prefix is not found there.
     other = run_cli(["keys", "revoke", prefix], shared_server.env)
     assert other.returncode != 0
+
+
+def test_memberships_give_a_key_a_role_per_project(shared_server: Server) -> None:
+    first, second = unique("p1"), unique("p2")
+    with shared_server.client() as owner:
+        ids = {}
+        for slug in (first, second):
+            made = owner.post("/api/v2/projects/", json={"slug": slug})
+            assert made.status_code == 201, made.text
+            ids[slug] = made.json()["id"]
+        # Bound to the first project as a viewer; then a member of the second one too.
+        key = owner.post("/api/v2/keys/", json={"name": "multi", "role": "viewer", "project": first}).json()
+        prefix = key["prefix"]
+        assert (
+            owner.put(
+                f"/api/v2/projects/{ids[second]}/members/{prefix}/", json={"role": "member"}
+            ).status_code
+            == 204
+        )
+        members = owner.get(f"/api/v2/projects/{ids[second]}/members/").json()
+        assert [(m["prefix"], m["role"]) for m in members] == [(prefix, "member")]
+        in_first = submit(owner, name=unique("in-first"), n=1, project_id=ids[first])
+        in_second = submit(owner, name=unique("in-second"), n=1, project_id=ids[second], start_now=False)
+        elsewhere = submit(owner, name=unique("elsewhere"), n=1)
+        # An account-wide key needs no membership (its role holds everywhere): refused.
+        assert_error(
+            owner.put(
+                f"/api/v2/projects/{ids[first]}/members/{shared_server.key.split('.')[0]}/",
+                json={"role": "viewer"},
+            ),
+            409,
+        )
+
+    with shared_server.client(key["key"]) as multi:
+        assert {p["id"] for p in multi.get("/api/v2/projects/").json()} == {ids[first], ids[second]}
+        assert_error(multi.get(f"{JOBS}{elsewhere['id']}/"), 404)
+        assert multi.get(f"{JOBS}{in_first['id']}/").status_code == 200
+        # Viewer in the first project, member in the second.
+        assert "viewer" in assert_error(multi.post(f"{JOBS}{in_first['id']}/cancel/"), 403)["message"]
+        assert_error(
+            multi.post(
+                JOBS,
+                json={
+                    "name": "x",
+                    "pipeline": "test-delay",
+                    "project_id": ids[first],
+                    "inputs": [{"name": "a", "kind": "text", "data": "a"}],
+                },
+            ),
+            403,
+        )
+        mine = submit(multi, name=unique("by-multi"), n=1, project_id=ids[second])
+        assert mine["project"]["id"] == ids[second]
+        assert multi.post(f"{JOBS}{in_second['id']}/cancel/").status_code == 200
+        # Not an owner of the second project: cannot manage its members.
+        assert_error(multi.get(f"/api/v2/projects/{ids[second]}/members/"), 403)
+
+    with shared_server.client() as owner:
+        assert owner.delete(f"/api/v2/projects/{ids[second]}/members/{prefix}/").status_code == 204
+        assert_error(owner.delete(f"/api/v2/projects/{ids[second]}/members/{prefix}/"), 404)
+    with shared_server.client(key["key"]) as multi:
+        assert_error(multi.get(f"{JOBS}{mine['id']}/"), 404)
+        assert [p["id"] for p in multi.get("/api/v2/projects/").json()] == [ids[first]]

@@ -36,7 +36,7 @@ class KeyService:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def list(self, principal: Principal) -> list[RowMapping]:
+    def list_keys(self, principal: Principal) -> list[RowMapping]:
         require_owner(principal)
         return self.store.auth.list_keys(principal.account_id, principal.project_id)
 
@@ -75,3 +75,25 @@ class KeyService:
             raise Forbidden("A key bound to one project cannot create projects.")
         project_id = self.store.auth.ensure_project(principal.account_id, slug, name)
         return next(r for r in self.store.auth.projects(principal.account_id, frozenset({project_id})))
+
+    # ------------------------------------------------------------ memberships
+    def _owned_project(self, principal: Principal, project_id: int) -> None:
+        """404 unless the project is the caller's to see; 403 unless the caller owns it."""
+        visible = self.store.auth.projects(principal.account_id, principal.visible_projects())
+        if project_id not in {r["id"] for r in visible}:
+            raise NotFound(f"Project {project_id} not found.")
+        role = principal.role_in(project_id)
+        if role != "owner":
+            raise Forbidden(f"Managing a project's members needs the owner role in it; this key is {role}.")
+
+    def members(self, principal: Principal, project_id: int) -> list[RowMapping]:
+        self._owned_project(principal, project_id)
+        return self.store.memberships.members(principal.account_id, project_id)
+
+    def set_member(self, principal: Principal, project_id: int, prefix: str, role: str) -> None:
+        self._owned_project(principal, project_id)
+        self.store.memberships.set_role(principal.account_id, project_id, prefix, role)
+
+    def remove_member(self, principal: Principal, project_id: int, prefix: str) -> None:
+        self._owned_project(principal, project_id)
+        self.store.memberships.remove(principal.account_id, project_id, prefix)

@@ -8,6 +8,7 @@ from conveyor.store.chunks import ChunkRepository
 from conveyor.store.database import Database
 from conveyor.store.history import HistoryRepository
 from conveyor.store.jobs import JobRepository
+from conveyor.store.memberships import MembershipRepository
 from conveyor.store.pipelines import PipelineRepository
 from conveyor.store.uploads import UploadRepository
 
@@ -26,6 +27,7 @@ class Store:
         self.pipelines = PipelineRepository(self.db)
         self.history = HistoryRepository(self.db)
         self.uploads = UploadRepository(self.db, self.jobs)
+        self.memberships = MembershipRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

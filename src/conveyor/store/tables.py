@@ -244,3 +244,15 @@ job_uploads = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 Index("ix_job_uploads_job_id", job_uploads.c.job_id, job_uploads.c.id)
+
+# A project-bound key may also be a member of other projects of its account, with a role in each.
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key_id", Integer, ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("key_id", "project_id"),
+)

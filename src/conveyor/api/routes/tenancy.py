@@ -73,13 +73,13 @@ def _key(row: RowMapping | dict[str, Any], projects: dict[int, str]) -> dict[str
 )
 def list_keys(keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
     projects = keys.project_slugs(principal)
-    return JSONResponse([_key(r, projects) for r in keys.list(principal)])
+    return JSONResponse([_key(r, projects) for r in keys.list_keys(principal)])
 
 
 @router.post("/keys/", status_code=201, response_model=KeyCreated, summary="Create an API key (owner keys)")
 def create_key(body: KeyCreate, keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
     new = keys.create(principal, KeyRequest(body.name, body.role, body.project, body.expires_in_days))
-    row = next(r for r in keys.list(principal) if r["prefix"] == new.prefix)
+    row = next(r for r in keys.list_keys(principal) if r["prefix"] == new.prefix)
     return JSONResponse({**_key(row, keys.project_slugs(principal)), "key": new.token}, status_code=201)
 
 
@@ -106,3 +106,56 @@ def create_project(
         },
         status_code=201,
     )
+
+
+class MemberSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["owner", "member", "viewer"]
+
+
+class MemberOut(BaseModel):
+    prefix: str
+    name: str
+    role: str
+    created_at: str
+
+
+@router.get(
+    "/projects/{project_id}/members/",
+    response_model=list[MemberOut],
+    summary="Keys with a role in the project (bound to it, or members of it); project owners",
+)
+def list_members(project_id: int, keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
+    return JSONResponse(
+        [
+            {
+                "prefix": r["prefix"],
+                "name": r["name"],
+                "role": r["role"],
+                "created_at": isoformat(r["created_at"]),
+            }
+            for r in keys.members(principal, project_id)
+        ]
+    )
+
+
+@router.put(
+    "/projects/{project_id}/members/{prefix}/",
+    status_code=204,
+    summary="Give a project-bound key a role in this project too (project owners)",
+)
+def set_member(
+    project_id: int, prefix: str, body: MemberSet, keys: KeysDep, principal: PrincipalDep
+) -> Response:
+    keys.set_member(principal, project_id, prefix, body.role)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/projects/{project_id}/members/{prefix}/",
+    status_code=204,
+    summary="End a key's membership (project owners)",
+)
+def remove_member(project_id: int, prefix: str, keys: KeysDep, principal: PrincipalDep) -> Response:
+    keys.remove_member(principal, project_id, prefix)
+    return Response(status_code=204)
