@@ -235,8 +235,6 @@ def test_cli_lists_and_revokes_keys(shared_server: Server) -> None:
     line = next(row for row in listing.stdout.splitlines() if row.startswith(prefix))
     assert "member" in line and "active" in line and key.split(".")[1] not in listing.stdout
     assert run_cli(["keys", "revoke", prefix, "--account", account], shared_server.env).returncode == 0
-    listing = run_cli(["keys", "list", "--account", account], shared_server.env)
-    assert next(r for r in listing.stdout.splitlines() if r.startswith(prefix)).endswith("revoked")
     with shared_server.client(key) as revoked:
         assert_error(revoked.get(JOBS), 401)
     # Another account cannot revoke it by prefix: the prefix is not found there.

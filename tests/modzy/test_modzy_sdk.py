@@ -196,11 +196,17 @@ def test_open_job_waits_for_close_and_can_be_canceled(client: ApiClient) -> None
         client.http.post(f"/jobs/{identifier}/a/input", None, {"input": b"too late"})
 
 
-def test_close_without_uploads_is_a_clear_400(client: ApiClient) -> None:
-    opened = client.http.post("/jobs", {"model": {"identifier": "test-delay", "version": "1"}})
+def test_close_without_uploads_is_a_clear_400(client: ApiClient, native: httpx.Client) -> None:
+    name = unique("open")
+    opened = client.http.post("/jobs", {"model": {"identifier": "test-delay", "version": "1"}, "name": name})
     with pytest.raises(BadRequestError, match="no uploaded inputs"):
         client.http.post(f"/jobs/{opened['jobIdentifier']}/close")
     assert client.jobs.get(opened["jobIdentifier"]).status == "OPEN"
+    # The native dialect sees a CREATED job that only closing may queue.
+    (job,) = native.get("/api/v2/jobs/", params={"search": name}).json()["results"]
+    assert job["status"] == "CREATED" and job["job_identifier"] == opened["jobIdentifier"]
+    refused = native.post(f"/api/v2/jobs/{job['id']}/run/")
+    assert refused.status_code == 409 and "close" in refused.json()["message"]
     client.jobs.cancel(opened["jobIdentifier"])
 
 
