@@ -244,6 +244,7 @@ job_uploads = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 Index("ix_job_uploads_job_id", job_uploads.c.job_id, job_uploads.c.id)
+Index("ix_job_uploads_job_item", job_uploads.c.job_id, job_uploads.c.item, job_uploads.c.input)
 
 # A project-bound key may also be a member of other projects of its account, with a role in each.
 memberships = Table(

@@ -34,6 +34,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("job_uploads", schema=None) as batch_op:
         batch_op.create_index("ix_job_uploads_job_id", ["job_id", "id"], unique=False)
+        batch_op.create_index("ix_job_uploads_job_item", ["job_id", "item", "input"], unique=False)
     op.create_table(
         "memberships",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -58,5 +59,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("memberships")
     with op.batch_alter_table("job_uploads", schema=None) as batch_op:
+        batch_op.drop_index("ix_job_uploads_job_item")
         batch_op.drop_index("ix_job_uploads_job_id")
     op.drop_table("job_uploads")
