@@ -303,3 +303,31 @@ def test_memberships_give_a_key_a_role_per_project(shared_server: Server) -> Non
     with shared_server.client(key["key"]) as multi:
         assert_error(multi.get(f"{JOBS}{mine['id']}/"), 404)
         assert [p["id"] for p in multi.get("/api/v2/projects/").json()] == [ids[first]]
+
+
+def test_audit_records_who_did_what_and_when(shared_server: Server) -> None:
+    owner_prefix = shared_server.key.split(".")[0]
+    with shared_server.client() as owner:
+        made = owner.post("/api/v2/keys/", json={"name": unique("audited"), "role": "member"}).json()
+        prefix = made["prefix"]
+        with shared_server.client(made["key"]) as member:
+            job = submit(member, name=unique("audited-job"), start_now=False)
+            assert member.post(f"{JOBS}{job['id']}/cancel/").status_code == 200
+            assert member.delete(f"{JOBS}{job['id']}/").status_code == 204
+            assert_error(member.get("/api/v2/audit/"), 403)
+        assert owner.delete(f"/api/v2/keys/{prefix}/").status_code == 204
+
+        rows: list[dict[str, Any]] = []
+        after = 0
+        while page := owner.get("/api/v2/audit/", params={"after": after, "limit": 500}).json():
+            rows += page
+            after = page[-1]["id"]
+    target = f"job:{job['job_identifier']}"
+    ours = [(r["actor"], r["action"], r["target"]) for r in rows if prefix in (r["actor"], r["target"][4:])]
+    assert ours == [
+        (owner_prefix, "key.create", f"key:{prefix}"),
+        (prefix, "job.cancel", target),
+        (prefix, "job.delete", target),  # the job is gone; its audit rows are not
+        (owner_prefix, "key.revoke", f"key:{prefix}"),
+    ]
+    assert all(r["created_at"] for r in rows)

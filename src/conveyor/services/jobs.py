@@ -125,23 +125,37 @@ class JobService:
 
     def run(self, principal: Principal, job_id: int) -> None:
         self.require_write_on(principal, job_id)
-        if is_open(self.store.jobs.get(scope_of(principal), job_id)["input_summary"]):
+        job = self.store.jobs.get(scope_of(principal), job_id)
+        if is_open(job["input_summary"]):
             raise Conflict(f"Job {job_id} is waiting for file inputs; close it to queue it.")
         self._dispatch(self.store.jobs.run(scope_of(principal), job_id))
+        self.audit(principal, "job.run", job)
 
     def cancel(self, principal: Principal, job_id: int) -> JobStatus:
         self.require_write_on(principal, job_id)
+        job = self.store.jobs.get(scope_of(principal), job_id)
         status = self.store.jobs.cancel(scope_of(principal), job_id)
         self.dispatcher.revoke(job_id)
+        self.audit(principal, "job.cancel", job)
         return status
 
     def retry(self, principal: Principal, job_id: int) -> None:
         self.require_write_on(principal, job_id)
+        job = self.store.jobs.get(scope_of(principal), job_id)
         self._dispatch(self.store.jobs.retry(scope_of(principal), job_id))
+        self.audit(principal, "job.retry", job)
 
     def delete(self, principal: Principal, job_id: int) -> None:
         self.require_write_on(principal, job_id)
+        job = self.store.jobs.get(scope_of(principal), job_id)
         self.store.jobs.delete(scope_of(principal), job_id)
+        self.audit(principal, "job.delete", job)
+
+    def audit(self, principal: Principal, action: str, job: RowMapping) -> None:
+        """Who did what to a job (its status changes are in job_events; this outlives a delete)."""
+        self.store.audit.record(
+            principal.account_id, principal.key_prefix, action, f"job:{job['uuid']}", job["project_id"]
+        )
 
     def require_write_on(self, principal: Principal, job_id: int) -> None:
         """403 unless the key may act on this job: its role in the job's project (404 first if

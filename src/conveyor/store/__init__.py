@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conveyor.settings import Settings
+from conveyor.store.audit import AuditRepository
 from conveyor.store.auth import AuthRepository
 from conveyor.store.chunks import ChunkRepository
 from conveyor.store.database import Database
@@ -28,6 +29,7 @@ class Store:
         self.history = HistoryRepository(self.db)
         self.uploads = UploadRepository(self.db, self.jobs)
         self.memberships = MembershipRepository(self.db)
+        self.audit = AuditRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import RowMapping
 
-from conveyor.api.deps import BaseUrlDep, PrincipalDep, StoreDep
+from conveyor.api.deps import BaseUrlDep, PrincipalDep, SettingsDep, StoreDep
 from conveyor.clock import isoformat
 from conveyor.services.keys import KeyRequest, KeyService
 
@@ -159,3 +159,44 @@ def set_member(
 def remove_member(project_id: int, prefix: str, keys: KeysDep, principal: PrincipalDep) -> Response:
     keys.remove_member(principal, project_id, prefix)
     return Response(status_code=204)
+
+
+class AuditOut(BaseModel):
+    id: int
+    created_at: str
+    actor: str = Field(description="Public prefix of the key that acted, or `cli`.")
+    action: str = Field(
+        description="key.create, key.revoke, project.create, member.set:<role>, "
+        "member.remove, job.run, job.cancel, job.retry, job.delete."
+    )
+    target: str = Field(description="`key:<prefix>`, `project:<slug>` or `job:<jobIdentifier>`.")
+    project_id: int | None
+
+
+@router.get(
+    "/audit/",
+    response_model=list[AuditOut],
+    summary="Audit trail of key, membership and job actions, oldest first (owner keys)",
+    description="Page on with `after` = the last `id`. A project-bound owner sees its projects' rows.",
+)
+def list_audit(
+    keys: KeysDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+) -> JSONResponse:
+    size = min(limit or settings.default_page_size, settings.max_page_size)
+    return JSONResponse(
+        [
+            {
+                "id": r["id"],
+                "created_at": isoformat(r["created_at"]),
+                "actor": r["actor"],
+                "action": r["action"],
+                "target": r["target"],
+                "project_id": r["project_id"],
+            }
+            for r in keys.audit(principal, after=after, limit=size)
+        ]
+    )
