@@ -124,30 +124,26 @@ class JobService:
         return job_id
 
     def run(self, principal: Principal, job_id: int) -> None:
-        self.require_write_on(principal, job_id)
-        job = self.store.jobs.get(scope_of(principal), job_id)
+        job = self.require_write_on(principal, job_id)
         if is_open(job["input_summary"]):
             raise Conflict(f"Job {job_id} is waiting for file inputs; close it to queue it.")
         self._dispatch(self.store.jobs.run(scope_of(principal), job_id))
         self.audit(principal, "job.run", job)
 
     def cancel(self, principal: Principal, job_id: int) -> JobStatus:
-        self.require_write_on(principal, job_id)
-        job = self.store.jobs.get(scope_of(principal), job_id)
+        job = self.require_write_on(principal, job_id)
         status = self.store.jobs.cancel(scope_of(principal), job_id)
         self.dispatcher.revoke(job_id)
         self.audit(principal, "job.cancel", job)
         return status
 
     def retry(self, principal: Principal, job_id: int) -> None:
-        self.require_write_on(principal, job_id)
-        job = self.store.jobs.get(scope_of(principal), job_id)
+        job = self.require_write_on(principal, job_id)
         self._dispatch(self.store.jobs.retry(scope_of(principal), job_id))
         self.audit(principal, "job.retry", job)
 
     def delete(self, principal: Principal, job_id: int) -> None:
-        self.require_write_on(principal, job_id)
-        job = self.store.jobs.get(scope_of(principal), job_id)
+        job = self.require_write_on(principal, job_id)
         self.store.jobs.delete(scope_of(principal), job_id)
         self.audit(principal, "job.delete", job)
 
@@ -157,13 +153,13 @@ class JobService:
             principal.account_id, principal.key_prefix, action, f"job:{job['uuid']}", job["project_id"]
         )
 
-    def require_write_on(self, principal: Principal, job_id: int) -> None:
-        """403 unless the key may act on this job: its role in the job's project (404 first if
-        the job is not visible, for keys with roles in several projects)."""
+    def require_write_on(self, principal: Principal, job_id: int) -> RowMapping:
+        """The job, if the key may act on it: 403 for a read-only key, 404 for a job it cannot see,
+        403 when its role in the job's project is read-only."""
         _require_write(principal)
-        roles = principal.project_roles
-        if roles is not None and len(set(roles.values())) > 1:
-            _require_write(principal, self.store.jobs.get(scope_of(principal), job_id)["project_id"])
+        job = self.store.jobs.get(scope_of(principal), job_id)
+        _require_write(principal, job["project_id"])
+        return job
 
     def _item_rows(
         self, pipeline_cls: type[Pipeline], inputs: Sequence[InputSpec]
