@@ -16,6 +16,7 @@ from conveyor.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarg
 from conveyor.inputs.inline import decode
 from conveyor.pipelines import registry
 from conveyor.pipelines.base import Pipeline
+from conveyor.services.quotas import Quotas
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.auth import DEFAULT_PROJECT, WRITE_ROLES, Principal
@@ -63,6 +64,7 @@ class JobService:
         self.dispatcher = dispatcher
         self.settings = settings
         self._default_projects: dict[int, int] = {}
+        self.quotas = Quotas(store, settings)
 
     # ---------------------------------------------------------------- writes
     def submit(
@@ -87,6 +89,7 @@ class JobService:
             )
         inputs = request.inputs[: request.limit] if request.limit is not None else request.inputs
         rows, total_bytes, kinds = self._item_rows(pipeline_cls, inputs)
+        self.quotas.check(principal, total_bytes)
         if request.shuffle:
             random.shuffle(rows)  # processing order is item order (seq)
             for seq, row in enumerate(rows):

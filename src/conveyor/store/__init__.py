@@ -11,6 +11,7 @@ from conveyor.store.history import HistoryRepository
 from conveyor.store.jobs import JobRepository
 from conveyor.store.memberships import MembershipRepository
 from conveyor.store.pipelines import PipelineRepository
+from conveyor.store.quotas import QuotaRepository
 from conveyor.store.uploads import UploadRepository
 
 
@@ -30,6 +31,7 @@ class Store:
         self.uploads = UploadRepository(self.db, self.jobs)
         self.memberships = MembershipRepository(self.db)
         self.audit = AuditRepository(self.db)
+        self.quotas = QuotaRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()
