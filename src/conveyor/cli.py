@@ -153,6 +153,7 @@ def keys_create(
         key = store.auth.create_key(
             account_id=account_id, name=name, role=role, project_id=project_id, expires_at=expires_at
         )
+        store.audit.record(account_id, "cli", "key.create", f"key:{key.prefix}", project_id)
     finally:
         store.close()
     typer.echo(
@@ -203,6 +204,7 @@ def keys_revoke(
     try:
         account_id, _ = store.auth.ensure_account(account)
         store.auth.revoke_key(account_id, prefix)
+        store.audit.record(account_id, "cli", "key.revoke", f"key:{prefix}")
     finally:
         store.close()
     typer.echo(f"revoked {prefix}")

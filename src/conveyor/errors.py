@@ -44,6 +44,17 @@ class Conflict(ConveyorError):
     code = "conflict"
 
 
+class TooManyRequests(ConveyorError):
+    """A per-key quota is used up; ``retry_after`` (seconds) goes out as the Retry-After header."""
+
+    status_code = 429
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int, **detail: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **detail)
+        self.retry_after = retry_after
+
+
 class TooLarge(ConveyorError):
     status_code = 413
     code = "too_large"

@@ -58,6 +58,15 @@ class Settings(BaseSettings):
         description="Chunk size advertised to Modzy clients for file inputs (`GET /api/jobs/features`).",
     )
 
+    # Per-key quotas (0 = off): over one, a submission gets 429 with Retry-After.
+    quota_jobs_per_minute: int = Field(default=0, ge=0, description="Jobs one key may submit per minute.")
+    quota_concurrent_jobs: int = Field(
+        default=0, ge=0, description="Unfinished jobs (CREATED/OPEN included) one key may have at once."
+    )
+    quota_input_bytes_per_minute: int = Field(
+        default=0, ge=0, description="Input bytes one key may submit per minute."
+    )
+
     # Serving
     default_page_size: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=1000, ge=1)

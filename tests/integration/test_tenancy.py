@@ -235,10 +235,99 @@ def test_cli_lists_and_revokes_keys(shared_server: Server) -> None:
     line = next(row for row in listing.stdout.splitlines() if row.startswith(prefix))
     assert "member" in line and "active" in line and key.split(".")[1] not in listing.stdout
     assert run_cli(["keys", "revoke", prefix, "--account", account], shared_server.env).returncode == 0
-    listing = run_cli(["keys", "list", "--account", account], shared_server.env)
-    assert next(r for r in listing.stdout.splitlines() if r.startswith(prefix)).endswith("revoked")
     with shared_server.client(key) as revoked:
         assert_error(revoked.get(JOBS), 401)
     # Another account cannot revoke it by prefix: the prefix is not found there.
     other = run_cli(["keys", "revoke", prefix], shared_server.env)
     assert other.returncode != 0
+
+
+def test_memberships_give_a_key_a_role_per_project(shared_server: Server) -> None:
+    first, second = unique("p1"), unique("p2")
+    with shared_server.client() as owner:
+        ids = {}
+        for slug in (first, second):
+            made = owner.post("/api/v2/projects/", json={"slug": slug})
+            assert made.status_code == 201, made.text
+            ids[slug] = made.json()["id"]
+        # Bound to the first project as a viewer; then a member of the second one too.
+        key = owner.post("/api/v2/keys/", json={"name": "multi", "role": "viewer", "project": first}).json()
+        prefix = key["prefix"]
+        assert (
+            owner.put(
+                f"/api/v2/projects/{ids[second]}/members/{prefix}/", json={"role": "member"}
+            ).status_code
+            == 204
+        )
+        members = owner.get(f"/api/v2/projects/{ids[second]}/members/").json()
+        assert [(m["prefix"], m["role"]) for m in members] == [(prefix, "member")]
+        in_first = submit(owner, name=unique("in-first"), n=1, project_id=ids[first])
+        in_second = submit(owner, name=unique("in-second"), n=1, project_id=ids[second], start_now=False)
+        elsewhere = submit(owner, name=unique("elsewhere"), n=1)
+        # An account-wide key needs no membership (its role holds everywhere): refused.
+        assert_error(
+            owner.put(
+                f"/api/v2/projects/{ids[first]}/members/{shared_server.key.split('.')[0]}/",
+                json={"role": "viewer"},
+            ),
+            409,
+        )
+
+    with shared_server.client(key["key"]) as multi:
+        assert {p["id"] for p in multi.get("/api/v2/projects/").json()} == {ids[first], ids[second]}
+        assert_error(multi.get(f"{JOBS}{elsewhere['id']}/"), 404)
+        assert multi.get(f"{JOBS}{in_first['id']}/").status_code == 200
+        # Viewer in the first project, member in the second.
+        assert "viewer" in assert_error(multi.post(f"{JOBS}{in_first['id']}/cancel/"), 403)["message"]
+        assert_error(
+            multi.post(
+                JOBS,
+                json={
+                    "name": "x",
+                    "pipeline": "test-delay",
+                    "project_id": ids[first],
+                    "inputs": [{"name": "a", "kind": "text", "data": "a"}],
+                },
+            ),
+            403,
+        )
+        mine = submit(multi, name=unique("by-multi"), n=1, project_id=ids[second])
+        assert mine["project"]["id"] == ids[second]
+        assert multi.post(f"{JOBS}{in_second['id']}/cancel/").status_code == 200
+        # Not an owner of the second project: cannot manage its members.
+        assert_error(multi.get(f"/api/v2/projects/{ids[second]}/members/"), 403)
+
+    with shared_server.client() as owner:
+        assert owner.delete(f"/api/v2/projects/{ids[second]}/members/{prefix}/").status_code == 204
+        assert_error(owner.delete(f"/api/v2/projects/{ids[second]}/members/{prefix}/"), 404)
+    with shared_server.client(key["key"]) as multi:
+        assert_error(multi.get(f"{JOBS}{mine['id']}/"), 404)
+        assert [p["id"] for p in multi.get("/api/v2/projects/").json()] == [ids[first]]
+
+
+def test_audit_records_who_did_what_and_when(shared_server: Server) -> None:
+    owner_prefix = shared_server.key.split(".")[0]
+    with shared_server.client() as owner:
+        made = owner.post("/api/v2/keys/", json={"name": unique("audited"), "role": "member"}).json()
+        prefix = made["prefix"]
+        with shared_server.client(made["key"]) as member:
+            job = submit(member, name=unique("audited-job"), start_now=False)
+            assert member.post(f"{JOBS}{job['id']}/cancel/").status_code == 200
+            assert member.delete(f"{JOBS}{job['id']}/").status_code == 204
+            assert_error(member.get("/api/v2/audit/"), 403)
+        assert owner.delete(f"/api/v2/keys/{prefix}/").status_code == 204
+
+        rows: list[dict[str, Any]] = []
+        after = 0
+        while page := owner.get("/api/v2/audit/", params={"after": after, "limit": 500}).json():
+            rows += page
+            after = page[-1]["id"]
+    target = f"job:{job['job_identifier']}"
+    ours = [(r["actor"], r["action"], r["target"]) for r in rows if prefix in (r["actor"], r["target"][4:])]
+    assert ours == [
+        (owner_prefix, "key.create", f"key:{prefix}"),
+        (prefix, "job.cancel", target),
+        (prefix, "job.delete", target),  # the job is gone; its audit rows are not
+        (owner_prefix, "key.revoke", f"key:{prefix}"),
+    ]
+    assert all(r["created_at"] for r in rows)

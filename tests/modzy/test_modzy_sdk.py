@@ -2,7 +2,7 @@
 Conveyor server: models, text / embedded / chunked-file jobs, blocking, results, cancel, history.
 
 The server advertises a 64-byte upload chunk so that every file input goes up in several chunks,
-and caps inputs at 4 KiB so that the over-cap path is real.
+and caps inputs at 4 KiB (jobs at 12 kB) so that the over-cap paths are real.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tests.integration.helpers_api import unique
 
 CHUNK_BYTES = 64
 MAX_INPUT_BYTES = 4096
+MAX_JOB_BYTES = 12_000
 POLL = 0.1
 # Every field of the seed's job object, with its camelCase name.
 SEED_JOB_FIELDS = {
@@ -57,6 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         extra_env={
             "CONVEYOR_MODZY_CHUNK_BYTES": str(CHUNK_BYTES),
             "CONVEYOR_MAX_INPUT_BYTES": str(MAX_INPUT_BYTES),
+            "CONVEYOR_MAX_JOB_BYTES": str(MAX_JOB_BYTES),
         },
     )
     yield started
@@ -179,6 +181,12 @@ def test_file_input_over_the_cap_is_refused_and_nothing_is_half_written(client: 
     assert opened.status == "CANCELED" and opened.total == 0 and opened.jobInputs == []
     with pytest.raises(RequestEntityTooLargeError):
         client.jobs.submit_embedded("test-delay", "1", {tag: {"input": too_big}})
+    # Each file fits, together they do not: refused at the file that crosses the job's cap.
+    fits = b"y" * 4000
+    with pytest.raises(RequestEntityTooLargeError, match="12000 bytes"):
+        client.jobs.submit_file("test-delay", "1", {f"{tag}-{n}": {"input": fits} for n in range(4)})
+    crossed = client.jobs.get_history(model="test-delay", status="CANCELED", per_page=1)[0]
+    assert crossed.jobIdentifier != opened.jobIdentifier and crossed.total == 0
 
 
 def test_open_job_waits_for_close_and_can_be_canceled(client: ApiClient) -> None:
@@ -196,11 +204,17 @@ def test_open_job_waits_for_close_and_can_be_canceled(client: ApiClient) -> None
         client.http.post(f"/jobs/{identifier}/a/input", None, {"input": b"too late"})
 
 
-def test_close_without_uploads_is_a_clear_400(client: ApiClient) -> None:
-    opened = client.http.post("/jobs", {"model": {"identifier": "test-delay", "version": "1"}})
+def test_close_without_uploads_is_a_clear_400(client: ApiClient, native: httpx.Client) -> None:
+    name = unique("open")
+    opened = client.http.post("/jobs", {"model": {"identifier": "test-delay", "version": "1"}, "name": name})
     with pytest.raises(BadRequestError, match="no uploaded inputs"):
         client.http.post(f"/jobs/{opened['jobIdentifier']}/close")
     assert client.jobs.get(opened["jobIdentifier"]).status == "OPEN"
+    # The native dialect sees a CREATED job that only closing may queue.
+    (job,) = native.get("/api/v2/jobs/", params={"search": name}).json()["results"]
+    assert job["status"] == "CREATED" and job["job_identifier"] == opened["jobIdentifier"]
+    refused = native.post(f"/api/v2/jobs/{job['id']}/run/")
+    assert refused.status_code == 409 and "close" in refused.json()["message"]
     client.jobs.cancel(opened["jobIdentifier"])
 
 

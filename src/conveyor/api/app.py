@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 
 from conveyor import __version__
 from conveyor.api import errors
@@ -109,11 +108,8 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     async def cap_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.max_request_bytes:
-            return JSONResponse(
-                errors.error_body(
-                    "too_large", f"Request body over the {settings.max_request_bytes}-byte cap."
-                ),
-                status_code=413,
+            return errors.error_response(
+                request, 413, "too_large", f"Request body over the {settings.max_request_bytes}-byte cap."
             )
         return await call_next(request)
 

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.api.schemas import modzy
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, TooManyRequests
 
 
 def error_body(code: str, message: str, detail: object = None) -> dict[str, object]:
@@ -38,6 +38,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ConveyorError)
     async def _domain(request: Request, exc: ConveyorError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Token"} if exc.status_code == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         return error_response(request, exc.status_code, exc.code, exc.message, exc.detail, headers)
 
     @app.exception_handler(RequestValidationError)

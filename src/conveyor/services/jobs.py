@@ -16,9 +16,10 @@ from conveyor.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarg
 from conveyor.inputs.inline import decode
 from conveyor.pipelines import registry
 from conveyor.pipelines.base import Pipeline
+from conveyor.services.quotas import Quotas
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.auth import DEFAULT_PROJECT, Principal
+from conveyor.store.auth import DEFAULT_PROJECT, WRITE_ROLES, Principal
 from conveyor.store.history import HistoryPage, HistoryQuery
 from conveyor.store.jobs import Queued, Scope
 from conveyor.store.uploads import is_open
@@ -54,8 +55,7 @@ class JobRequest:
 
 
 def scope_of(principal: Principal) -> Scope:
-    projects = frozenset({principal.project_id}) if principal.project_id is not None else None
-    return Scope(principal.account_id, projects)
+    return Scope(principal.account_id, principal.visible_projects())
 
 
 class JobService:
@@ -64,6 +64,7 @@ class JobService:
         self.dispatcher = dispatcher
         self.settings = settings
         self._default_projects: dict[int, int] = {}
+        self.quotas = Quotas(store, settings)
 
     # ---------------------------------------------------------------- writes
     def submit(
@@ -78,6 +79,7 @@ class JobService:
         if request.explain and not pipeline_cls.supports_explain:
             raise InvalidInput(f"Pipeline {pipeline_cls.slug!r} does not support explain.")
         project_id = self._resolve_project(principal, request.project_id)
+        _require_write(principal, project_id)
         if not request.inputs and request.delay <= 0 and not open_for_uploads:
             raise InvalidInput("A job needs at least one input (or a delay, for a test job).")
         if len(request.inputs) > self.settings.max_inputs_per_job:
@@ -87,6 +89,7 @@ class JobService:
             )
         inputs = request.inputs[: request.limit] if request.limit is not None else request.inputs
         rows, total_bytes, kinds = self._item_rows(pipeline_cls, inputs)
+        self.quotas.check(principal, total_bytes)
         if request.shuffle:
             random.shuffle(rows)  # processing order is item order (seq)
             for seq, row in enumerate(rows):
@@ -124,24 +127,42 @@ class JobService:
         return job_id
 
     def run(self, principal: Principal, job_id: int) -> None:
-        _require_write(principal)
-        if is_open(self.store.jobs.get(scope_of(principal), job_id)["input_summary"]):
+        job = self.require_write_on(principal, job_id)
+        if is_open(job["input_summary"]):
             raise Conflict(f"Job {job_id} is waiting for file inputs; close it to queue it.")
         self._dispatch(self.store.jobs.run(scope_of(principal), job_id))
+        self.audit(principal, "job.run", job)
 
     def cancel(self, principal: Principal, job_id: int) -> JobStatus:
-        _require_write(principal)
+        job = self.require_write_on(principal, job_id)
         status = self.store.jobs.cancel(scope_of(principal), job_id)
         self.dispatcher.revoke(job_id)
+        self.audit(principal, "job.cancel", job)
         return status
 
     def retry(self, principal: Principal, job_id: int) -> None:
-        _require_write(principal)
+        job = self.require_write_on(principal, job_id)
         self._dispatch(self.store.jobs.retry(scope_of(principal), job_id))
+        self.audit(principal, "job.retry", job)
 
     def delete(self, principal: Principal, job_id: int) -> None:
-        _require_write(principal)
+        job = self.require_write_on(principal, job_id)
         self.store.jobs.delete(scope_of(principal), job_id)
+        self.audit(principal, "job.delete", job)
+
+    def audit(self, principal: Principal, action: str, job: RowMapping) -> None:
+        """Who did what to a job (its status changes are in job_events; this outlives a delete)."""
+        self.store.audit.record(
+            principal.account_id, principal.key_prefix, action, f"job:{job['uuid']}", job["project_id"]
+        )
+
+    def require_write_on(self, principal: Principal, job_id: int) -> RowMapping:
+        """The job, if the key may act on it: 403 for a read-only key, 404 for a job it cannot see,
+        403 when its role in the job's project is read-only."""
+        _require_write(principal)
+        job = self.store.jobs.get(scope_of(principal), job_id)
+        _require_write(principal, job["project_id"])
+        return job
 
     def _item_rows(
         self, pipeline_cls: type[Pipeline], inputs: Sequence[InputSpec]
@@ -185,7 +206,8 @@ class JobService:
         return self.store.jobs.get(scope_of(principal), job_id)
 
     def history(self, principal: Principal, query: HistoryQuery) -> HistoryPage:
-        if query.project_id is not None and principal.project_id not in (None, query.project_id):
+        visible = principal.visible_projects()
+        if query.project_id is not None and visible is not None and query.project_id not in visible:
             raise NotFound(f"Project {query.project_id} not found.")
         return self.store.history.page(scope_of(principal), query)
 
@@ -235,7 +257,8 @@ class JobService:
                     principal.account_id, DEFAULT_PROJECT, "Default project"
                 )
             return self._default_projects[principal.account_id]
-        if principal.project_id not in (None, project_id):
+        allowed = principal.visible_projects()
+        if allowed is not None and project_id not in allowed:
             raise NotFound(f"Project {project_id} not found.")
         visible = {row["id"] for row in self.store.auth.projects(principal.account_id, None)}
         if project_id not in visible:
@@ -243,6 +266,12 @@ class JobService:
         return project_id
 
 
-def _require_write(principal: Principal) -> None:
-    if not principal.can_write:
-        raise Forbidden("This API key is read-only (role viewer).")
+def _require_write(principal: Principal, project_id: int | None = None) -> None:
+    """403 for a read-only key: anywhere (no project given), or in ``project_id``."""
+    if project_id is None:
+        if not principal.can_write:
+            raise Forbidden(f"This API key is read-only (role {principal.role}).")
+        return
+    role = principal.role_in(project_id)
+    if role not in WRITE_ROLES:
+        raise Forbidden(f"This API key is read-only in this project (role {role}).", project_id=project_id)

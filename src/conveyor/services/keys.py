@@ -36,7 +36,7 @@ class KeyService:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def list(self, principal: Principal) -> list[RowMapping]:
+    def list_keys(self, principal: Principal) -> list[RowMapping]:
         require_owner(principal)
         return self.store.auth.list_keys(principal.account_id, principal.project_id)
 
@@ -57,21 +57,58 @@ class KeyService:
             if request.expires_in_days <= 0:
                 raise InvalidInput("expires_in_days must be positive.")
             expires_at = utcnow() + timedelta(days=request.expires_in_days)
-        return self.store.auth.create_key(
+        new = self.store.auth.create_key(
             account_id=principal.account_id,
             name=request.name,
             role=request.role,
             project_id=project_id,
             expires_at=expires_at,
         )
+        self._audit(principal, "key.create", f"key:{new.prefix}", project_id)
+        return new
 
     def revoke(self, principal: Principal, prefix: str) -> None:
         require_owner(principal)
         self.store.auth.revoke_key(principal.account_id, prefix, principal.project_id)
+        self._audit(principal, "key.revoke", f"key:{prefix}", principal.project_id)
 
     def create_project(self, principal: Principal, slug: str, name: str | None) -> RowMapping:
         require_owner(principal)
         if principal.project_id is not None:
             raise Forbidden("A key bound to one project cannot create projects.")
         project_id = self.store.auth.ensure_project(principal.account_id, slug, name)
+        self._audit(principal, "project.create", f"project:{slug}", project_id)
         return next(r for r in self.store.auth.projects(principal.account_id, frozenset({project_id})))
+
+    # ------------------------------------------------------------ memberships
+    def _owned_project(self, principal: Principal, project_id: int) -> None:
+        """404 unless the project is the caller's to see; 403 unless the caller owns it."""
+        visible = self.store.auth.projects(principal.account_id, principal.visible_projects())
+        if project_id not in {r["id"] for r in visible}:
+            raise NotFound(f"Project {project_id} not found.")
+        role = principal.role_in(project_id)
+        if role != "owner":
+            raise Forbidden(f"Managing a project's members needs the owner role in it; this key is {role}.")
+
+    def members(self, principal: Principal, project_id: int) -> list[RowMapping]:
+        self._owned_project(principal, project_id)
+        return self.store.memberships.members(principal.account_id, project_id)
+
+    def set_member(self, principal: Principal, project_id: int, prefix: str, role: str) -> None:
+        self._owned_project(principal, project_id)
+        self.store.memberships.set_role(principal.account_id, project_id, prefix, role)
+        self._audit(principal, f"member.set:{role}", f"key:{prefix}", project_id)
+
+    def remove_member(self, principal: Principal, project_id: int, prefix: str) -> None:
+        self._owned_project(principal, project_id)
+        self.store.memberships.remove(principal.account_id, project_id, prefix)
+        self._audit(principal, "member.remove", f"key:{prefix}", project_id)
+
+    def _audit(self, principal: Principal, action: str, target: str, project_id: int | None) -> None:
+        self.store.audit.record(principal.account_id, principal.key_prefix, action, target, project_id)
+
+    def audit(self, principal: Principal, *, after: int, limit: int) -> list[RowMapping]:
+        require_owner(principal)
+        return self.store.audit.page(
+            principal.account_id, principal.visible_projects(), after=after, limit=limit
+        )

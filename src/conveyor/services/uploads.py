@@ -11,7 +11,7 @@ from typing import Any
 from conveyor.domain.status import JobStatus
 from conveyor.errors import InvalidInput, TooLarge
 from conveyor.pipelines import registry
-from conveyor.services.jobs import JobService, _require_write, scope_of
+from conveyor.services.jobs import JobService, scope_of
 from conveyor.store.auth import Principal
 from conveyor.store.uploads import AssembledInput, UploadCaps
 
@@ -23,7 +23,7 @@ class UploadService:
         self.settings = jobs.settings
 
     def append(self, principal: Principal, job_id: int, item: str, input_name: str, data: bytes) -> int:
-        _require_write(principal)
+        self.jobs.require_write_on(principal, job_id)
         if not data:
             raise InvalidInput("Empty chunk: send the bytes of the input as the multipart field `input`.")
         caps = UploadCaps(
@@ -32,7 +32,7 @@ class UploadService:
         return self.store.uploads.append(scope_of(principal), job_id, item, input_name, data, caps)
 
     def close(self, principal: Principal, job_id: int) -> None:
-        _require_write(principal)
+        self.jobs.require_write_on(principal, job_id)
         job = self.jobs.get(principal, job_id)
         pipeline_cls = registry.get(job["pipeline_slug"])
         accepted = set(pipeline_cls.input_kinds)

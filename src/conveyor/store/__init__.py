@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from conveyor.settings import Settings
+from conveyor.store.audit import AuditRepository
 from conveyor.store.auth import AuthRepository
 from conveyor.store.changes import ChangeFeed
 from conveyor.store.chunks import ChunkRepository
 from conveyor.store.database import Database
 from conveyor.store.history import HistoryRepository
 from conveyor.store.jobs import JobRepository
+from conveyor.store.memberships import MembershipRepository
 from conveyor.store.pipelines import PipelineRepository
+from conveyor.store.quotas import QuotaRepository
 from conveyor.store.uploads import UploadRepository
 
 
@@ -32,6 +35,9 @@ class Store:
         )
         self.uploads = UploadRepository(self.db, self.jobs)
         self.changes = ChangeFeed(self.db)
+        self.memberships = MembershipRepository(self.db)
+        self.audit = AuditRepository(self.db)
+        self.quotas = QuotaRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

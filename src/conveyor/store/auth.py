@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,9 +15,10 @@ from sqlalchemy import Connection, RowMapping, insert, select, update
 from conveyor.clock import utcnow
 from conveyor.errors import InvalidInput, NotFound, Unauthenticated
 from conveyor.store.database import Database
-from conveyor.store.tables import accounts, api_keys, projects
+from conveyor.store.tables import accounts, api_keys, memberships, projects
 
 ROLES = ("owner", "member", "viewer")
+WRITE_ROLES = ("owner", "member")
 DEFAULT_ACCOUNT = "default"
 DEFAULT_PROJECT = "default"
 _ALPHABET = string.ascii_letters + string.digits
@@ -34,10 +36,26 @@ class Principal:
     account_slug: str
     role: str
     project_id: int | None
+    # Project-bound keys: project id -> role (the bound project, plus its memberships).
+    # None: an account-wide key, whose role holds in every project of the account.
+    project_roles: Mapping[int, str] | None = None
 
     @property
     def can_write(self) -> bool:
-        return self.role in ("owner", "member")
+        """May write somewhere (each action still checks the role in the job's project)."""
+        if self.project_roles is not None:
+            return any(r in WRITE_ROLES for r in self.project_roles.values())
+        return self.role in WRITE_ROLES
+
+    def visible_projects(self) -> frozenset[int] | None:
+        """The projects this key sees; None: all of its account's."""
+        return frozenset(self.project_roles) if self.project_roles is not None else None
+
+    def role_in(self, project_id: int) -> str | None:
+        """The key's role in one project of its account (None: it does not see the project)."""
+        if self.project_roles is not None:
+            return self.project_roles.get(project_id)
+        return self.role
 
 
 @dataclass(frozen=True)
@@ -212,6 +230,16 @@ class AuthRepository:
         last_used = row["last_used_at"]
         if last_used is None or now - last_used > LAST_USED_RESOLUTION:
             self.touch(row["id"])  # at most one write per key per minute, not one per request
+        project_roles: dict[int, str] | None = None
+        if row["project_id"] is not None:
+            with self.db.read() as conn:
+                extra = conn.execute(
+                    select(memberships.c.project_id, memberships.c.role).where(
+                        memberships.c.key_id == row["id"]
+                    )
+                )
+                project_roles = {r.project_id: r.role for r in extra}
+            project_roles[row["project_id"]] = row["role"]
         return Principal(
             row["id"],
             row["prefix"],
@@ -220,6 +248,7 @@ class AuthRepository:
             row["account_slug"],
             row["role"],
             row["project_id"],
+            project_roles,
         )
 
     def touch(self, key_id: int) -> None:

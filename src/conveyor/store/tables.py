@@ -253,3 +253,31 @@ job_uploads = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 Index("ix_job_uploads_job_id", job_uploads.c.job_id, job_uploads.c.id)
+Index("ix_job_uploads_job_item", job_uploads.c.job_id, job_uploads.c.item, job_uploads.c.input)
+
+# A project-bound key may also be a member of other projects of its account, with a role in each.
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key_id", Integer, ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("key_id", "project_id"),
+)
+
+# Audit trail: who (key prefix, or "cli") did what to which key, project or job, and when.
+# Job status changes themselves are in job_events; a deleted job's audit rows outlive it.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Integer, nullable=True),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(50), nullable=False),
+    Column("target", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("ix_audit_events_account_id", audit_events.c.account_id, audit_events.c.id)

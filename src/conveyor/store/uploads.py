@@ -53,7 +53,8 @@ class UploadRepository:
         self.jobs = jobs_repo
         self.dialect = bulk.Dialect(db.dialect)
 
-    def _lock_open(self, conn: Connection, scope: Scope, job_id: int) -> None:
+    def _lock_open(self, conn: Connection, scope: Scope, job_id: int) -> dict[str, Any]:
+        """Lock an OPEN job's row; returns its input summary (which counts what is staged)."""
         row = conn.execute(
             select(jobs.c.status, jobs.c.input_summary)
             .where(jobs.c.id == job_id, *scope.clauses())
@@ -67,21 +68,31 @@ class UploadRepository:
                 "submitting it without `input`, upload, then close it.",
                 status=row.status,
             )
+        return dict(row.input_summary)
 
     def append(
         self, scope: Scope, job_id: int, item: str, input_name: str, data: bytes, caps: UploadCaps
     ) -> int:
         """Stage one chunk; returns the input's size so far. Over a cap: 413 and nothing stored."""
         with self.db.write() as conn:
-            self._lock_open(conn, scope, job_id)
-            sizes = conn.execute(
-                select(job_uploads.c.item, job_uploads.c.input, func.sum(func.length(job_uploads.c.data)))
-                .where(job_uploads.c.job_id == job_id)
-                .group_by(job_uploads.c.item, job_uploads.c.input)
-            ).all()
-            input_size = sum(int(s or 0) for i, n, s in sizes if (i, n) == (item, input_name)) + len(data)
-            job_size = sum(int(s or 0) for _, _, s in sizes) + len(data)
-            items = {i for i, _, _ in sizes} | {item}
+            summary = self._lock_open(conn, scope, job_id)
+            # Index lookups only (ix_job_uploads_job_item); job-wide totals live in the summary, so
+            # that a job of many files does not re-scan its staged chunks on every append.
+            so_far = conn.execute(
+                select(func.sum(func.length(job_uploads.c.data))).where(
+                    job_uploads.c.job_id == job_id,
+                    job_uploads.c.item == item,
+                    job_uploads.c.input == input_name,
+                )
+            ).scalar()
+            known_item = conn.execute(
+                select(job_uploads.c.id)
+                .where(job_uploads.c.job_id == job_id, job_uploads.c.item == item)
+                .limit(1)
+            ).first()
+            input_size = int(so_far or 0) + len(data)
+            job_size = int(summary.get("staged_bytes", 0)) + len(data)
+            items = int(summary.get("staged_items", 0)) + (0 if known_item else 1)
             if input_size > caps.max_input_bytes:
                 raise TooLarge(
                     f"Input {item}/{input_name} would be {input_size} bytes, over the "
@@ -90,12 +101,17 @@ class UploadRepository:
                 )
             if job_size > caps.max_job_bytes:
                 raise TooLarge(f"The job's inputs would exceed the cap of {caps.max_job_bytes} bytes.")
-            if len(items) > caps.max_inputs:
+            if items > caps.max_inputs:
                 raise TooLarge(f"More than the cap of {caps.max_inputs} inputs per job.")
             conn.execute(
                 insert(job_uploads).values(
                     job_id=job_id, item=item, input=input_name, data=data, created_at=utcnow()
                 )
+            )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(input_summary={**summary, "staged_items": items, "staged_bytes": job_size})
             )
         return input_size
 

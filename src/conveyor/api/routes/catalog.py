@@ -31,7 +31,7 @@ def get_pipeline(pipeline_id: int, store: StoreDep, _: PrincipalDep, base: BaseU
 
 
 def _projects(store: StoreDep, principal: Principal, base: str) -> list[dict[str, object]]:
-    visible = frozenset({principal.project_id}) if principal.project_id is not None else None
+    visible = principal.visible_projects()
     return [
         {
             "id": r["id"],

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import RowMapping
 
-from conveyor.api.deps import BaseUrlDep, PrincipalDep, StoreDep
+from conveyor.api.deps import BaseUrlDep, PrincipalDep, SettingsDep, StoreDep
 from conveyor.clock import isoformat
 from conveyor.services.keys import KeyRequest, KeyService
 
@@ -73,13 +73,13 @@ def _key(row: RowMapping | dict[str, Any], projects: dict[int, str]) -> dict[str
 )
 def list_keys(keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
     projects = keys.project_slugs(principal)
-    return JSONResponse([_key(r, projects) for r in keys.list(principal)])
+    return JSONResponse([_key(r, projects) for r in keys.list_keys(principal)])
 
 
 @router.post("/keys/", status_code=201, response_model=KeyCreated, summary="Create an API key (owner keys)")
 def create_key(body: KeyCreate, keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
     new = keys.create(principal, KeyRequest(body.name, body.role, body.project, body.expires_in_days))
-    row = next(r for r in keys.list(principal) if r["prefix"] == new.prefix)
+    row = next(r for r in keys.list_keys(principal) if r["prefix"] == new.prefix)
     return JSONResponse({**_key(row, keys.project_slugs(principal)), "key": new.token}, status_code=201)
 
 
@@ -105,4 +105,98 @@ def create_project(
             "user_permissions": [],
         },
         status_code=201,
+    )
+
+
+class MemberSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["owner", "member", "viewer"]
+
+
+class MemberOut(BaseModel):
+    prefix: str
+    name: str
+    role: str
+    created_at: str
+
+
+@router.get(
+    "/projects/{project_id}/members/",
+    response_model=list[MemberOut],
+    summary="Keys with a role in the project (bound to it, or members of it); project owners",
+)
+def list_members(project_id: int, keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
+    return JSONResponse(
+        [
+            {
+                "prefix": r["prefix"],
+                "name": r["name"],
+                "role": r["role"],
+                "created_at": isoformat(r["created_at"]),
+            }
+            for r in keys.members(principal, project_id)
+        ]
+    )
+
+
+@router.put(
+    "/projects/{project_id}/members/{prefix}/",
+    status_code=204,
+    summary="Give a project-bound key a role in this project too (project owners)",
+)
+def set_member(
+    project_id: int, prefix: str, body: MemberSet, keys: KeysDep, principal: PrincipalDep
+) -> Response:
+    keys.set_member(principal, project_id, prefix, body.role)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/projects/{project_id}/members/{prefix}/",
+    status_code=204,
+    summary="End a key's membership (project owners)",
+)
+def remove_member(project_id: int, prefix: str, keys: KeysDep, principal: PrincipalDep) -> Response:
+    keys.remove_member(principal, project_id, prefix)
+    return Response(status_code=204)
+
+
+class AuditOut(BaseModel):
+    id: int
+    created_at: str
+    actor: str = Field(description="Public prefix of the key that acted, or `cli`.")
+    action: str = Field(
+        description="key.create, key.revoke, project.create, member.set:<role>, "
+        "member.remove, job.run, job.cancel, job.retry, job.delete."
+    )
+    target: str = Field(description="`key:<prefix>`, `project:<slug>` or `job:<jobIdentifier>`.")
+    project_id: int | None
+
+
+@router.get(
+    "/audit/",
+    response_model=list[AuditOut],
+    summary="Audit trail of key, membership and job actions, oldest first (owner keys)",
+    description="Page on with `after` = the last `id`. A project-bound owner sees its projects' rows.",
+)
+def list_audit(
+    keys: KeysDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+) -> JSONResponse:
+    size = min(limit or settings.default_page_size, settings.max_page_size)
+    return JSONResponse(
+        [
+            {
+                "id": r["id"],
+                "created_at": isoformat(r["created_at"]),
+                "actor": r["actor"],
+                "action": r["action"],
+                "target": r["target"],
+                "project_id": r["project_id"],
+            }
+            for r in keys.audit(principal, after=after, limit=size)
+        ]
     )
