@@ -20,8 +20,8 @@ import base64
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -74,6 +74,16 @@ def file_input(path: str | os.PathLike[str], name: str | None = None) -> dict[st
     """A file's bytes as a base64 input, named after the file unless ``name`` is given."""
     file = Path(path)
     return bytes_input(file.read_bytes(), name or file.name)
+
+
+def url_input(url: str, name: str | None = None) -> dict[str, Any]:
+    """An ``http(s)://`` URL the server fetches at submit (named after its last path part)."""
+    return {"name": name, "kind": "url", "data": url}
+
+
+def s3_input(address: str, name: str | None = None) -> dict[str, Any]:
+    """An S3 object ``s3://bucket/key``, or ``s3://bucket/prefix/`` for every object under it."""
+    return {"name": name, "kind": "s3", "data": address}
 
 
 def is_terminal(job: Mapping[str, Any]) -> bool:
@@ -149,8 +159,9 @@ class ConveyorClient:
     def submit(
         self,
         pipeline: str | int,
-        inputs: list[dict[str, Any]],
+        inputs: Sequence[dict[str, Any]] = (),
         *,
+        files: Sequence[str | os.PathLike[str]] = (),
         name: str | None = None,
         start_now: bool = True,
         delay: float = 0,
@@ -165,11 +176,14 @@ class ConveyorClient:
         """Submit a job and return it (status PENDING, or CREATED with ``start_now=False``).
 
         ``pipeline`` is a slug (``"digits"``) or a pipeline id (a specific version).
-        ``inputs`` come from :func:`text_input`, :func:`file_input` or :func:`bytes_input`.
+        ``inputs`` come from :func:`text_input`, :func:`bytes_input`, :func:`file_input`,
+        :func:`url_input` or :func:`s3_input`. ``files`` are paths uploaded as multipart
+        (streamed from disk, after ``inputs``); each becomes an item named after the file.
         ``timeout_ms`` counts from queueing; past it the job ends TIMEDOUT.
         """
+        count = len(inputs) + len(files)
         body: dict[str, Any] = {
-            "name": name or f"{pipeline}: {len(inputs)} input(s)",
+            "name": name or f"{pipeline}: {count} input(s)",
             "inputs": [{k: v for k, v in i.items() if v is not None} for i in inputs],
             "delay": delay,
             "timeout": timeout_ms,
@@ -185,10 +199,36 @@ class ConveyorClient:
         else:
             body["pipeline"] = pipeline
         body = {k: v for k, v in body.items() if v is not None}
-        job: Job = self._json(
-            "POST", "/api/v2/jobs/", params={"start_now": "true" if start_now else "false"}, json_body=body
-        )
+        params = {"start_now": "true" if start_now else "false"}
+        if files:
+            return self._upload("/api/v2/jobs/upload/", body, files, params)
+        job: Job = self._json("POST", "/api/v2/jobs/", params=params, json_body=body)
         return job
+
+    def upload(self, pipeline: str | int, files: Sequence[str | os.PathLike[str]], **options: Any) -> Job:
+        """Submit a job over local files, uploaded as multipart; ``options`` as for :meth:`submit`."""
+        return self.submit(pipeline, files=files, **options)
+
+    def _upload(
+        self,
+        path: str,
+        job: Mapping[str, Any],
+        files: Sequence[str | os.PathLike[str]],
+        params: Mapping[str, Any] | None = None,
+    ) -> Job:
+        with ExitStack() as stack:
+            parts = [
+                ("files", (Path(f).name, stack.enter_context(Path(f).open("rb")))) for f in files
+            ]  # httpx reads each file in chunks while sending
+            try:
+                response = self._http.post(
+                    path, params=_clean(params), data={"job": json.dumps(job)}, files=parts
+                )
+            except httpx.TransportError as exc:
+                raise ConveyorConnectionError(f"Cannot reach Conveyor at {self.url}: {exc}") from exc
+        _raise_for_status(response)
+        result: Job = response.json()
+        return result
 
     def run(self, job_id: int) -> Job:
         """Queue a CREATED job."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NotRequired
 
@@ -13,7 +14,9 @@ from typing_extensions import TypedDict
 from conveyor.dispatch.base import Dispatcher
 from conveyor.domain.status import JobStatus
 from conveyor.errors import Forbidden, InvalidInput, NotFound, TooLarge, UnknownPipeline
-from conveyor.inputs.inline import decode
+from conveyor.inputs.inline import DecodedInput
+from conveyor.inputs.resolve import InputResolver, as_pipeline_kind
+from conveyor.inputs.upload import StagedFile
 from conveyor.pipelines import registry
 from conveyor.pipelines.base import Pipeline
 from conveyor.settings import Settings
@@ -27,7 +30,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class InputSpec(TypedDict):
-    """One inline input as submitted: ``kind`` (text | base64), ``data``, optional ``name``."""
+    """One input as submitted: ``kind`` (text | base64 | url | s3), ``data``, optional ``name``."""
 
     kind: str
     data: str
@@ -50,6 +53,7 @@ class JobRequest:
     config: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
     shuffle: bool = False
+    files: list[StagedFile] = field(default_factory=list)  # uploaded, after the inline inputs
 
 
 def scope_of(principal: Principal) -> Scope:
@@ -63,6 +67,7 @@ class JobService:
         self.dispatcher = dispatcher
         self.settings = settings
         self._default_project_id: int | None = None
+        self.resolver = InputResolver(settings)
 
     # ---------------------------------------------------------------- writes
     def submit(self, principal: Principal, request: JobRequest, *, start_now: bool) -> int:
@@ -73,15 +78,14 @@ class JobService:
         if request.explain and not pipeline_cls.supports_explain:
             raise InvalidInput(f"Pipeline {pipeline_cls.slug!r} does not support explain.")
         project_id = self._resolve_project(principal, request.project_id)
-        if not request.inputs and request.delay <= 0:
+        if not request.inputs and not request.files and request.delay <= 0:
             raise InvalidInput("A job needs at least one input (or a delay, for a test job).")
-        if len(request.inputs) > self.settings.max_inputs_per_job:
+        if len(request.inputs) + len(request.files) > self.settings.max_inputs_per_job:
             raise TooLarge(
-                f"{len(request.inputs)} inputs is more than the cap of "
+                f"{len(request.inputs) + len(request.files)} inputs is more than the cap of "
                 f"{self.settings.max_inputs_per_job} per job."
             )
-        inputs = request.inputs[: request.limit] if request.limit is not None else request.inputs
-        rows, total_bytes, kinds = self._item_rows(pipeline_cls, inputs)
+        rows, total_bytes, kinds = self._item_rows(pipeline_cls, self._acquire(request), request.limit)
         if request.shuffle:
             random.shuffle(rows)  # processing order is item order (seq)
             for seq, row in enumerate(rows):
@@ -132,22 +136,25 @@ class JobService:
         _require_write(principal)
         self.store.jobs.delete(scope_of(principal), job_id)
 
+    def _acquire(self, request: JobRequest) -> Iterator[DecodedInput]:
+        """Every input of the request, in order, as bytes (fetched lazily, so ``limit`` stops early)."""
+        for index, spec in enumerate(request.inputs):
+            yield from self.resolver.resolve(index, spec.get("name"), spec["kind"], spec["data"])
+        for staged in request.files:
+            yield self.resolver.staged(staged)
+
     def _item_rows(
-        self, pipeline_cls: type[Pipeline], inputs: Sequence[InputSpec]
+        self, pipeline_cls: type[Pipeline], inputs: Iterable[DecodedInput], limit: int | None
     ) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
-        """Decode and check every input before anything is written: item rows, total bytes, kinds."""
+        """Check every input before anything is written: item rows, total bytes, kinds."""
         rows: list[dict[str, Any]] = []
         total_bytes = 0
         kinds: dict[str, int] = {}
         accepted = set(pipeline_cls.input_kinds)
-        for index, spec in enumerate(inputs):
-            kind, name = spec["kind"], spec.get("name")
-            if kind not in accepted:
-                raise InvalidInput(
-                    f"Pipeline {pipeline_cls.slug!r} accepts inputs of kind {', '.join(sorted(accepted))}; "
-                    f"input {name or index!r} is {kind!r}."
-                )
-            decoded = decode(index, name, kind, spec["data"], max_bytes=self.settings.max_input_bytes)
+        for index, acquired in enumerate(itertools.islice(inputs, limit)):
+            if index >= self.settings.max_inputs_per_job:
+                raise TooLarge(f"More than the cap of {self.settings.max_inputs_per_job} inputs per job.")
+            decoded = as_pipeline_kind(acquired, accepted, pipeline_cls.slug)
             total_bytes += len(decoded.data)
             if total_bytes > self.settings.max_job_bytes:
                 raise TooLarge(f"The job's inputs exceed the cap of {self.settings.max_job_bytes} bytes.")
@@ -159,6 +166,7 @@ class JobService:
                     "kind": decoded.kind,
                     "byte_size": len(decoded.data),
                     "data": decoded.data,
+                    "source": decoded.source,
                     "status": "PENDING",
                     "attempts": 0,
                 }

@@ -12,6 +12,7 @@ from typing_extensions import TypedDict
 from conveyor.clock import isoformat
 from conveyor.domain.stages import StageDef, derive_stages, overall_progress
 from conveyor.domain.status import JobStatus
+from conveyor.inputs.upload import StagedFile
 from conveyor.services.jobs import InputSpec, JobRequest
 
 JOB_TYPES = {"ml": "ML pipeline", "data_export": "Data export"}
@@ -26,11 +27,21 @@ class InputIn(TypedDict):
 
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     kind: Annotated[
-        Literal["text", "base64"], Field(description="`text` (UTF-8) or `base64` (raw or `data:` URI).")
+        Literal["text", "base64", "url", "s3"],
+        Field(
+            description="`text` (UTF-8), `base64` (raw or `data:` URI), `url` (`http(s)://`, fetched at "
+            "submit) or `s3` (`s3://bucket/key`, or `s3://bucket/prefix/` for every object under it)."
+        ),
     ]
-    data: Annotated[str, Field(description="The text, or the base64-encoded bytes.")]
+    data: Annotated[str, Field(description="The text, the base64-encoded bytes, the URL or the S3 address.")]
     name: NotRequired[
-        Annotated[str | None, Field(max_length=500, description="Item name; default `input-<n>`.")]
+        Annotated[
+            str | None,
+            Field(
+                max_length=500,
+                description="Item name; default: the URL's or key's last part, or `input-<n>`.",
+            ),
+        ]
     ]
 
 
@@ -63,8 +74,9 @@ class JobCreate(BaseModel):
     limit: int | None = Field(default=None, ge=1, description="Process only the first `limit` inputs.")
     shuffle: bool = Field(default=False, description="Process inputs in random order.")
 
-    def to_request(self) -> JobRequest:
+    def to_request(self, files: list[StagedFile] | None = None) -> JobRequest:
         return JobRequest(
+            files=files or [],
             name=self.name,
             inputs=cast("list[InputSpec]", self.inputs),
             pipeline=self.pipeline,
