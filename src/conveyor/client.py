@@ -172,6 +172,9 @@ class ConveyorClient:
         project_id: int | None = None,
         limit: int | None = None,
         shuffle: bool = False,
+        collection_id: int | None = None,
+        method: str | None = None,
+        source_image_single_id: int | None = None,
     ) -> Job:
         """Submit a job and return it (status PENDING, or CREATED with ``start_now=False``).
 
@@ -179,7 +182,9 @@ class ConveyorClient:
         ``inputs`` come from :func:`text_input`, :func:`bytes_input`, :func:`file_input`,
         :func:`url_input` or :func:`s3_input`. ``files`` are paths uploaded as multipart
         (streamed from disk, after ``inputs``); each becomes an item named after the file.
-        ``timeout_ms`` counts from queueing; past it the job ends TIMEDOUT.
+        ``timeout_ms`` counts from queueing; past it the job ends TIMEDOUT. Instead of inputs,
+        a job may run over a stored collection (``collection_id``, sampled by ``method``:
+        all | first | random | last_and_random, and ``limit``) or one stored item.
         """
         count = len(inputs) + len(files)
         body: dict[str, Any] = {
@@ -193,7 +198,12 @@ class ConveyorClient:
             "project_id": project_id,
             "limit": limit,
             "shuffle": shuffle,
+            "collection_id": collection_id,
+            "method": method,
+            "source_image_single_id": source_image_single_id,
         }
+        if not body["inputs"]:
+            del body["inputs"]
         if isinstance(pipeline, int):
             body["pipeline_id"] = pipeline
         else:
@@ -212,7 +222,7 @@ class ConveyorClient:
     def _upload(
         self,
         path: str,
-        job: Mapping[str, Any],
+        job: Mapping[str, Any] | None,
         files: Sequence[str | os.PathLike[str]],
         params: Mapping[str, Any] | None = None,
     ) -> Job:
@@ -222,7 +232,10 @@ class ConveyorClient:
             ]  # httpx reads each file in chunks while sending
             try:
                 response = self._http.post(
-                    path, params=_clean(params), data={"job": json.dumps(job)}, files=parts
+                    path,
+                    params=_clean(params),
+                    data={"job": json.dumps(job)} if job is not None else None,
+                    files=parts,
                 )
             except httpx.TransportError as exc:
                 raise ConveyorConnectionError(f"Cannot reach Conveyor at {self.url}: {exc}") from exc
@@ -248,6 +261,57 @@ class ConveyorClient:
     def delete(self, job_id: int) -> None:
         """Delete a finished (or never run) job with its items and logs."""
         self._request("DELETE", f"/api/v2/jobs/{job_id}/")
+
+    # ------------------------------------------------------------------ collections
+    def create_collection(self, name: str, *, project_id: int | None = None, description: str = "") -> Job:
+        """Create an empty collection of stored inputs."""
+        body = {"name": name, "project_id": project_id, "description": description}
+        collection: Job = self._json(
+            "POST", "/api/v2/collections/", json_body={k: v for k, v in body.items() if v is not None}
+        )
+        return collection
+
+    def add_to_collection(self, collection_id: int, inputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Store inputs (text, bytes, URL or S3 builders) in a collection: ``{added, ids, collection}``."""
+        body = {"inputs": [{k: v for k, v in i.items() if v is not None} for i in inputs]}
+        added: dict[str, Any] = self._json(
+            "POST", f"/api/v2/collections/{collection_id}/items/", json_body=body
+        )
+        return added
+
+    def upload_to_collection(
+        self, collection_id: int, files: Sequence[str | os.PathLike[str]]
+    ) -> dict[str, Any]:
+        """Upload local files into a collection (multipart, streamed from disk)."""
+        return self._upload(f"/api/v2/collections/{collection_id}/items/upload/", None, files)
+
+    def collections(self, *, project: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Collections the key can see (the first ``limit``), newest first."""
+        page = self._json("GET", "/api/v2/collections/", params={"project": project, "limit": limit})
+        results: list[dict[str, Any]] = page["results"]
+        return results
+
+    def get_collection(self, collection_id: int) -> dict[str, Any]:
+        collection: dict[str, Any] = self._json("GET", f"/api/v2/collections/{collection_id}/")
+        return collection
+
+    def iter_collection_items(self, collection_id: int, *, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every stored item of the collection (descriptors, not bytes), oldest first."""
+        after = 0
+        while True:
+            page = self._json(
+                "GET",
+                f"/api/v2/collections/{collection_id}/items/",
+                params={"after": after, "limit": page_size},
+            )
+            yield from page["results"]
+            if not page["next"]:
+                return
+            after = page["results"][-1]["id"]
+
+    def delete_collection(self, collection_id: int) -> None:
+        """Delete a collection and its items (409 while an unfinished job runs over it)."""
+        self._request("DELETE", f"/api/v2/collections/{collection_id}/")
 
     # ------------------------------------------------------------------ jobs: reads
     def get_job(self, job_id: int) -> Job:

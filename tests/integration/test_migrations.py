@@ -14,6 +14,8 @@ from conveyor.store import migrate
 from conveyor.store.tables import metadata
 from tests.backends import postgres_database
 
+HEAD = "0003"
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
@@ -26,7 +28,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def test_upgrade_downgrade_upgrade(url: str) -> None:
     migrate.upgrade(url)
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
     engine = create_engine(url)
     try:
         assert {"jobs", "items", "chunks", "job_logs", "job_events", "api_keys"} <= set(
@@ -36,7 +38,12 @@ def test_upgrade_downgrade_upgrade(url: str) -> None:
         assert migrate.current(url) is None
         assert "jobs" not in inspect(engine).get_table_names()
         migrate.upgrade(url)
+        assert migrate.current(url) == HEAD
+        migrate.downgrade(url, "-1")  # one step down, then up again
         assert migrate.current(url) == "0001"
+        assert "collections" not in inspect(engine).get_table_names()
+        migrate.upgrade(url)
+        assert migrate.current(url) == HEAD
     finally:
         engine.dispose()
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from conveyor import __version__
 from conveyor.api import errors
-from conveyor.api.routes import catalog, health, jobs, uploads
+from conveyor.api.routes import catalog, collections, health, jobs, uploads
 from conveyor.dispatch.base import Dispatcher
 from conveyor.dispatch.celery import CeleryDispatcher
 from conveyor.dispatch.local import LocalDispatcher
@@ -91,6 +91,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(uploads.router)
+    app.include_router(collections.router)
     app.include_router(catalog.router)
     return app
 

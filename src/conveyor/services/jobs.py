@@ -19,6 +19,7 @@ from conveyor.inputs.resolve import InputResolver, as_pipeline_kind
 from conveyor.inputs.upload import StagedFile
 from conveyor.pipelines import registry
 from conveyor.pipelines.base import Pipeline
+from conveyor.services.collections import CollectionService, StoredSource
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.auth import Principal
@@ -54,6 +55,9 @@ class JobRequest:
     limit: int | None = None
     shuffle: bool = False
     files: list[StagedFile] = field(default_factory=list)  # uploaded, after the inline inputs
+    collection_id: int | None = None  # run over a stored collection (sampled by `method`) ...
+    method: str = "all"
+    source_item_id: int | None = None  # ... or over one stored item
 
 
 def scope_of(principal: Principal) -> Scope:
@@ -68,6 +72,7 @@ class JobService:
         self.settings = settings
         self._default_project_id: int | None = None
         self.resolver = InputResolver(settings)
+        self.collections = CollectionService(store, settings, self.resolver)
 
     # ---------------------------------------------------------------- writes
     def submit(self, principal: Principal, request: JobRequest, *, start_now: bool) -> int:
@@ -77,15 +82,21 @@ class JobService:
         config = pipeline_cls.validate_config(dict(request.config))
         if request.explain and not pipeline_cls.supports_explain:
             raise InvalidInput(f"Pipeline {pipeline_cls.slug!r} does not support explain.")
-        project_id = self._resolve_project(principal, request.project_id)
-        if not request.inputs and not request.files and request.delay <= 0:
+        stored = self._stored_source(principal, request)
+        if stored is not None and request.project_id not in (None, stored.project_id):
+            raise InvalidInput("The job's project must be the project of the collection it runs over.")
+        project_id = self.resolve_project(
+            principal, stored.project_id if stored is not None else request.project_id
+        )
+        if stored is None and not request.inputs and not request.files and request.delay <= 0:
             raise InvalidInput("A job needs at least one input (or a delay, for a test job).")
         if len(request.inputs) + len(request.files) > self.settings.max_inputs_per_job:
             raise TooLarge(
                 f"{len(request.inputs) + len(request.files)} inputs is more than the cap of "
                 f"{self.settings.max_inputs_per_job} per job."
             )
-        rows, total_bytes, kinds = self._item_rows(pipeline_cls, self._acquire(request), request.limit)
+        acquired = iter(stored.inputs) if stored is not None else self._acquire(request)
+        rows, total_bytes, kinds = self._item_rows(pipeline_cls, acquired, request.limit)
         if request.shuffle:
             random.shuffle(rows)  # processing order is item order (seq)
             for seq, row in enumerate(rows):
@@ -113,6 +124,7 @@ class JobService:
             "pending": len(rows),
             "input_byte_amount": total_bytes,
             "submitted_by": principal.key_prefix,
+            **(stored.job_values if stored is not None else {}),
         }
         job_id, queued = self.store.jobs.create(values, rows, start=start_now)
         self._dispatch(queued)
@@ -135,6 +147,29 @@ class JobService:
     def delete(self, principal: Principal, job_id: int) -> None:
         _require_write(principal)
         self.store.jobs.delete(scope_of(principal), job_id)
+
+    def _stored_source(self, principal: Principal, request: JobRequest) -> StoredSource | None:
+        given = [
+            request.collection_id is not None,
+            request.source_item_id is not None,
+            bool(request.inputs or request.files),
+        ]
+        if sum(given) > 1:
+            raise InvalidInput(
+                "A job runs over a collection (`collection_id`), one stored item "
+                "(`source_image_single_id`) or given inputs; not several of them."
+            )
+        if request.method != "all" and request.collection_id is None:
+            raise InvalidInput("`method` applies only to a job over a collection (`collection_id`).")
+        if request.collection_id is None and request.source_item_id is None:
+            return None
+        return self.collections.job_source(
+            principal,
+            collection_id=request.collection_id,
+            method=request.method,
+            limit=request.limit,
+            item_id=request.source_item_id,
+        )
 
     def _acquire(self, request: JobRequest) -> Iterator[DecodedInput]:
         """Every input of the request, in order, as bytes (fetched lazily, so ``limit`` stops early)."""
@@ -222,7 +257,7 @@ class JobService:
             return self.store.pipelines.latest(request.pipeline)
         raise InvalidInput("Give the pipeline, as `pipeline` (slug) or `pipeline_id`.")
 
-    def _resolve_project(self, principal: Principal, project_id: int | None) -> int:
+    def resolve_project(self, principal: Principal, project_id: int | None) -> int:
         if project_id is None:
             if principal.project_id is not None:
                 return principal.project_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 from conveyor.settings import Settings
 from conveyor.store.auth import AuthRepository
 from conveyor.store.chunks import ChunkRepository
+from conveyor.store.collections import CollectionRepository
 from conveyor.store.database import Database
 from conveyor.store.history import HistoryRepository
 from conveyor.store.jobs import JobRepository
@@ -24,6 +25,7 @@ class Store:
         self.auth = AuthRepository(self.db)
         self.pipelines = PipelineRepository(self.db)
         self.history = HistoryRepository(self.db)
+        self.collections = CollectionRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

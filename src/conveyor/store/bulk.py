@@ -36,13 +36,24 @@ class Dialect:
 
 
 def item_insert_sql(dialect: Dialect) -> str:
-    marks = ", ".join([dialect.mark] * 8)
-    return f"INSERT INTO items (job_id, seq, name, kind, byte_size, data, status, attempts) VALUES ({marks})"
+    marks = ", ".join([dialect.mark] * 9)
+    columns = "job_id, seq, name, kind, byte_size, data, status, attempts, source"
+    return f"INSERT INTO items ({columns}) VALUES ({marks})"
 
 
 def insert_items(conn: Connection, dialect: Dialect, job_id: int, rows: Sequence[dict[str, Any]]) -> None:
     params = [
-        (job_id, r["seq"], r["name"], r["kind"], r["byte_size"], r["data"], r["status"], r.get("attempts", 0))
+        (
+            job_id,
+            r["seq"],
+            r["name"],
+            r["kind"],
+            r["byte_size"],
+            r["data"],
+            r["status"],
+            r.get("attempts", 0),
+            r.get("source"),
+        )
         for r in rows
     ]
     if params:
