@@ -326,13 +326,25 @@ def submit(
     project: Annotated[int | None, typer.Option(help="Project id (see `conveyor projects`).")] = None,
     limit: Annotated[int | None, typer.Option(help="Process only the first N inputs.")] = None,
     shuffle: Annotated[bool, typer.Option(help="Process inputs in random order.")] = False,
+    collection: Annotated[
+        int | None,
+        typer.Option(help="Run over this stored collection instead of INPUTS (see --method, --limit)."),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="How --collection items are picked: all, first, random or last_and_random."),
+    ] = None,
+    stored_item: Annotated[
+        int | None, typer.Option(help="Run over one stored collection item (its id) instead of INPUTS.")
+    ] = None,
     as_json: JsonOpt = False,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = None,
 ) -> None:
     """Submit a job of PIPELINE over inputs, and by default follow it with a progress bar.
 
-    Examples: `conveyor submit digits images/` or `cat lines.txt | conveyor submit test-delay -`.
+    Examples: `conveyor submit digits images/`, `cat lines.txt | conveyor submit test-delay -`,
+    `conveyor submit digits --collection 3 --method random --limit 10`.
     With --wait the exit code is 3 if the job ends in another state than SUCCESS.
     """
     options = parse_config(config, config_json)
@@ -352,6 +364,9 @@ def submit(
             project_id=project,
             limit=limit,
             shuffle=shuffle,
+            collection_id=collection,
+            method=method,
+            source_image_single_id=stored_item,
         )
         if not as_json:
             items_text = f"{job['total']} item{'' if job['total'] == 1 else 's'}"

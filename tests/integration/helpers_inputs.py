@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.backends import postgres_database
 from tests.conftest import Server, start_server
 
 # Small caps so that "over the cap" costs a few kilobytes.
@@ -27,12 +29,16 @@ INPUTS_ENV = {
 }
 
 
-def serve_inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def serve_inputs(tmp_path_factory: pytest.TempPathFactory, backend: str = "sqlite") -> Iterator[Server]:
     """A server with small input caps that allows private URLs (so it can fetch from the tests).
     Test modules make it a module-scoped fixture: ``inputs_server = module_fixture(serve_inputs)``."""
-    server = start_server(tmp_path_factory.mktemp("inputs"), workers=1, extra_env=INPUTS_ENV)
-    yield server
-    server.stop()
+    with contextlib.ExitStack() as stack:
+        env = dict(INPUTS_ENV)
+        if backend == "postgresql":
+            env["CONVEYOR_DATABASE_URL"] = stack.enter_context(postgres_database())
+        server = start_server(tmp_path_factory.mktemp(f"inputs-{backend}"), workers=1, extra_env=env)
+        yield server
+        server.stop()
 
 
 def module_fixture(function: Callable[..., Any]) -> Any:

@@ -15,7 +15,7 @@ from conveyor.pipelines.digits import holdout_pngs
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.tables import accounts
-from tests.conftest import Server
+from tests.conftest import Server, run_cli
 from tests.integration.helpers_api import JOBS, all_items, assert_error, b64, count_named, finished, unique
 from tests.integration.helpers_inputs import (
     INPUT_CAP,
@@ -27,8 +27,14 @@ from tests.integration.helpers_inputs import (
 )
 
 COLLECTIONS = "/api/v2/collections/"
-inputs_server = module_fixture(serve_inputs)
 files = module_fixture(serve_files)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def inputs_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    yield from serve_inputs(tmp_path_factory, backend=request.param)
 
 
 @pytest.fixture
@@ -234,7 +240,8 @@ def test_bad_collection_requests(client: httpx.Client, files: FileServer, inputs
 def test_collections_are_tenant_scoped(client: httpx.Client, inputs_server: Server) -> None:
     mine = create(client)
     ids = add(client, mine["id"], texts(1))["ids"]
-    store = Store(Settings(data_dir=inputs_server.data_dir))
+    database_url = inputs_server.env.get("CONVEYOR_DATABASE_URL")
+    store = Store(Settings(data_dir=inputs_server.data_dir, database_url=database_url))
     try:
         with store.db.write() as conn:
             other = conn.execute(
@@ -287,4 +294,12 @@ def test_python_client_collections(inputs_server: Server, tmp_path: Any) -> None
         job = conveyor.submit("test-delay", collection_id=collection["id"], method="first", limit=2)
         assert conveyor.wait(job["id"])["status"] == "SUCCESS"
         assert job["source_image_collection"]["method"] == "first" and job["total"] == 2
+        cli = run_cli(
+            ["submit", "test-delay", "--collection", str(collection["id"]), "--method", "random", "--json"],
+            inputs_server.env,
+        )
+        assert cli.returncode == 0, cli.stderr
+        final = json.loads(cli.stdout)
+        assert final["status"] == "SUCCESS" and final["total"] == 2
+        assert final["source_image_collection"]["method"] == "random"
         conveyor.delete_collection(collection["id"])

@@ -56,3 +56,17 @@ def test_non_public_addresses_are_refused(address: str) -> None:
 @pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
 def test_public_addresses_are_allowed(address: str) -> None:
     assert is_public(ipaddress.ip_address(address))
+
+
+def test_s3_input_without_boto3_is_a_clear_400(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from conveyor.errors import InvalidInput
+    from conveyor.inputs.resolve import InputResolver
+    from conveyor.settings import Settings
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # as if `conveyor[s3]` were not installed
+    resolver = InputResolver(Settings())
+    with pytest.raises(InvalidInput, match=r"conveyor\[s3\]") as caught:
+        list(resolver.resolve(0, None, "s3", "s3://bucket/key"))
+    assert caught.value.status_code == 400
