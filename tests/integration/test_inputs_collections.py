@@ -303,3 +303,22 @@ def test_python_client_collections(inputs_server: Server, tmp_path: Any) -> None
         assert final["status"] == "SUCCESS" and final["total"] == 2
         assert final["source_image_collection"]["method"] == "random"
         conveyor.delete_collection(collection["id"])
+
+
+def test_job_over_a_collection_is_held_to_the_job_caps(client: httpx.Client) -> None:
+    """The caps are checked on the chosen items' sizes before their bytes are read."""
+    many = create(client)["id"]
+    add(client, many, texts(11, prefix="a"))  # 21 items, over CONVEYOR_MAX_INPUTS_PER_JOB=20 (which
+    add(client, many, texts(10, prefix="b"))  # also caps one request that adds items)
+    name = unique("capped-over")
+    assert_error(client.post(JOBS, json={"name": name, "pipeline": "test-delay", "collection_id": many}), 413)
+    heavy = create(client)["id"]
+    for index in range(3):  # 3 x 1900 bytes: each under the input cap, together over the 5000-byte job cap
+        add(client, heavy, [{"name": f"h{index}", "kind": "text", "data": "h" * 1900}])
+    error = assert_error(
+        client.post(JOBS, json={"name": name, "pipeline": "test-delay", "collection_id": heavy}), 413
+    )
+    assert "limit" in error["message"]
+    assert count_named(client, name) == 0
+    assert run_over(client, collection_id=many, limit=20).status_code == 201
+    assert run_over(client, collection_id=heavy, limit=2).status_code == 201

@@ -68,7 +68,7 @@ def test_url_inputs_are_fetched_and_classified(client: httpx.Client, files: File
             413,
             "too_large",
         ),
-        (lambda f: f.add("/slow.png", b"x" * 40, drip=0.1), 400, "input_unavailable"),  # 4 s > 1.5 s
+        (lambda f: f.add("/slow.png", b"x" * 20, drip=0.1), 400, "input_unavailable"),  # 2 s > 1.5 s
         (lambda f: f.redirect("/loop", "/loop"), 400, "input_unavailable"),
         (lambda f: "ftp://example.org/a.png", 400, "invalid_input"),
         (lambda f: "http://user:pw@127.0.0.1/a.png", 400, "invalid_input"),

@@ -121,7 +121,14 @@ class CollectionService:
         """The inputs of a job over a collection (sampled) or over one stored item."""
         scope = collection_scope(principal)
         if collection_id is not None:
-            collection, rows = self.store.collections.sample(scope, collection_id, method=method, limit=limit)
+            collection, rows = self.store.collections.sample(
+                scope,
+                collection_id,
+                method=method,
+                limit=limit,
+                max_items=self.settings.max_inputs_per_job,
+                max_bytes=self.settings.max_job_bytes,
+            )
             if not rows:
                 raise InvalidInput(f"Collection {collection_id} has no items to run over.")
             return StoredSource(

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, RowMapping, delete, func, insert, select, upd
 
 from conveyor.clock import utcnow
 from conveyor.domain.status import ACTIVE
-from conveyor.errors import Conflict, InvalidInput, NotFound
+from conveyor.errors import Conflict, InvalidInput, NotFound, TooLarge
 from conveyor.store.database import Database
 from conveyor.store.tables import collection_items, collections, jobs, projects
 
@@ -181,21 +181,37 @@ class CollectionRepository:
         *,
         method: str,
         limit: int | None,
+        max_items: int,
+        max_bytes: int,
         rng: random.Random | None = None,
     ) -> tuple[RowMapping, list[RowMapping]]:
-        """The collection and the items (with their bytes) a job over it runs on, in job order."""
+        """The collection and the items (with their bytes) a job over it runs on, in job order.
+
+        The caps are checked on the chosen items' sizes before any bytes are read.
+        """
         with self.db.read() as conn:
             rows = self._rows(conn, [collections.c.id == collection_id, *scope.clauses()])
             if not rows:
                 raise NotFound(f"Collection {collection_id} not found.", collection_id=collection_id)
-            ids = list(
+            sizes = dict(
                 conn.execute(
-                    select(collection_items.c.id)
+                    select(collection_items.c.id, collection_items.c.byte_size)
                     .where(collection_items.c.collection_id == collection_id)
                     .order_by(collection_items.c.id)
-                ).scalars()
+                ).all()
             )
-            chosen = sample_ids(ids, method, limit, rng or random.Random())
+            chosen = sample_ids(list(sizes), method, limit, rng or random.Random())
+            if len(chosen) > max_items:
+                raise TooLarge(
+                    f"The job would run over {len(chosen)} items of collection {collection_id}, more than "
+                    f"the cap of {max_items} per job; pass a `limit`."
+                )
+            total = sum(sizes[i] for i in chosen)
+            if total > max_bytes:
+                raise TooLarge(
+                    f"The chosen items of collection {collection_id} hold {total} bytes, over the cap of "
+                    f"{max_bytes} per job; pass a smaller `limit`."
+                )
             by_id: dict[int, RowMapping] = {}
             for first in range(0, len(chosen), ITEM_INSERT_BATCH):
                 batch = chosen[first : first + ITEM_INSERT_BATCH]
