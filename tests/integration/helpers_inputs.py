@@ -57,11 +57,31 @@ class FileServer:
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, dict[str, str], bytes, float]] = {}
         self.hits: list[str] = []
-        routes, hits = self.routes, self.hits
+        self.in_flight = 0
+        self.most_in_flight = 0  # how many requests it served at the same time, at most
+        routes, hits, lock, counter = self.routes, self.hits, threading.Lock(), self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 hits.append(self.path)
+                with lock:
+                    counter.in_flight += 1
+                    counter.most_in_flight = max(counter.most_in_flight, counter.in_flight)
+                self.counted = True
+                try:
+                    self._answer()
+                finally:
+                    self._leave()
+
+            def _leave(self) -> None:
+                # Called before the last byte goes out, so that a client fetching one URL after
+                # the other can never overlap two requests here.
+                if self.counted:
+                    self.counted = False
+                    with lock:
+                        counter.in_flight -= 1
+
+            def _answer(self) -> None:
                 status, headers, body, drip = routes.get(self.path, (404, {}, b"not found", 0.0))
                 self.send_response(status)
                 for key, value in headers.items():
@@ -72,10 +92,12 @@ class FileServer:
                 self.end_headers()
                 if drip:
                     try:
-                        for byte in body:
+                        for index, byte in enumerate(body):
+                            threading.Event().wait(drip)
+                            if index == len(body) - 1:
+                                self._leave()
                             self.wfile.write(bytes([byte]))
                             self.wfile.flush()
-                            threading.Event().wait(drip)
                     except OSError:
                         pass
                 else:

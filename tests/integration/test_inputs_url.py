@@ -121,3 +121,18 @@ def test_default_server_refuses_private_addresses(shared_server: Server, files: 
             assert "CONVEYOR_ALLOW_PRIVATE_URLS" in error["message"]
         assert count_named(client, name) == 0
     assert len(files.hits) == hits  # never even connected
+
+
+def test_url_inputs_are_fetched_several_at_a_time_in_order(client: httpx.Client) -> None:
+    slow = FileServer()  # its own server, so that other tests' requests do not count
+    try:
+        urls = [slow.add(f"/slow-{i}.txt", f"body {i}".encode(), drip=0.05) for i in range(6)]
+        inputs = [{"kind": "text", "data": "inline first"}] + [{"kind": "url", "data": u} for u in urls]
+        response = post(client, unique("parallel"), inputs, pipeline="test-delay")
+        assert response.status_code == 201, response.text
+        items = all_items(client, response.json()["id"])
+        assert [i["name"] for i in items] == ["input-0"] + [f"slow-{i}.txt" for i in range(6)]
+        assert [i["byte_size"] for i in items] == [12] + [len(f"body {i}") for i in range(6)]
+        assert slow.most_in_flight > 1, "URL inputs were fetched one after the other"
+    finally:
+        slow.close()
