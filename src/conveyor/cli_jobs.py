@@ -238,10 +238,14 @@ def report_outcome(client: ConveyorClient, job: dict[str, Any], *, wait: bool, a
 
 
 # --------------------------------------------------------------------------- submit
-def collect_inputs(args: list[str]) -> list[dict[str, Any]]:
-    """Files (and the files of directories) become base64 inputs; ``-`` reads stdin lines; the
-    rest are texts."""
-    inputs: list[dict[str, Any]] = []
+def collect_inputs(args: list[str]) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Inline inputs and files to upload, keeping the order of ``args``.
+
+    Files (and the files of directories) are uploaded as multipart when they are all there is;
+    mixed with texts (``-`` reads stdin lines; any other non-path is a text) they are sent
+    inline as base64 so that the items keep the order they were given in.
+    """
+    inputs: list[dict[str, Any] | Path] = []
     for arg in args:
         if arg == "-":
             inputs.extend(text_input(line) for line in sys.stdin.read().splitlines() if line.strip())
@@ -252,12 +256,15 @@ def collect_inputs(args: list[str]) -> list[dict[str, Any]]:
         except (OSError, ValueError):  # too long or odd to be a path: it is a text
             is_file = is_dir = False
         if is_file:
-            inputs.append(file_input(path))
+            inputs.append(path)
         elif is_dir:
-            inputs.extend(file_input(p) for p in sorted(path.iterdir()) if p.is_file() and p.name[0] != ".")
+            inputs.extend(p for p in sorted(path.iterdir()) if p.is_file() and p.name[0] != ".")
         else:
             inputs.append(text_input(arg))
-    return inputs
+    files = [i for i in inputs if isinstance(i, Path)]
+    if len(files) == len(inputs):
+        return [], files
+    return [file_input(i) if isinstance(i, Path) else i for i in inputs], []
 
 
 def parse_config(pairs: list[str] | None, raw_json: str | None) -> dict[str, Any]:
@@ -288,8 +295,9 @@ def submit(
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Inputs: a file path (sent as base64, named after the file), a directory (its files), "
-            "`-` (one text per stdin line), or any other text.",
+            help="Inputs: a file path (named after the file), a directory (its files), `-` (one text "
+            "per stdin line), or any other text. Files alone are uploaded (multipart, streamed from "
+            "disk); mixed with texts they are sent inline as base64, in the order given.",
             show_default=False,
         ),
     ] = None,
@@ -318,21 +326,34 @@ def submit(
     project: Annotated[int | None, typer.Option(help="Project id (see `conveyor projects`).")] = None,
     limit: Annotated[int | None, typer.Option(help="Process only the first N inputs.")] = None,
     shuffle: Annotated[bool, typer.Option(help="Process inputs in random order.")] = False,
+    collection: Annotated[
+        int | None,
+        typer.Option(help="Run over this stored collection instead of INPUTS (see --method, --limit)."),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="How --collection items are picked: all, first, random or last_and_random."),
+    ] = None,
+    stored_item: Annotated[
+        int | None, typer.Option(help="Run over one stored collection item (its id) instead of INPUTS.")
+    ] = None,
     as_json: JsonOpt = False,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = None,
 ) -> None:
     """Submit a job of PIPELINE over inputs, and by default follow it with a progress bar.
 
-    Examples: `conveyor submit digits images/` or `cat lines.txt | conveyor submit test-delay -`.
+    Examples: `conveyor submit digits images/`, `cat lines.txt | conveyor submit test-delay -`,
+    `conveyor submit digits --collection 3 --method random --limit 10`.
     With --wait the exit code is 3 if the job ends in another state than SUCCESS.
     """
     options = parse_config(config, config_json)
-    items = collect_inputs(inputs or [])
+    items, files = collect_inputs(inputs or [])
     with api_errors(), connect(url, key) as client:
         job = client.submit(
             pipeline,
             items,
+            files=files,
             name=name,
             start_now=start,
             delay=delay,
@@ -343,6 +364,9 @@ def submit(
             project_id=project,
             limit=limit,
             shuffle=shuffle,
+            collection_id=collection,
+            method=method,
+            source_image_single_id=stored_item,
         )
         if not as_json:
             items_text = f"{job['total']} item{'' if job['total'] == 1 else 's'}"

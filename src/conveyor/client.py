@@ -20,8 +20,8 @@ import base64
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -74,6 +74,16 @@ def file_input(path: str | os.PathLike[str], name: str | None = None) -> dict[st
     """A file's bytes as a base64 input, named after the file unless ``name`` is given."""
     file = Path(path)
     return bytes_input(file.read_bytes(), name or file.name)
+
+
+def url_input(url: str, name: str | None = None) -> dict[str, Any]:
+    """An ``http(s)://`` URL the server fetches at submit (named after its last path part)."""
+    return {"name": name, "kind": "url", "data": url}
+
+
+def s3_input(address: str, name: str | None = None) -> dict[str, Any]:
+    """An S3 object ``s3://bucket/key``, or ``s3://bucket/prefix/`` for every object under it."""
+    return {"name": name, "kind": "s3", "data": address}
 
 
 def is_terminal(job: Mapping[str, Any]) -> bool:
@@ -149,8 +159,9 @@ class ConveyorClient:
     def submit(
         self,
         pipeline: str | int,
-        inputs: list[dict[str, Any]],
+        inputs: Sequence[dict[str, Any]] = (),
         *,
+        files: Sequence[str | os.PathLike[str]] = (),
         name: str | None = None,
         start_now: bool = True,
         delay: float = 0,
@@ -161,15 +172,23 @@ class ConveyorClient:
         project_id: int | None = None,
         limit: int | None = None,
         shuffle: bool = False,
+        collection_id: int | None = None,
+        method: str | None = None,
+        source_image_single_id: int | None = None,
     ) -> Job:
         """Submit a job and return it (status PENDING, or CREATED with ``start_now=False``).
 
         ``pipeline`` is a slug (``"digits"``) or a pipeline id (a specific version).
-        ``inputs`` come from :func:`text_input`, :func:`file_input` or :func:`bytes_input`.
-        ``timeout_ms`` counts from queueing; past it the job ends TIMEDOUT.
+        ``inputs`` come from :func:`text_input`, :func:`bytes_input`, :func:`file_input`,
+        :func:`url_input` or :func:`s3_input`. ``files`` are paths uploaded as multipart
+        (streamed from disk, after ``inputs``); each becomes an item named after the file.
+        ``timeout_ms`` counts from queueing; past it the job ends TIMEDOUT. Instead of inputs,
+        a job may run over a stored collection (``collection_id``, sampled by ``method``:
+        all | first | random | last_and_random, and ``limit``) or one stored item.
         """
+        count = len(inputs) + len(files)
         body: dict[str, Any] = {
-            "name": name or f"{pipeline}: {len(inputs)} input(s)",
+            "name": name or f"{pipeline}: {count} input(s)",
             "inputs": [{k: v for k, v in i.items() if v is not None} for i in inputs],
             "delay": delay,
             "timeout": timeout_ms,
@@ -179,16 +198,50 @@ class ConveyorClient:
             "project_id": project_id,
             "limit": limit,
             "shuffle": shuffle,
+            "collection_id": collection_id,
+            "method": method,
+            "source_image_single_id": source_image_single_id,
         }
+        if not body["inputs"]:
+            del body["inputs"]
         if isinstance(pipeline, int):
             body["pipeline_id"] = pipeline
         else:
             body["pipeline"] = pipeline
         body = {k: v for k, v in body.items() if v is not None}
-        job: Job = self._json(
-            "POST", "/api/v2/jobs/", params={"start_now": "true" if start_now else "false"}, json_body=body
-        )
+        params = {"start_now": "true" if start_now else "false"}
+        if files:
+            return self._upload("/api/v2/jobs/upload/", body, files, params)
+        job: Job = self._json("POST", "/api/v2/jobs/", params=params, json_body=body)
         return job
+
+    def upload(self, pipeline: str | int, files: Sequence[str | os.PathLike[str]], **options: Any) -> Job:
+        """Submit a job over local files, uploaded as multipart; ``options`` as for :meth:`submit`."""
+        return self.submit(pipeline, files=files, **options)
+
+    def _upload(
+        self,
+        path: str,
+        job: Mapping[str, Any] | None,
+        files: Sequence[str | os.PathLike[str]],
+        params: Mapping[str, Any] | None = None,
+    ) -> Job:
+        with ExitStack() as stack:
+            parts = [
+                ("files", (Path(f).name, stack.enter_context(Path(f).open("rb")))) for f in files
+            ]  # httpx reads each file in chunks while sending
+            try:
+                response = self._http.post(
+                    path,
+                    params=_clean(params),
+                    data={"job": json.dumps(job)} if job is not None else None,
+                    files=parts,
+                )
+            except httpx.TransportError as exc:
+                raise ConveyorConnectionError(f"Cannot reach Conveyor at {self.url}: {exc}") from exc
+        _raise_for_status(response)
+        result: Job = response.json()
+        return result
 
     def run(self, job_id: int) -> Job:
         """Queue a CREATED job."""
@@ -208,6 +261,57 @@ class ConveyorClient:
     def delete(self, job_id: int) -> None:
         """Delete a finished (or never run) job with its items and logs."""
         self._request("DELETE", f"/api/v2/jobs/{job_id}/")
+
+    # ------------------------------------------------------------------ collections
+    def create_collection(self, name: str, *, project_id: int | None = None, description: str = "") -> Job:
+        """Create an empty collection of stored inputs."""
+        body = {"name": name, "project_id": project_id, "description": description}
+        collection: Job = self._json(
+            "POST", "/api/v2/collections/", json_body={k: v for k, v in body.items() if v is not None}
+        )
+        return collection
+
+    def add_to_collection(self, collection_id: int, inputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Store inputs (text, bytes, URL or S3 builders) in a collection: ``{added, ids, collection}``."""
+        body = {"inputs": [{k: v for k, v in i.items() if v is not None} for i in inputs]}
+        added: dict[str, Any] = self._json(
+            "POST", f"/api/v2/collections/{collection_id}/items/", json_body=body
+        )
+        return added
+
+    def upload_to_collection(
+        self, collection_id: int, files: Sequence[str | os.PathLike[str]]
+    ) -> dict[str, Any]:
+        """Upload local files into a collection (multipart, streamed from disk)."""
+        return self._upload(f"/api/v2/collections/{collection_id}/items/upload/", None, files)
+
+    def collections(self, *, project: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Collections the key can see (the first ``limit``), newest first."""
+        page = self._json("GET", "/api/v2/collections/", params={"project": project, "limit": limit})
+        results: list[dict[str, Any]] = page["results"]
+        return results
+
+    def get_collection(self, collection_id: int) -> dict[str, Any]:
+        collection: dict[str, Any] = self._json("GET", f"/api/v2/collections/{collection_id}/")
+        return collection
+
+    def iter_collection_items(self, collection_id: int, *, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every stored item of the collection (descriptors, not bytes), oldest first."""
+        after = 0
+        while True:
+            page = self._json(
+                "GET",
+                f"/api/v2/collections/{collection_id}/items/",
+                params={"after": after, "limit": page_size},
+            )
+            yield from page["results"]
+            if not page["next"]:
+                return
+            after = page["results"][-1]["id"]
+
+    def delete_collection(self, collection_id: int) -> None:
+        """Delete a collection and its items (409 while an unfinished job runs over it)."""
+        self._request("DELETE", f"/api/v2/collections/{collection_id}/")
 
     # ------------------------------------------------------------------ jobs: reads
     def get_job(self, job_id: int) -> Job:

@@ -60,6 +60,18 @@ class TooLarge(ConveyorError):
     code = "too_large"
 
 
+class InputUnavailable(InvalidInput):
+    """An input given by reference (URL, S3 object, collection item) could not be fetched."""
+
+    code = "input_unavailable"
+
+
+class AddressNotAllowed(InvalidInput):
+    """A URL input resolves to a loopback, private, link-local or multicast address."""
+
+    code = "address_not_allowed"
+
+
 class UnknownPipeline(InvalidInput):
     code = "unknown_pipeline"
 

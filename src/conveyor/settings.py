@@ -51,6 +51,28 @@ class Settings(BaseSettings):
     max_input_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_job_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_request_bytes: int = Field(default=768 * 1024 * 1024, ge=1)
+    max_form_field_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1, description="Cap of a non-file field (the job JSON) of an upload."
+    )
+
+    # Inputs given by reference (fetched at submit; see conveyor.inputs)
+    allow_private_urls: bool = Field(
+        default=False,
+        description="Let URL inputs reach loopback, private, link-local and multicast addresses.",
+    )
+    url_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Connect/read timeout and whole-download deadline of a URL input."
+    )
+    url_max_redirects: int = Field(default=5, ge=0, description="Most redirects a URL input may follow.")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint (MinIO, moto, ...); default: AWS for the region."
+    )
+    s3_region: str | None = Field(default=None, description="S3 region; default: boto3's own lookup.")
+    s3_access_key_id: str | None = Field(default=None, description="Default: boto3's credential chain.")
+    s3_secret_access_key: str | None = Field(default=None)
+    s3_max_objects_per_prefix: int = Field(
+        default=10_000, ge=1, description="Most objects one `s3://bucket/prefix/` input may expand to."
+    )
 
     modzy_chunk_bytes: int = Field(
         default=1024 * 1024,

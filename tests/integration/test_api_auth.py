@@ -82,6 +82,8 @@ def test_every_other_route_needs_a_key(shared_server: Server, client: httpx.Clie
         "version": "1",
         "item": "a",
         "input_name": "input",
+        "collection_id": 1,  # anonymous callers get 401 before any lookup
+        "item_id": 1,
     }
     routes = [(m, p) for m, p in _routes(shared_server) if p not in OPEN_PATHS]
     # The documented surface of issue 3 must be there (and so covered by this test).

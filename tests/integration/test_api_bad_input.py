@@ -54,7 +54,7 @@ CASES: dict[str, tuple[int, dict[str, Any]]] = {
         422,
         {"pipeline": "test-delay", "inputs": [{"name": "a", "kind": "text", "data": "a", "url": "x"}]},
     ),
-    "unknown-input-kind": (422, {"pipeline": "test-delay", "inputs": [{"kind": "url", "data": "http://x"}]}),
+    "unknown-input-kind": (422, {"pipeline": "test-delay", "inputs": [{"kind": "ftp", "data": "ftp://x"}]}),
     "input-without-data": (422, {"pipeline": "test-delay", "inputs": [{"name": "a", "kind": "text"}]}),
     "inputs-not-a-list": (422, {"pipeline": "test-delay", "inputs": "abc"}),
     "text-for-digits": (400, {"pipeline": "digits", "inputs": ONE_TEXT}),

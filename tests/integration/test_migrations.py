@@ -26,10 +26,6 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield pg_url
 
 
-def _head() -> str | None:
-    return ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_current_head()
-
-
 def test_upgrade_downgrade_upgrade(url: str) -> None:
     migrate.upgrade(url)
     head = migrate.head()

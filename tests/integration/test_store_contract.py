@@ -348,7 +348,15 @@ def test_item_bytes_names_and_results_round_trip_exactly(store: Store) -> None:
             bulk.Dialect(store.db.dialect),
             job_id,
             [
-                {"seq": i, "name": n, "kind": "base64", "byte_size": len(p), "data": p, "status": "PENDING"}
+                {
+                    "seq": i,
+                    "name": n,
+                    "kind": "base64",
+                    "byte_size": len(p),
+                    "data": p,
+                    "status": "PENDING",
+                    "source": f"s3://bucket/{n}" if i % 2 else None,
+                }
                 for i, (n, p) in enumerate(zip(names, payloads, strict=True))
             ],
         )
@@ -365,6 +373,10 @@ def test_item_bytes_names_and_results_round_trip_exactly(store: Store) -> None:
     ]
     assert store.chunks.write_back(claim, outcomes, [], lease_seconds=30, complete=True).held
     with store.db.read() as conn:
+        sources = conn.execute(
+            select(items.c.source).where(items.c.job_id == job_id).order_by(items.c.seq)
+        ).scalars()
+        assert list(sources) == [None, f"s3://bucket/{names[1]}", None, f"s3://bucket/{names[3]}"]
         rows = conn.execute(
             select(items.c.status, items.c.result, items.c.error, items.c.attempts)
             .where(items.c.job_id == job_id)

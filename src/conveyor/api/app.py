@@ -10,7 +10,17 @@ from fastapi import FastAPI, Request, Response
 
 from conveyor import __version__
 from conveyor.api import errors
-from conveyor.api.routes import catalog, events, health, jobs, modzy_jobs, modzy_models, tenancy
+from conveyor.api.routes import (
+    catalog,
+    collections,
+    events,
+    health,
+    jobs,
+    modzy_jobs,
+    modzy_models,
+    tenancy,
+    uploads,
+)
 from conveyor.dispatch.base import Dispatcher
 from conveyor.dispatch.celery import CeleryDispatcher
 from conveyor.dispatch.local import LocalDispatcher
@@ -115,6 +125,8 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
 
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(uploads.router)
+    app.include_router(collections.router)
     app.include_router(catalog.router)
     app.include_router(modzy_jobs.router)
     app.include_router(modzy_models.router)

@@ -16,6 +16,7 @@ class DecodedInput:
     name: str
     kind: str
     data: bytes
+    source: str | None = None  # where the bytes came from (a URL, an S3 key, a file name)
 
 
 def decode(index: int, name: str | None, kind: str, data: str, *, max_bytes: int) -> DecodedInput:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NotRequired
 
@@ -13,9 +15,12 @@ from typing_extensions import TypedDict
 from conveyor.dispatch.base import Dispatcher
 from conveyor.domain.status import JobStatus
 from conveyor.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, UnknownPipeline
-from conveyor.inputs.inline import decode
+from conveyor.inputs.inline import DecodedInput
+from conveyor.inputs.resolve import REFERENCE_KINDS, InputResolver, as_pipeline_kind
+from conveyor.inputs.upload import StagedFile
 from conveyor.pipelines import registry
 from conveyor.pipelines.base import Pipeline
+from conveyor.services.collections import CollectionService, StoredSource
 from conveyor.services.quotas import Quotas
 from conveyor.settings import Settings
 from conveyor.store import Store
@@ -26,10 +31,11 @@ from conveyor.store.uploads import is_open
 
 JOB_TYPE_ML = "ml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+FETCH_AHEAD = 8  # URL / S3 inputs fetched at once during a submission
 
 
 class InputSpec(TypedDict):
-    """One inline input as submitted: ``kind`` (text | base64), ``data``, optional ``name``."""
+    """One input as submitted: ``kind`` (text | base64 | url | s3), ``data``, optional ``name``."""
 
     kind: str
     data: str
@@ -52,6 +58,10 @@ class JobRequest:
     config: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
     shuffle: bool = False
+    files: list[StagedFile] = field(default_factory=list)  # uploaded, after the inline inputs
+    collection_id: int | None = None  # run over a stored collection (sampled by `method`) ...
+    method: str = "all"
+    source_item_id: int | None = None  # ... or over one stored item
 
 
 def scope_of(principal: Principal) -> Scope:
@@ -65,6 +75,8 @@ class JobService:
         self.settings = settings
         self._default_projects: dict[int, int] = {}
         self.quotas = Quotas(store, settings)
+        self.resolver = InputResolver(settings)
+        self.collections = CollectionService(store, settings, self.resolver)
 
     # ---------------------------------------------------------------- writes
     def submit(
@@ -78,17 +90,23 @@ class JobService:
         config = pipeline_cls.validate_config(dict(request.config))
         if request.explain and not pipeline_cls.supports_explain:
             raise InvalidInput(f"Pipeline {pipeline_cls.slug!r} does not support explain.")
-        project_id = self._resolve_project(principal, request.project_id)
+        stored = self._stored_source(principal, request)
+        if stored is not None and request.project_id not in (None, stored.project_id):
+            raise InvalidInput("The job's project must be the project of the collection it runs over.")
+        project_id = self.resolve_project(
+            principal, stored.project_id if stored is not None else request.project_id
+        )
         _require_write(principal, project_id)
-        if not request.inputs and request.delay <= 0 and not open_for_uploads:
+        nothing = stored is None and not request.inputs and not request.files
+        if nothing and request.delay <= 0 and not open_for_uploads:
             raise InvalidInput("A job needs at least one input (or a delay, for a test job).")
-        if len(request.inputs) > self.settings.max_inputs_per_job:
+        if len(request.inputs) + len(request.files) > self.settings.max_inputs_per_job:
             raise TooLarge(
-                f"{len(request.inputs)} inputs is more than the cap of "
+                f"{len(request.inputs) + len(request.files)} inputs is more than the cap of "
                 f"{self.settings.max_inputs_per_job} per job."
             )
-        inputs = request.inputs[: request.limit] if request.limit is not None else request.inputs
-        rows, total_bytes, kinds = self._item_rows(pipeline_cls, inputs)
+        acquired = iter(stored.inputs) if stored is not None else self._acquire(request)
+        rows, total_bytes, kinds = self._item_rows(pipeline_cls, acquired, request.limit)
         self.quotas.check(principal, total_bytes)
         if request.shuffle:
             random.shuffle(rows)  # processing order is item order (seq)
@@ -121,6 +139,7 @@ class JobService:
             "pending": len(rows),
             "input_byte_amount": total_bytes,
             "submitted_by": principal.key_prefix,
+            **(stored.job_values if stored is not None else {}),
         }
         job_id, queued = self.store.jobs.create(values, rows, start=start_now and not open_for_uploads)
         self._dispatch(queued)
@@ -164,22 +183,73 @@ class JobService:
         _require_write(principal, job["project_id"])
         return job
 
+    def _stored_source(self, principal: Principal, request: JobRequest) -> StoredSource | None:
+        given = [
+            request.collection_id is not None,
+            request.source_item_id is not None,
+            bool(request.inputs or request.files),
+        ]
+        if sum(given) > 1:
+            raise InvalidInput(
+                "A job runs over a collection (`collection_id`), one stored item "
+                "(`source_image_single_id`) or given inputs; not several of them."
+            )
+        if request.method != "all" and request.collection_id is None:
+            raise InvalidInput("`method` applies only to a job over a collection (`collection_id`).")
+        if request.collection_id is None and request.source_item_id is None:
+            return None
+        return self.collections.job_source(
+            principal,
+            collection_id=request.collection_id,
+            method=request.method,
+            limit=request.limit,
+            item_id=request.source_item_id,
+        )
+
+    def _acquire(self, request: JobRequest) -> Iterator[DecodedInput]:
+        """Every input of the request, in order, as bytes.
+
+        URL and S3 inputs are fetched up to ``FETCH_AHEAD`` at a time in threads, while the
+        caller consumes them in order; so at most that many fetched inputs wait in memory, and
+        the caps (checked by the caller) stop the fetching early.
+        """
+        # Each descriptor gives at least one input, so the first `limit` descriptors are enough.
+        specs = request.inputs[: request.limit] if request.limit is not None else request.inputs
+        remote = [i for i, spec in enumerate(specs) if spec["kind"] in REFERENCE_KINDS]
+        with ThreadPoolExecutor(max_workers=FETCH_AHEAD, thread_name_prefix="fetch") as pool:
+            ahead: dict[int, Future[list[DecodedInput]]] = {}
+            queued = 0
+            try:
+                for index, spec in enumerate(specs):
+                    while queued < len(remote) and len(ahead) < FETCH_AHEAD:
+                        at = remote[queued]
+                        ahead[at] = pool.submit(self._fetch, at, specs[at])
+                        queued += 1
+                    if index in ahead:
+                        yield from ahead.pop(index).result()
+                    else:
+                        yield from self.resolver.resolve(index, spec.get("name"), spec["kind"], spec["data"])
+            finally:
+                for future in ahead.values():
+                    future.cancel()
+        for staged in request.files:
+            yield self.resolver.staged(staged)
+
+    def _fetch(self, index: int, spec: InputSpec) -> list[DecodedInput]:
+        return list(self.resolver.resolve(index, spec.get("name"), spec["kind"], spec["data"]))
+
     def _item_rows(
-        self, pipeline_cls: type[Pipeline], inputs: Sequence[InputSpec]
+        self, pipeline_cls: type[Pipeline], inputs: Iterable[DecodedInput], limit: int | None
     ) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
-        """Decode and check every input before anything is written: item rows, total bytes, kinds."""
+        """Check every input before anything is written: item rows, total bytes, kinds."""
         rows: list[dict[str, Any]] = []
         total_bytes = 0
         kinds: dict[str, int] = {}
         accepted = set(pipeline_cls.input_kinds)
-        for index, spec in enumerate(inputs):
-            kind, name = spec["kind"], spec.get("name")
-            if kind not in accepted:
-                raise InvalidInput(
-                    f"Pipeline {pipeline_cls.slug!r} accepts inputs of kind {', '.join(sorted(accepted))}; "
-                    f"input {name or index!r} is {kind!r}."
-                )
-            decoded = decode(index, name, kind, spec["data"], max_bytes=self.settings.max_input_bytes)
+        for index, acquired in enumerate(itertools.islice(inputs, limit)):
+            if index >= self.settings.max_inputs_per_job:
+                raise TooLarge(f"More than the cap of {self.settings.max_inputs_per_job} inputs per job.")
+            decoded = as_pipeline_kind(acquired, accepted, pipeline_cls.slug)
             total_bytes += len(decoded.data)
             if total_bytes > self.settings.max_job_bytes:
                 raise TooLarge(f"The job's inputs exceed the cap of {self.settings.max_job_bytes} bytes.")
@@ -191,6 +261,7 @@ class JobService:
                     "kind": decoded.kind,
                     "byte_size": len(decoded.data),
                     "data": decoded.data,
+                    "source": decoded.source,
                     "status": "PENDING",
                     "attempts": 0,
                 }
@@ -247,7 +318,7 @@ class JobService:
             return self.store.pipelines.latest(request.pipeline)
         raise InvalidInput("Give the pipeline, as `pipeline` (slug) or `pipeline_id`.")
 
-    def _resolve_project(self, principal: Principal, project_id: int | None) -> int:
+    def resolve_project(self, principal: Principal, project_id: int | None) -> int:
         if project_id is None:
             if principal.project_id is not None:
                 return principal.project_id

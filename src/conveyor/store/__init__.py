@@ -7,6 +7,7 @@ from conveyor.store.audit import AuditRepository
 from conveyor.store.auth import AuthRepository
 from conveyor.store.changes import ChangeFeed
 from conveyor.store.chunks import ChunkRepository
+from conveyor.store.collections import CollectionRepository
 from conveyor.store.database import Database
 from conveyor.store.history import HistoryRepository
 from conveyor.store.jobs import JobRepository
@@ -38,6 +39,7 @@ class Store:
         self.memberships = MembershipRepository(self.db)
         self.audit = AuditRepository(self.db)
         self.quotas = QuotaRepository(self.db)
+        self.collections = CollectionRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

@@ -37,17 +37,28 @@ class Dialect:
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+# The order of the tuples insert_items builds; used by both the INSERT and the COPY.
+ITEM_COLUMNS = ("job_id", "seq", "name", "kind", "byte_size", "data", "status", "attempts", "source")
+
+
 def item_insert_sql(dialect: Dialect) -> str:
-    marks = ", ".join([dialect.mark] * 8)
-    return f"INSERT INTO items (job_id, seq, name, kind, byte_size, data, status, attempts) VALUES ({marks})"
-
-
-ITEM_COLUMNS = "job_id, seq, name, kind, byte_size, data, status, attempts"
+    marks = ", ".join([dialect.mark] * len(ITEM_COLUMNS))
+    return f"INSERT INTO items ({', '.join(ITEM_COLUMNS)}) VALUES ({marks})"
 
 
 def insert_items(conn: Connection, dialect: Dialect, job_id: int, rows: Sequence[dict[str, Any]]) -> None:
     params = [
-        (job_id, r["seq"], r["name"], r["kind"], r["byte_size"], r["data"], r["status"], r.get("attempts", 0))
+        (
+            job_id,
+            r["seq"],
+            r["name"],
+            r["kind"],
+            r["byte_size"],
+            r["data"],
+            r["status"],
+            r.get("attempts", 0),
+            r.get("source"),
+        )
         for r in rows
     ]
     if not params:
@@ -57,7 +68,7 @@ def insert_items(conn: Connection, dialect: Dialect, job_id: int, rows: Sequence
         return
     cursor = conn.connection.cursor()
     try:
-        with cursor.copy(f"COPY items ({ITEM_COLUMNS}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN") as copy:
             for row in params:
                 copy.write_row(row)
     finally:

@@ -131,6 +131,11 @@ jobs = Table(
     Column("delay_progress", Float, nullable=False, default=0.0),
     Column("stage_params", JSONType, nullable=False),
     Column("result", JSONType, nullable=True),
+    # What the job ran over when it came from stored inputs (migration 0003): the collection's
+    # id (to refuse deleting a collection under a running job) and snapshots for presentation.
+    Column("source_collection_id", Integer, nullable=True),
+    Column("source_collection", JSONType, nullable=True),
+    Column("source_item", JSONType, nullable=True),
 )
 # History: the scope always pins account_id, so each filter's index starts with it and ends in
 # the ordering column + id (keyset pages walk the index; no sort).
@@ -168,6 +173,7 @@ Index(
     postgresql_using="gin",
     postgresql_ops={"name": "gin_trgm_ops"},
 ).ddl_if(dialect="postgresql")
+Index("ix_jobs_source_collection", jobs.c.source_collection_id)
 # The sweeper looks for CANCELING jobs across accounts.
 Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at, jobs.c.id)
 Index("ix_jobs_deadline", jobs.c.deadline_at)
@@ -191,6 +197,7 @@ items = Table(
     Column("duration_ms", Integer, nullable=True),
     Column("result", JSONType, nullable=True),
     Column("error", Text, nullable=True),
+    Column("source", Text, nullable=True),  # where the bytes came from: URL, s3://…, upload:, collection:
     UniqueConstraint("job_id", "seq"),
 )
 Index("ix_items_job_status_seq", items.c.job_id, items.c.status, items.c.seq)
@@ -281,3 +288,31 @@ audit_events = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 Index("ix_audit_events_account_id", audit_events.c.account_id, audit_events.c.id)
+# Collections (migration 0003): named sets of stored inputs in a project. Jobs copy the bytes of
+# the items they run over, so a job never depends on its collection staying as it was.
+collections = Table(
+    "collections",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_collections_account_project", collections.c.account_id, collections.c.project_id, collections.c.id)
+
+collection_items = Table(
+    "collection_items",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("collection_id", Integer, ForeignKey("collections.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("byte_size", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("source", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("ix_collection_items_collection_id", collection_items.c.collection_id, collection_items.c.id)

@@ -39,7 +39,7 @@ def _permissions(principal: Principal) -> list[str]:
     return ["view", "run", "cancel", "retry", "delete"] if principal.can_write else ["view"]
 
 
-def _job_response(
+def job_response(
     jobs: JobService, principal: Principal, job_id: int, base: str, status_code: int = 200
 ) -> JSONResponse:
     row = jobs.get(principal, job_id)
@@ -160,12 +160,12 @@ def create_job(
     start_now: Annotated[bool, Query(description="Queue the job immediately.")] = False,
 ) -> JSONResponse:
     job_id = jobs.submit(principal, body.to_request(), start_now=start_now)
-    return _job_response(jobs, principal, job_id, base, status_code=201)
+    return job_response(jobs, principal, job_id, base, status_code=201)
 
 
 @router.get("/{job_id}/", response_model=JobOut, summary="One job with progress, counters and recent logs")
 def get_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
-    return _job_response(jobs, principal, job_id, base)
+    return job_response(jobs, principal, job_id, base)
 
 
 @router.delete(
@@ -179,7 +179,7 @@ def delete_job(job_id: int, jobs: JobsDep, principal: PrincipalDep) -> Response:
 @router.post("/{job_id}/run/", response_model=JobOut, summary="Queue a CREATED job")
 def run_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
     jobs.run(principal, job_id)
-    return _job_response(jobs, principal, job_id, base)
+    return job_response(jobs, principal, job_id, base)
 
 
 @router.post(
@@ -189,7 +189,7 @@ def run_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDe
 )
 def cancel_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
     jobs.cancel(principal, job_id)
-    return _job_response(jobs, principal, job_id, base)
+    return job_response(jobs, principal, job_id, base)
 
 
 @router.post(
@@ -197,7 +197,7 @@ def cancel_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUr
 )
 def retry_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
     jobs.retry(principal, job_id)
-    return _job_response(jobs, principal, job_id, base)
+    return job_response(jobs, principal, job_id, base)
 
 
 def _item_statuses(status: str | None) -> list[str] | None:

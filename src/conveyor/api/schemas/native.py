@@ -12,6 +12,7 @@ from typing_extensions import TypedDict
 from conveyor.clock import isoformat
 from conveyor.domain.stages import StageDef, derive_stages, overall_progress
 from conveyor.domain.status import JobStatus
+from conveyor.inputs.upload import StagedFile
 from conveyor.services.jobs import InputSpec, JobRequest
 
 JOB_TYPES = {"ml": "ML pipeline", "data_export": "Data export"}
@@ -26,11 +27,21 @@ class InputIn(TypedDict):
 
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     kind: Annotated[
-        Literal["text", "base64"], Field(description="`text` (UTF-8) or `base64` (raw or `data:` URI).")
+        Literal["text", "base64", "url", "s3"],
+        Field(
+            description="`text` (UTF-8), `base64` (raw or `data:` URI), `url` (`http(s)://`, fetched at "
+            "submit) or `s3` (`s3://bucket/key`, or `s3://bucket/prefix/` for every object under it)."
+        ),
     ]
-    data: Annotated[str, Field(description="The text, or the base64-encoded bytes.")]
+    data: Annotated[str, Field(description="The text, the base64-encoded bytes, the URL or the S3 address.")]
     name: NotRequired[
-        Annotated[str | None, Field(max_length=500, description="Item name; default `input-<n>`.")]
+        Annotated[
+            str | None,
+            Field(
+                max_length=500,
+                description="Item name; default: the URL's or key's last part, or `input-<n>`.",
+            ),
+        ]
     ]
 
 
@@ -62,9 +73,24 @@ class JobCreate(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict, description="Pipeline options, e.g. `batch_size`.")
     limit: int | None = Field(default=None, ge=1, description="Process only the first `limit` inputs.")
     shuffle: bool = Field(default=False, description="Process inputs in random order.")
+    collection_id: int | None = Field(
+        default=None,
+        description="Run over a stored collection instead of given inputs (Antenna's "
+        "`source_image_collection`); `limit` and `method` choose which of its items.",
+    )
+    method: Literal["all", "first", "random", "last_and_random"] = Field(
+        default="all",
+        description="How items are picked from the collection: `all` (oldest first; `limit` keeps "
+        "the first ones), `first` (the first `limit`, default 1), `random` (`limit` at random), "
+        "`last_and_random` (the newest, then random others up to `limit`).",
+    )
+    source_image_single_id: int | None = Field(
+        default=None, description="Run over one stored collection item (Antenna's `source_image_single`)."
+    )
 
-    def to_request(self) -> JobRequest:
+    def to_request(self, files: list[StagedFile] | None = None) -> JobRequest:
         return JobRequest(
+            files=files or [],
             name=self.name,
             inputs=cast("list[InputSpec]", self.inputs),
             pipeline=self.pipeline,
@@ -77,6 +103,9 @@ class JobCreate(BaseModel):
             config=self.config,
             limit=self.limit,
             shuffle=self.shuffle,
+            collection_id=self.collection_id,
+            method=self.method,
+            source_item_id=self.source_image_single_id,
         )
 
 
@@ -85,6 +114,22 @@ class Ref(BaseModel):
     id: int
     name: str
     details: str
+    user_permissions: list[str] = []
+
+
+class CollectionRef(BaseModel):
+    id: int
+    name: str
+    details: str
+    method: str
+    user_permissions: list[str] = []
+
+
+class StoredItemRef(BaseModel):
+    id: int
+    name: str
+    details: str
+    collection_id: int
     user_permissions: list[str] = []
 
 
@@ -143,8 +188,10 @@ class JobOut(BaseModel):
     shuffle: bool
     project: Ref
     deployment: None
-    source_image_collection: None
-    source_image_single: None
+    source_image_collection: CollectionRef | None = Field(
+        description="The collection the job ran over (with the sampling `method`), if any."
+    )
+    source_image_single: StoredItemRef | None = Field(description="The one stored item the job ran over.")
     pipeline: PipelineRef | None
     status: JobStatus
     created_at: str
@@ -205,6 +252,11 @@ class ItemOut(BaseModel):
     duration_ms: int | None
     result: Any
     error: str | None
+    source: str | None = Field(
+        default=None,
+        description="Where the bytes came from: the URL, `s3://…`, `upload:<file>`, "
+        "`collection:<id>/<item>`; null for inline inputs.",
+    )
 
 
 class ItemPage(Page):
@@ -321,8 +373,8 @@ def present_job(
             "user_permissions": [],
         },
         "deployment": None,
-        "source_image_collection": None,
-        "source_image_single": None,
+        "source_image_collection": _collection_ref(row.get("source_collection"), base),
+        "source_image_single": _item_ref(row.get("source_item"), base),
         "pipeline": pipeline,
         "status": status,
         "created_at": isoformat(row["created_at"]),
@@ -383,6 +435,7 @@ def present_item(row: RowMapping) -> dict[str, Any]:
         "duration_ms": row["duration_ms"],
         "result": row["result"],
         "error": row["error"],
+        "source": row.get("source"),
     }
 
 
@@ -402,5 +455,30 @@ def present_pipeline(row: RowMapping, base: str) -> dict[str, Any]:
         "batch_size": row["batch_size"],
         "created_at": isoformat(row["created_at"]),
         "updated_at": isoformat(row["updated_at"]),
+        "user_permissions": [],
+    }
+
+
+def _collection_ref(snapshot: dict[str, Any] | None, base: str) -> dict[str, Any] | None:
+    if not snapshot:
+        return None
+    return {
+        "id": snapshot["id"],
+        "name": snapshot["name"],
+        "details": f"{base}/api/v2/collections/{snapshot['id']}/",
+        "method": snapshot["method"],
+        "user_permissions": [],
+    }
+
+
+def _item_ref(snapshot: dict[str, Any] | None, base: str) -> dict[str, Any] | None:
+    if not snapshot:
+        return None
+    collection_id = snapshot["collection_id"]
+    return {
+        "id": snapshot["id"],
+        "name": snapshot["name"],
+        "details": f"{base}/api/v2/collections/{collection_id}/items/{snapshot['id']}/",
+        "collection_id": collection_id,
         "user_permissions": [],
     }

@@ -1,0 +1,111 @@
+"""S3 inputs: ``s3://bucket/key`` (one object) or ``s3://bucket/prefix/`` (every object under it).
+
+Needs boto3 (``pip install 'conveyor[s3]'``); without it an S3 input is a clear 400. The
+endpoint, region and credentials come from ``CONVEYOR_S3_*`` settings, else from boto3's own
+lookup (environment, config files, instance role). Objects are fetched at submit under the
+per-input byte cap; a prefix expands to at most ``s3_max_objects_per_prefix`` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from conveyor.errors import InputUnavailable, InvalidInput, TooLarge
+from conveyor.inputs.inline import DecodedInput
+from conveyor.settings import Settings
+
+
+def parse(address: str, label: str) -> tuple[str, str]:
+    if not address.startswith("s3://"):
+        raise InvalidInput(f"Input {label!r}: {address!r} is not an s3://bucket/key address.", input=label)
+    bucket, _, key = address[len("s3://") :].partition("/")
+    if not bucket:
+        raise InvalidInput(f"Input {label!r}: {address!r} has no bucket.", input=label)
+    return bucket, key
+
+
+class S3Source:
+    def __init__(self, settings: Settings) -> None:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise InvalidInput(
+                "S3 inputs need boto3 on the server: pip install 'conveyor[s3]'.", kind="s3"
+            ) from None
+        self.settings = settings
+        self.max_bytes = settings.max_input_bytes
+        self.client: Any = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=settings.s3_secret_access_key,
+            config=Config(
+                connect_timeout=settings.url_timeout_seconds,
+                read_timeout=settings.url_timeout_seconds,
+                retries={"max_attempts": 2},
+            ),
+        )
+
+    def resolve(self, index: int, name: str | None, address: str) -> Iterator[DecodedInput]:
+        label = name or address
+        bucket, key = parse(address, label)
+        if key == "" or key.endswith("/"):
+            keys = self._expand(bucket, key, label)
+            for key_name in keys:
+                yield self._get(bucket, key_name, key_name.rsplit("/", 1)[-1] or key_name)
+            return
+        yield self._get(bucket, key, name or key.rsplit("/", 1)[-1] or f"input-{index}")
+
+    def _expand(self, bucket: str, prefix: str, label: str) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        keys: list[str] = []
+        cap = self.settings.s3_max_objects_per_prefix
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    if obj["Key"].endswith("/"):
+                        continue  # "folder" markers
+                    keys.append(obj["Key"])
+                    if len(keys) > cap:
+                        raise TooLarge(
+                            f"Input {label!r} expands to more than {cap} objects "
+                            "(CONVEYOR_S3_MAX_OBJECTS_PER_PREFIX).",
+                            input=label,
+                        )
+        except (BotoCoreError, ClientError) as exc:
+            raise InputUnavailable(
+                f"Input {label!r}: cannot list s3://{bucket}/{prefix}: {exc}", input=label
+            ) from None
+        if not keys:
+            raise InputUnavailable(f"Input {label!r}: no objects under s3://{bucket}/{prefix}.", input=label)
+        return keys
+
+    def _get(self, bucket: str, key: str, label: str) -> DecodedInput:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        address = f"s3://{bucket}/{key}"
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key)
+            if int(head.get("ContentLength", 0)) > self.max_bytes:
+                raise TooLarge(
+                    f"Input {label!r} is {head['ContentLength']} bytes, over the {self.max_bytes}-byte cap "
+                    "per input.",
+                    input=label,
+                )
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+            data = body.read(self.max_bytes + 1)
+            body.close()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            missing = code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
+            reason = "no such object" if missing else str(exc)
+            raise InputUnavailable(f"Input {label!r}: {address}: {reason}.", input=label) from None
+        except BotoCoreError as exc:
+            raise InputUnavailable(f"Input {label!r}: cannot fetch {address}: {exc}", input=label) from None
+        if len(data) > self.max_bytes:
+            raise TooLarge(f"Input {label!r} is over the {self.max_bytes}-byte cap per input.", input=label)
+        return DecodedInput(label, "base64", data, source=address)
