@@ -11,13 +11,15 @@ from fastapi.responses import JSONResponse
 
 from conveyor import __version__
 from conveyor.api import errors
-from conveyor.api.routes import catalog, events, health, jobs
+from conveyor.api.request_ids import RequestIdMiddleware
+from conveyor.api.routes import catalog, events, health, jobs, metrics
 from conveyor.dispatch.base import Dispatcher
 from conveyor.dispatch.celery import CeleryDispatcher
 from conveyor.dispatch.local import LocalDispatcher
 from conveyor.services.bootstrap import prepare
 from conveyor.services.events import EventHub
 from conveyor.services.jobs import JobService
+from conveyor.services.metrics import ConveyorCollector, make_registry
 from conveyor.services.sweeper import Sweeper
 from conveyor.settings import Settings
 from conveyor.store import Store
@@ -79,6 +81,9 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.state.pool = pool
     app.state.sweeper = sweeper
     app.state.events = hub
+    app.state.metrics = make_registry(
+        ConveyorCollector(store, hub, lambda: pool.status() if pool is not None else [])
+    )
     errors.install(app)
 
     @app.middleware("http")
@@ -97,6 +102,8 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(jobs.router)
     app.include_router(catalog.router)
     app.include_router(events.router)
+    app.include_router(metrics.router)
+    app.add_middleware(RequestIdMiddleware)  # outermost: the id covers the other middleware too
     return app
 
 

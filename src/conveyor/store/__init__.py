@@ -10,6 +10,7 @@ from conveyor.store.database import Database
 from conveyor.store.history import HistoryRepository
 from conveyor.store.jobs import JobRepository
 from conveyor.store.pipelines import PipelineRepository
+from conveyor.store.stats import StatsRepository
 
 
 class Store:
@@ -26,6 +27,7 @@ class Store:
         self.pipelines = PipelineRepository(self.db)
         self.history = HistoryRepository(self.db)
         self.changes = ChangeFeed(self.db)
+        self.stats = StatsRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()
