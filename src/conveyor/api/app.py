@@ -23,6 +23,7 @@ from conveyor.services.metrics import ConveyorCollector, make_registry
 from conveyor.services.sweeper import Sweeper
 from conveyor.settings import Settings
 from conveyor.store import Store
+from conveyor.web import routes as web
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(catalog.router)
     app.include_router(events.router)
     app.include_router(metrics.router)
+    app.include_router(web.router)
+    app.mount("/static", web.static_files, name="static")
     app.add_middleware(RequestIdMiddleware)  # outermost: the id covers the other middleware too
     return app
 
