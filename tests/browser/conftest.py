@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, start_server
+from tests.conftest import Server
 
 CHROMIUM = Path(os.environ.get("CONVEYOR_CHROMIUM", "/usr/bin/chromium"))
 VIEWPORT = {"width": 1280, "height": 860}
@@ -41,12 +41,10 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-@pytest.fixture(scope="module")
-def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server of its own, so that history filters and pages see only this module's jobs."""
-    server = start_server(tmp_path_factory.mktemp("web"), workers=2)
-    yield server
-    server.stop()
+@pytest.fixture
+def web_server(shared_server: Server) -> Server:
+    """The shared server: the tests name their jobs with unique tags and filter the history by them."""
+    return shared_server
 
 
 @pytest.fixture
