@@ -80,7 +80,12 @@ class Server:
 
 
 def start_server(
-    data_dir: Path, *, workers: int = 2, extra_env: dict[str, str] | None = None, key: str | None = None
+    data_dir: Path,
+    *,
+    workers: int = 2,
+    extra_env: dict[str, str] | None = None,
+    key: str | None = None,
+    extra_args: list[str] | None = None,
 ) -> Server:
     env = {**os.environ, **TEST_ENV, "CONVEYOR_DATA_DIR": str(data_dir), **(extra_env or {})}
     env.pop("CONVEYOR_URL", None)
@@ -94,7 +99,17 @@ def start_server(
     log_path = data_dir / f"server-{port}.log"
     log_file = log_path.open("w")
     process = subprocess.Popen(
-        [*CONVEYOR, "serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
+        [
+            *CONVEYOR,
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            *(extra_args or []),  # a repeated option wins, e.g. ["--log-level", "info"]
+        ],
         env=env,
         stdout=log_file,
         stderr=subprocess.STDOUT,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 from typing import Annotated, Any
 
 import typer
 
-from conveyor import __version__
+from conveyor import __version__, logs
 from conveyor.cli_jobs import register as register_job_commands
 from conveyor.settings import Settings
 
@@ -50,7 +49,7 @@ def serve(
     from conveyor.api.app import create_app
 
     os.environ.setdefault("CONVEYOR_LOG_LEVEL", log_level.upper())
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(log_level)
     settings = _settings()
     stopped_by: list[int] = []
     # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal; these handlers

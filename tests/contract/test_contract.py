@@ -413,6 +413,7 @@ def test_event_stream_follows_a_job_live(deployment: Deployment) -> None:
         with deployment.client() as client:
             assert client.post(f"/api/v2/jobs/{job['id']}/run/").status_code == 200
         last = reader.wait(lambda e: e.event == "job" and e.data["status"] in FINISHED, timeout=60)
+        reader.wait(lambda e: e.event == "status" and e.data["to_status"] in FINISHED)
         events = reader.snapshot()
     assert last.data["status"] == "SUCCESS" and last.data["completed"] == 8
     statuses = [e.data["to_status"] for e in events if e.event == "status"]

@@ -22,7 +22,7 @@ from tests.integration.helpers_api import (
     unique,
 )
 
-OPEN_PATHS = ("/livez", "/readyz", "/docs", "/openapi.json")
+OPEN_PATHS = ("/livez", "/readyz", "/metrics", "/docs", "/openapi.json")
 
 
 @pytest.fixture

@@ -220,3 +220,18 @@ def test_event_stream_endpoints_are_documented(shared_server: Server) -> None:
         operation = spec["paths"][path]["get"]
         assert "Last-Event-ID" in operation["description"]
         assert "text/event-stream" in operation["responses"]["200"]["content"]
+
+
+def test_a_cursor_from_elsewhere_does_not_mute_the_stream(
+    shared_server: Server, client: httpx.Client
+) -> None:
+    """A Last-Event-ID past the newest ids (another database) or not a cursor at all: start from now."""
+    for given in ("999999999.999999999", "not-a-cursor"):
+        job = submit(client, name=unique("sse-future"), n=1, start_now=False)
+        headers = {"Last-Event-ID": given}
+        with SseReader(
+            shared_server.url, job_events_path(job["id"]), key=shared_server.key, headers=headers
+        ) as r:
+            r.wait(lambda e: e.event == "job" and e.data["status"] == "CREATED")
+            assert client.post(f"{JOBS}{job['id']}/cancel/").status_code == 200
+            r.wait(lambda e: e.event == "status" and e.data["to_status"] == "REVOKED")

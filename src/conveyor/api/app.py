@@ -10,12 +10,14 @@ from fastapi import FastAPI, Request, Response
 
 from conveyor import __version__
 from conveyor.api import errors
+from conveyor.api.request_ids import RequestIdMiddleware
 from conveyor.api.routes import (
     catalog,
     collections,
     events,
     health,
     jobs,
+    metrics,
     modzy_jobs,
     modzy_models,
     tenancy,
@@ -27,9 +29,11 @@ from conveyor.dispatch.local import LocalDispatcher
 from conveyor.services.bootstrap import prepare
 from conveyor.services.events import EventHub
 from conveyor.services.jobs import JobService
+from conveyor.services.metrics import ConveyorCollector, make_registry
 from conveyor.services.sweeper import Sweeper
 from conveyor.settings import Settings
 from conveyor.store import Store
+from conveyor.web import routes as web
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +116,9 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.state.pool = pool
     app.state.sweeper = sweeper
     app.state.events = hub
+    app.state.metrics = make_registry(
+        ConveyorCollector(store, hub, lambda: pool.status() if pool is not None else [])
+    )
     errors.install(app)
 
     @app.middleware("http")
@@ -132,6 +139,10 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(modzy_models.router)
     app.include_router(tenancy.router)
     app.include_router(events.router)
+    app.include_router(metrics.router)
+    app.include_router(web.router)
+    app.mount("/static", web.static_files, name="static")
+    app.add_middleware(RequestIdMiddleware)  # outermost: the id covers the other middleware too
     return app
 
 

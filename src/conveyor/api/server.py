@@ -13,6 +13,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from conveyor import logs
 from conveyor.services.events import EventHub
 
 
@@ -28,6 +29,12 @@ class ConveyorServer(uvicorn.Server):
 
 def run(app: FastAPI, *, host: str, port: int, log_level: str, timeout_graceful_shutdown: int = 10) -> None:
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=timeout_graceful_shutdown
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=timeout_graceful_shutdown,
+        # JSON logs: uvicorn's own loggers (errors, access lines) go through the root JSON handler.
+        log_config=None if logs.log_format() == "json" else uvicorn.config.LOGGING_CONFIG,
     )
     ConveyorServer(config, app.state.events).run()

@@ -279,7 +279,11 @@ class EventStream:
     async def _follow(self, subscription: Subscription) -> AsyncIterator[Outgoing | None]:
         feed = self.hub.feed
         # Subscribed before reading the start: whatever commits from here on reaches the queue.
-        start = self.resume if self.resume is not None else await asyncio.to_thread(feed.head)
+        head = await asyncio.to_thread(feed.head)
+        start = head
+        if self.resume is not None:
+            # A cursor from the future (another database, a restored backup) must not mute the stream.
+            start = Cursor(min(self.resume.event_id, head.event_id), min(self.resume.log_id, head.log_id))
         cursor = start
         sent_events: set[int] = set()
         sent_logs: set[int] = set()

@@ -14,6 +14,7 @@ from conveyor.store.jobs import JobRepository
 from conveyor.store.memberships import MembershipRepository
 from conveyor.store.pipelines import PipelineRepository
 from conveyor.store.quotas import QuotaRepository
+from conveyor.store.stats import StatsRepository
 from conveyor.store.uploads import UploadRepository
 
 
@@ -40,6 +41,7 @@ class Store:
         self.audit = AuditRepository(self.db)
         self.quotas = QuotaRepository(self.db)
         self.collections = CollectionRepository(self.db)
+        self.stats = StatsRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

@@ -8,7 +8,8 @@ the whole process; streams call ``replay`` once when a client resumes with ``Las
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,6 +74,17 @@ class ChangeFeed:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """One consistent view for the three reads of a poll, so that a transition and the job row it
+        changed arrive together (PostgreSQL's default READ COMMITTED gives each statement its own
+        snapshot; a SQLite read transaction already is one)."""
+        with self.db.engine.connect() as conn:
+            if not self.db.is_sqlite:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
     def head(self) -> Cursor:
         """The newest ids now: a stream that starts here sees only what happens from now on."""
         with self.db.read() as conn:
@@ -90,7 +102,7 @@ class ChangeFeed:
     ) -> Changes:
         """Rows past ``after`` (plus ids once skipped as gaps, which a slower transaction may have
         committed since), and jobs updated at or after ``jobs_since`` (None: skip that query)."""
-        with self.db.read() as conn:
+        with self._snapshot() as conn:
             events = self._new_rows(conn, _event_query(), job_events, after.event_id, event_gaps)
             logs = self._new_rows(conn, _log_query(), job_logs, after.log_id, log_gaps)
             changed: list[RowMapping] = []

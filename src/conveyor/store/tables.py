@@ -222,6 +222,8 @@ chunks = Table(
 Index("ix_chunks_status_id", chunks.c.status, chunks.c.id)
 Index("ix_chunks_job_status", chunks.c.job_id, chunks.c.status)
 Index("ix_chunks_status_lease", chunks.c.status, chunks.c.lease_expires_at)
+# /metrics observes the chunks finished since its previous scrape (migration 0005).
+Index("ix_chunks_finished_at", chunks.c.finished_at)
 
 job_logs = Table(
     "job_logs",

@@ -11,6 +11,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+from conveyor import logs
 from conveyor.dispatch.local import READY, WAKE_ALL, send
 from conveyor.pipelines import registry
 from conveyor.settings import Settings
@@ -22,10 +23,7 @@ IDLE_POLL_SECONDS = 1.0
 
 
 def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbox: Connection) -> None:
-    logging.basicConfig(
-        level=os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s worker-{slot} %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(os.environ.get("CONVEYOR_LOG_LEVEL", "INFO"), process_name=f"worker-{slot}")
     shutdown = threading.Event()
     # SIGTERM (from the parent, or an operator) is a graceful stop. A self-pipe interrupts the
     # idle wait at once. Ctrl-C in a terminal reaches the whole process group: the parent

@@ -1,0 +1,1 @@
+"""The web dashboard: server-rendered page shells (Jinja2) + small vanilla JS calling the JSON API."""

@@ -1,0 +1,370 @@
+// Conveyor dashboard: calls the JSON API (/api/v2) with the key from sessionStorage.
+"use strict";
+
+const KEY = "conveyor.key";
+const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"]);
+const RUNNING = new Set(["PENDING", "STARTED", "RETRY"]);
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function key() { return sessionStorage.getItem(KEY); }
+
+function setKey(value) {
+  sessionStorage.setItem(KEY, value);
+  // The event streams (EventSource cannot send headers) read the key from this session cookie.
+  document.cookie = `conveyor_key=${encodeURIComponent(value)}; path=/api/; SameSite=Strict`;
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY);
+  document.cookie = "conveyor_key=; path=/api/; max-age=0; SameSite=Strict";
+  location.href = "/login";
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Token ${key()}`, ...(options.headers || {}) };
+  if (options.body && !headers["Content-Type"]) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) { signOut(); throw new Error("unauthenticated"); }
+  if (!response.ok) {
+    let message = `${response.status}`;
+    try { message = (await response.json()).message || message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+function flash(message) {
+  const box = $("#flash");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") node.className = value; else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
+  return node;
+}
+
+function when(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
+function ms(value) {
+  if (value === null || value === undefined) return "—";
+  if (value < 1000) return `${value} ms`;
+  const s = value / 1000;
+  return s < 120 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
+function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB"]; let v = n / 1024; let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return `${v.toFixed(1)} ${units[i]}`;
+}
+function pct(p) { return `${Math.round((p || 0) * 100)} %`; }
+
+function bar(progress, label) {
+  const value = Math.round((progress || 0) * 100);
+  const outer = el("div", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100",
+    "aria-valuenow": String(value), "aria-label": label });
+  outer.append(el("span", { style: `width:${value}%` }), el("em", {}, `${value} %`));
+  return outer;
+}
+
+function badge(status) { return el("span", { class: `badge s-${status}` }, status); }
+
+function canWrite(job) { return (job.user_permissions || []).includes("run"); }
+
+// ------------------------------------------------------------------ login
+function initLogin() {
+  $("#login-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const value = $("#key").value.trim();
+    const response = await fetch("/api/v2/projects/", { headers: { Authorization: `Token ${value}` } });
+    if (!response.ok) { flash("That key was not accepted."); return; }
+    setKey(value);
+    location.href = "/";
+  });
+}
+
+// ------------------------------------------------------------------- jobs
+function initJobs() {
+  const state = { ordering: "-created_at", url: null };
+  const tbody = $("#jobs tbody");
+  const rows = new Map();
+
+  api("/api/v2/pipelines/").then((list) => {
+    const select = $("#f-pipeline");
+    const seen = new Set();
+    for (const p of list) {
+      if (seen.has(p.slug)) continue;
+      seen.add(p.slug);
+      select.append(el("option", { value: p.slug }, p.name));
+    }
+  });
+
+  function query() {
+    const form = new FormData($("#filters"));
+    const params = new URLSearchParams({ ordering: state.ordering });
+    for (const [name, value] of form.entries()) {
+      if (!value) continue;
+      params.set(name, name.startsWith("created_") ? new Date(`${value}T00:00:00Z`).toISOString() : value);
+    }
+    return `/api/v2/jobs/?${params}`;
+  }
+
+  function renderRow(job) {
+    const tr = el("tr", { "data-job": String(job.id) },
+      el("td", {}, el("a", { href: `/jobs/${job.id}` }, String(job.id))),
+      el("td", {}, el("a", { href: `/jobs/${job.id}` }, job.name)),
+      el("td", {}, job.pipeline ? `${job.pipeline.name} v${job.pipeline.version}` : "—"),
+      el("td", { class: "status" }, badge(job.status)),
+      el("td", { class: "progress" }, bar(job.progress.summary.progress, `Progress of job ${job.id}`)),
+      el("td", { class: "counts" }, `${job.completed} / ${job.failed} / ${job.total}`),
+      el("td", {}, when(job.created_at)),
+      el("td", { class: "elapsed" }, ms(job.elapsed_time_ms)));
+    return tr;
+  }
+
+  async function load(url) {
+    state.url = url;
+    try {
+      const page = await api(url);
+      rows.clear();
+      tbody.replaceChildren(...page.results.map((job) => { const tr = renderRow(job); rows.set(job.id, tr); return tr; }));
+      if (!page.results.length) tbody.append(el("tr", {}, el("td", { colspan: "8" }, "No jobs match.")));
+      $("#count").textContent = `${page.count} job${page.count === 1 ? "" : "s"}`;
+      for (const [id, link] of [["#next", page.next], ["#prev", page.previous]]) {
+        const button = $(id);
+        button.disabled = !link;
+        button.dataset.url = link ? link.replace(/^https?:\/\/[^/]+/, "") : "";
+      }
+      flash("");
+    } catch (error) { flash(`Could not load jobs: ${error.message}`); }
+  }
+
+  $("#filters").addEventListener("submit", (event) => { event.preventDefault(); load(query()); });
+  $("#next").addEventListener("click", () => load($("#next").dataset.url));
+  $("#prev").addEventListener("click", () => load($("#prev").dataset.url));
+  for (const button of document.querySelectorAll("button.sort")) {
+    button.addEventListener("click", () => {
+      const field = button.dataset.order;
+      state.ordering = state.ordering === `-${field}` ? field : `-${field}`;
+      for (const other of document.querySelectorAll("button.sort")) other.removeAttribute("aria-sort");
+      button.setAttribute("aria-sort", state.ordering.startsWith("-") ? "descending" : "ascending");
+      load(query());
+    });
+  }
+  load(query());
+
+  // Live: one stream for every job the key sees; visible rows are updated in place.
+  const source = new EventSource("/api/v2/events/");
+  source.addEventListener("job", (event) => {
+    const job = JSON.parse(event.data);
+    const old = rows.get(job.id);
+    if (!old) return;
+    const fresh = renderRow(job);
+    old.replaceWith(fresh);
+    rows.set(job.id, fresh);
+  });
+}
+
+// -------------------------------------------------------------------- job
+function initJob() {
+  const id = document.body.dataset.jobId;
+  const base = `/api/v2/jobs/${id}/`;
+  let current = null;
+  let lastLog = 0;
+  let itemsNext = null;
+
+  function field(dl, name, value) { dl.append(el("div", {}, el("dt", {}, name), el("dd", {}, value ?? "—"))); }
+
+  function renderJob(job) {
+    current = job;
+    document.title = `${job.name} · Conveyor`;
+    $("#job-title").textContent = `${job.name} (#${job.id})`;
+    $("#job-status").replaceChildren(badge(job.status));
+    $("#summary").replaceChildren(el("p", {}, `Overall: ${pct(job.progress.summary.progress)}`),
+      bar(job.progress.summary.progress, "Overall progress"));
+    $("#stages").replaceChildren(...job.progress.stages.map((s) => el("div", { class: "stage" },
+      el("span", { class: "stage-name" }, `${s.name} — ${s.status}`), bar(s.progress, `Stage ${s.name}`))));
+    const counters = $("#counters");
+    counters.replaceChildren();
+    for (const name of ["total", "pending", "completed", "failed", "canceled"]) field(counters, name, String(job[name]));
+    const dl = $("#fields");
+    dl.replaceChildren();
+    field(dl, "Job identifier", job.job_identifier);
+    field(dl, "Pipeline", job.pipeline ? `${job.pipeline.name} (${job.pipeline.slug}) v${job.pipeline.version}${job.pipeline.version_name ? " " + job.pipeline.version_name : ""}` : "—");
+    field(dl, "Project", job.project.name);
+    field(dl, "Job type", job.job_type.name);
+    field(dl, "Submitted by", job.submitted_by);
+    field(dl, "Created", when(job.created_at));
+    field(dl, "Submitted", when(job.submitted_at));
+    field(dl, "Started", when(job.started_at));
+    field(dl, "Finished", when(job.finished_at));
+    field(dl, "Queue time", ms(job.queue_time_ms));
+    field(dl, "Elapsed time", ms(job.elapsed_time_ms));
+    field(dl, "Timeout", job.timeout ? ms(job.timeout) : "none");
+    field(dl, "Input bytes", bytes(job.input_byte_amount));
+    field(dl, "Delay", `${job.delay} s`);
+    field(dl, "Limit / shuffle", `${job.limit ?? "—"} / ${job.shuffle ? "yes" : "no"}`);
+    field(dl, "Explain", job.explain ? "yes" : "no");
+    field(dl, "Max failed ratio", String(job.max_failed_ratio));
+    field(dl, "Dispatch", job.dispatch_mode);
+    field(dl, "Config", JSON.stringify(job.config));
+    renderActions(job);
+  }
+
+  function renderActions(job) {
+    const box = $("#job-actions");
+    box.replaceChildren();
+    if (!canWrite(job)) return;  // viewer keys: no actions at all
+    const s = job.status;
+    const actions = [
+      ["run", "Run", s === "CREATED"],
+      ["cancel", "Cancel", s === "CREATED" || RUNNING.has(s)],
+      ["retry", "Retry failed", TERMINAL.has(s) && job.failed > 0],
+      ["delete", "Delete", TERMINAL.has(s) || s === "CREATED"],
+    ];
+    for (const [action, label, enabled] of actions) {
+      const button = el("button", { type: "button", "data-action": action, disabled: !enabled, class: action === "delete" ? "danger" : "" }, label);
+      button.addEventListener("click", () => act(action, label));
+      box.append(button);
+    }
+  }
+
+  async function act(action, label) {
+    if (!confirm(`${label} job #${id} "${current.name}"?`)) return;
+    try {
+      if (action === "delete") { await api(base, { method: "DELETE" }); location.href = "/"; return; }
+      renderJob(await api(`${base}${action}/`, { method: "POST" }));
+      if (action === "retry") loadItems(true);
+    } catch (error) { flash(`${label} failed: ${error.message}`); }
+  }
+
+  function appendLog(line) {
+    const pre = $("#log");
+    const follow = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 20;
+    pre.append(`${line}\n`);
+    if (follow) pre.scrollTop = pre.scrollHeight;
+  }
+
+  function itemRow(item) {
+    const detail = item.error ? el("span", { class: "error" }, item.error) : (item.result ? JSON.stringify(item.result) : "");
+    return el("tr", {}, el("td", {}, String(item.seq)), el("td", {}, item.name), el("td", {}, item.kind),
+      el("td", {}, badge(item.status)), el("td", {}, String(item.attempts)), el("td", {}, ms(item.duration_ms)),
+      el("td", { class: "result" }, detail));
+  }
+
+  async function loadItems(reset) {
+    const tbody = $("#items tbody");
+    let url = itemsNext;
+    if (reset) {
+      const status = $("#item-status").value;
+      url = `${base}items/?limit=100${status ? `&status=${status}` : ""}`;
+      tbody.replaceChildren();
+    }
+    const page = await api(url.replace(/^https?:\/\/[^/]+/, ""));
+    tbody.append(...page.results.map(itemRow));
+    itemsNext = page.next;
+    $("#items-more").hidden = !page.next;
+  }
+
+  async function start() {
+    try {
+      renderJob(await api(base));
+    } catch (error) { flash(`Could not load job #${id}: ${error.message}`); return; }
+    const logs = await api(`${base}logs/?limit=1000`);
+    for (const row of logs.results) appendLog(row.line);
+    lastLog = logs.last_id;
+    loadItems(true);
+    const source = new EventSource(`${base}events/`);
+    source.addEventListener("job", (event) => {
+      const job = JSON.parse(event.data);
+      const wasTerminal = current && TERMINAL.has(current.status);
+      renderJob(job);
+      if (TERMINAL.has(job.status) && !wasTerminal) loadItems(true);
+    });
+    source.addEventListener("log", (event) => {
+      const row = JSON.parse(event.data);
+      if (row.id > lastLog) { lastLog = row.id; appendLog(row.line); }
+    });
+  }
+
+  $("#item-status").addEventListener("change", () => loadItems(true));
+  $("#items-more").addEventListener("click", () => loadItems(false));
+  start();
+}
+
+// ----------------------------------------------------------------- submit
+function initSubmit() {
+  const select = $("#s-pipeline");
+  let pipelines = [];
+
+  function describe() {
+    const p = pipelines.find((x) => String(x.id) === select.value);
+    if (!p) return;
+    $("#pipeline-info").replaceChildren(el("p", {}, p.description),
+      el("p", {}, `Version ${p.version}${p.version_name ? " (" + p.version_name + ")" : ""} · accepts ${p.input_kinds.join(", ")} · batch ${p.batch_size}${p.supports_explain ? " · explain" : ""}`));
+    $("#s-explain").disabled = !p.supports_explain;
+  }
+
+  api("/api/v2/pipelines/").then((list) => {
+    pipelines = list;
+    select.replaceChildren(...list.map((p) => el("option", { value: String(p.id) }, `${p.name} (${p.slug}) v${p.version}`)));
+    describe();
+  });
+  select.addEventListener("change", describe);
+
+  function readBase64(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(file);
+    });
+  }
+
+  $("#submit-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const inputs = $("#s-texts").value.split("\n").map((t) => t.trim()).filter(Boolean)
+      .map((text, i) => ({ name: `text-${i}`, kind: "text", data: text }));
+    for (const file of $("#s-files").files) inputs.push({ name: file.name, kind: "base64", data: await readBase64(file) });
+    let config;
+    try { config = JSON.parse($("#s-config").value || "{}"); } catch (_) { flash("Pipeline config is not valid JSON."); return; }
+    const body = {
+      name: $("#s-name").value.trim(),
+      pipeline_id: Number(select.value),
+      inputs,
+      delay: Number($("#s-delay").value || 0),
+      timeout: $("#s-timeout").value ? Number($("#s-timeout").value) : null,
+      explain: $("#s-explain").checked,
+      max_failed_ratio: Number($("#s-ratio").value),
+      config,
+    };
+    try {
+      const job = await api(`/api/v2/jobs/?start_now=${$("#s-start").checked}`, { method: "POST", body: JSON.stringify(body) });
+      location.href = `/jobs/${job.id}`;
+    } catch (error) { flash(`Not submitted: ${error.message}`); }
+  });
+}
+
+// -------------------------------------------------------------- pipelines
+function initPipelines() {
+  api("/api/v2/pipelines/").then((list) => {
+    $("#pipelines tbody").replaceChildren(...list.map((p) => el("tr", {},
+      el("td", {}, p.name), el("td", {}, el("code", {}, p.slug)), el("td", {}, `${p.version}${p.version_name ? " " + p.version_name : ""}`),
+      el("td", {}, p.description), el("td", {}, p.input_kinds.join(", ")),
+      el("td", {}, p.stages.map((s) => s.name).join(" → ")), el("td", {}, String(p.batch_size)),
+      el("td", {}, p.supports_explain ? "yes" : "no"))));
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const page = document.body.dataset.page;
+  if (page === "login") { initLogin(); return; }
+  if (!key()) { location.href = "/login"; return; }
+  $("#logout")?.addEventListener("click", signOut);
+  ({ jobs: initJobs, job: initJob, submit: initSubmit, pipelines: initPipelines })[page]?.();
+});

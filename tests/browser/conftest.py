@@ -1,0 +1,71 @@
+"""Browser tests: Playwright driving Debian's chromium (``/usr/bin/chromium``), headless, no download.
+
+A missing chromium skips locally and FAILS under ``CI=true`` (``make setup`` installs it).
+Set ``CONVEYOR_SCREENSHOTS_DIR=docs/screenshots`` to save screenshots of the main pages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server
+
+CHROMIUM = Path(os.environ.get("CONVEYOR_CHROMIUM", "/usr/bin/chromium"))
+VIEWPORT = {"width": 1280, "height": 860}
+
+
+def _require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    message = f"{CHROMIUM} is missing: run `make setup` (apt-get install chromium) to run the browser tests"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def web_server(shared_server: Server) -> Server:
+    """The shared server: the tests name their jobs with unique tags and filter the history by them."""
+    return shared_server
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(20_000)
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def login(page: Any, server: Server, key: str | None = None) -> None:
+    page.goto(f"{server.url}/login")
+    page.get_by_label("API key").fill(key or server.key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{server.url}/")
+
+
+def snap(page: Any, name: str) -> None:
+    """Save a screenshot when CONVEYOR_SCREENSHOTS_DIR is set (docs/screenshots in the README)."""
+    target = os.environ.get("CONVEYOR_SCREENSHOTS_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=False)
