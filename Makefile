@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The [ml] extra's torch, named in the same pip call so pip takes the local CPU build and never
+# resolves a CUDA one. Keep in step with pyproject.toml.
+TORCH  := torch==2.13.0
 # bench/ is optional so that lint works before the benchmarks exist.
 LINT_PATHS := src tests $(wildcard bench)
 
@@ -16,14 +19,14 @@ LINT_PATHS := src tests $(wildcard bench)
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## Create .venv and install Conveyor with its dev tools (fast when up to date)
+setup: $(STAMP) ## Create .venv and install Conveyor with its dev tools and models (fast when up to date)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet '$(TORCH)' -e '.[dev,ml]'
 	@touch $(STAMP)
 
 demo: setup ## Start a server, classify held-out handwritten digits with live progress, report accuracy

@@ -14,6 +14,8 @@ from conveyor.store import migrate
 from conveyor.store.tables import metadata
 from tests.backends import postgres_database
 
+HEAD = "0002"
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
@@ -26,17 +28,21 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def test_upgrade_downgrade_upgrade(url: str) -> None:
     migrate.upgrade(url)
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == HEAD
     engine = create_engine(url)
     try:
-        assert {"jobs", "items", "chunks", "job_logs", "job_events", "api_keys"} <= set(
+        assert {"jobs", "items", "chunks", "job_logs", "job_events", "api_keys", "item_artifacts"} <= set(
             inspect(engine).get_table_names()
         )
+        migrate.downgrade(url, "0001")  # one step down: the artifacts table goes, the rest stays
+        assert migrate.current(url) == "0001"
+        assert "item_artifacts" not in inspect(engine).get_table_names()
+        assert "items" in inspect(engine).get_table_names()
         migrate.downgrade(url, "base")
         assert migrate.current(url) is None
         assert "jobs" not in inspect(engine).get_table_names()
         migrate.upgrade(url)
-        assert migrate.current(url) == "0001"
+        assert migrate.current(url) == HEAD
     finally:
         engine.dispose()
 

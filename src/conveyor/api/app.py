@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse
 
 from conveyor import __version__
 from conveyor.api import errors
-from conveyor.api.routes import catalog, health, jobs
+from conveyor.api.routes import artifacts, catalog, health, jobs
 from conveyor.dispatch.base import Dispatcher
 from conveyor.dispatch.celery import CeleryDispatcher
 from conveyor.dispatch.local import LocalDispatcher
+from conveyor.services.artifacts import ArtifactService
 from conveyor.services.bootstrap import prepare
 from conveyor.services.jobs import JobService
 from conveyor.services.sweeper import Sweeper
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.state.settings = settings
     app.state.store = store
     app.state.jobs = JobService(store, dispatcher, settings)
+    app.state.artifacts = ArtifactService(store)
     app.state.pool = pool
     app.state.sweeper = sweeper
     errors.install(app)
@@ -91,6 +93,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(catalog.router)
+    app.include_router(artifacts.router)
     return app
 
 

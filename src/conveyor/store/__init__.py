@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conveyor.settings import Settings
+from conveyor.store.artifacts import ArtifactRepository
 from conveyor.store.auth import AuthRepository
 from conveyor.store.chunks import ChunkRepository
 from conveyor.store.database import Database
@@ -24,6 +25,7 @@ class Store:
         self.auth = AuthRepository(self.db)
         self.pipelines = PipelineRepository(self.db)
         self.history = HistoryRepository(self.db)
+        self.artifacts = ArtifactRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

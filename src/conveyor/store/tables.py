@@ -186,6 +186,22 @@ items = Table(
 )
 Index("ix_items_job_status_seq", items.c.job_id, items.c.status, items.c.seq)
 
+# Small per-item files (thumbnails, saliency maps) written by workers in the same transaction as
+# the item's result. Kept in the database because that is all workers on other hosts share.
+item_artifacts = Table(
+    "item_artifacts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("item_id", BigId, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("media_type", String(100), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("item_id", "kind"),
+)
+Index("ix_item_artifacts_job_id", item_artifacts.c.job_id)
+
 chunks = Table(
     "chunks",
     metadata,
