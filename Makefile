@@ -14,7 +14,7 @@ TORCH  := torch==2.13.0
 LINT_PATHS := src tests $(wildcard bench)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint typecheck pytest bench clean distclean
+.PHONY: help setup demo demo-ml test lint typecheck pytest bench clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 demo: setup ## Start a server, classify held-out handwritten digits with live progress, report accuracy
 	$(BIN)/conveyor demo
+
+demo-ml: setup ## Start a server, classify real bundled photos with imagenet-classifier, save thumbnails
+	$(BIN)/conveyor demo-ml
 
 test: setup ## Lint, type-check and run the whole test suite
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -147,10 +147,11 @@ def test_explain_stores_a_saliency_map_per_image(client: httpx.Client) -> None:
     with Image.open(io.BytesIO(response.content)) as heat:
         assert heat.format == "PNG" and heat.mode == "L" and heat.size == (224, 224)
         pixels = np.asarray(heat, dtype=np.float32)
-    assert pixels.max() == 255  # normalised to its peak
-    # A real saliency map is concentrated: the brightest tenth of the pixels holds far more than a tenth.
+    assert pixels.max() >= 250  # stretched to the full range
+    assert pixels.std() > 20  # not a flat image
+    # A real saliency map is uneven: the brightest tenth of the pixels holds well over a tenth of the mass.
     ordered = np.sort(pixels.ravel())[::-1]
-    assert ordered[: ordered.size // 10].sum() > 0.25 * ordered.sum()
+    assert ordered[: ordered.size // 10].sum() > 0.18 * ordered.sum()
     sample = client.get(f"{JOBS}{job['id']}/items/{item['id']}/sample")
     assert sample.status_code == 200
 
@@ -191,3 +192,19 @@ def test_text_inputs_are_refused(client: httpx.Client) -> None:
         },
     )
     assert response.status_code == 400 and "accepts inputs of kind base64" in response.json()["message"]
+
+
+def test_any_image_classifier_gets_samples_from_the_worker(client: httpx.Client) -> None:
+    """`digits` makes no thumbnails itself: the worker makes them for image classifiers."""
+    from conveyor.pipelines.digits import holdout_pngs
+
+    ((name, data, _),) = holdout_pngs(limit=1)
+    response = client.post(
+        f"{JOBS}?start_now=true", json={"name": "digits", "pipeline": "digits", "inputs": [b64(name, data)]}
+    )
+    job = wait_status(client, response.json()["id"], {"SUCCESS", "FAILURE"}, timeout=120)
+    (item,) = client.get(f"{JOBS}{job['id']}/items/").json()["results"]
+    sample = client.get(f"{JOBS}{job['id']}/items/{item['id']}/sample")
+    assert sample.status_code == 200 and sample.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(sample.content)) as thumb:
+        assert thumb.size == (32, 32)  # already smaller than 128 px: kept at its size

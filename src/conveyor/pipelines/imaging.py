@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from conveyor.domain.artifacts import Artifact, ArtifactKind
 
@@ -46,11 +46,17 @@ def sample_from_bytes(data: bytes) -> Artifact | None:
         return None
 
 
-def heatmap_png(values: np.ndarray, size: tuple[int, int] | None = None) -> Artifact:
-    """A 2-D map of non-negative importances as a greyscale PNG (brightest = most important)."""
-    peak = float(values.max()) if values.size else 0.0
-    scaled = values / peak if peak > 0 else np.zeros_like(values)
-    picture = Image.fromarray(np.clip(scaled * 255.0, 0, 255).astype(np.uint8), mode="L")
+def heatmap_png(values: np.ndarray, size: tuple[int, int] | None = None, blur: float = 2.0) -> Artifact:
+    """A 2-D map of non-negative importances as a greyscale PNG (brightest = most important).
+
+    Raw gradients are speckled and a few pixels dwarf the rest: the map is clipped at its 99.5th
+    percentile, smoothed, and stretched to the full 0-255 range, so the regions show, not the specks.
+    """
+    ceiling = float(np.percentile(values, 99.5)) if values.size else 0.0
+    scaled = np.clip(values / ceiling, 0.0, 1.0) if ceiling > 0 else np.zeros_like(values)
+    picture = Image.fromarray((scaled * 255.0).astype(np.uint8), mode="L")
+    if blur > 0:
+        picture = ImageOps.autocontrast(picture.filter(ImageFilter.GaussianBlur(blur)))
     if size is not None and picture.size != size:
         picture = picture.resize(size, Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
