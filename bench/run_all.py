@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "noop_throughput": (["--items", "100000"], ["--quick"]),
     "submit_latency": (["--jobs", "100", "--poll-jobs", "20"], ["--quick"]),
     "history": (["--jobs", "100000", "--repeat", "15"], ["--quick"]),
+    "model_throughput": (["--images", "96"], ["--quick"]),
 }
 
 
@@ -71,6 +72,13 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
             out["polling_baseline_queue_time_ms_p50_p99"] = [
                 latency["polling_baseline"]["queue_time_ms"].get(p) for p in ("p50", "p99")
             ]
+    model = results.get("model_throughput", {})
+    if "conveyor" in model:
+        out["imagenet_conveyor_images_per_second"] = model["conveyor"]["best"]["end_to_end_images_per_second"]
+        out["imagenet_plain_loop_images_per_second"] = model["plain_loop"]["images_per_second"]
+        out["imagenet_ratio"] = model["ratio_end_to_end"]
+        out["imagenet_batch_size"] = model["params"]["batch_size"]
+        out["imagenet_model_load_ms_per_worker"] = model["conveyor"]["model_load_ms_per_worker"]
     history = results.get("history", {})
     if "summary" in history:
         out["history_jobs"] = history["params"]["jobs"]
