@@ -154,6 +154,9 @@ def test_explain_stores_a_saliency_map_per_image(client: httpx.Client) -> None:
     assert ordered[: ordered.size // 10].sum() > 0.18 * ordered.sum()
     sample = client.get(f"{JOBS}{job['id']}/items/{item['id']}/sample")
     assert sample.status_code == 200
+    # The module's one worker kept the model from the first job: the log says so and when it loaded.
+    lines = [r["message"] for r in client.get(f"{JOBS}{job['id']}/logs/").json()["results"]]
+    assert any("model already warm; it loaded in" in line for line in lines), lines
 
 
 @pytest.mark.parametrize(
