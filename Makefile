@@ -7,16 +7,19 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The [ml] extra's torch, named in the same pip call so pip takes the local CPU build and never
+# resolves a CUDA one. Keep in step with pyproject.toml.
+TORCH  := torch==2.13.0
 # bench/ is optional so that lint works before the benchmarks exist.
 LINT_PATHS := src tests $(wildcard bench)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup chromium demo test lint typecheck pytest bench clean distclean
+.PHONY: help setup chromium demo demo-ml test lint typecheck pytest bench clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
 
-setup: $(STAMP) chromium ## Create .venv and install Conveyor with its dev tools (fast when up to date)
+setup: $(STAMP) chromium ## Create .venv and install Conveyor with its dev tools and models (fast when up to date)
 
 # The browser tests drive Debian's chromium through Playwright (no browser download). A no-op when
 # it is there; otherwise apt-get (as root). If that fails, the browser tests skip locally and fail in CI.
@@ -29,11 +32,14 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet '$(TORCH)' -e '.[dev,ml]'
 	@touch $(STAMP)
 
 demo: setup ## Start a server, classify held-out handwritten digits with live progress, report accuracy
 	$(BIN)/conveyor demo
+
+demo-ml: setup ## Start a server, classify real bundled photos with imagenet-classifier, save thumbnails
+	$(BIN)/conveyor demo-ml
 
 test: setup ## Lint, type-check and run the whole test suite
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "history": (["--jobs", "100000", "--repeat", "15"], ["--quick"]),
     "celery_throughput": (["--items", "100000", "--plain-items", "5000"], ["--quick"]),
     "sse_latency": (["--jobs", "100", "--subscribers", "50"], ["--quick"]),
+    "model_throughput": (["--images", "96"], ["--quick"]),
 }
 
 
@@ -79,6 +80,13 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         out["celery_plain_one_task_per_item_per_second"] = celery["plain_celery"]["items_per_second"]
         out["celery_ratio"] = celery["ratio_conveyor_to_plain_celery"]
         out["celery_meets_20x_target"] = celery["meets_target"]
+    model = results.get("model_throughput", {})
+    if "conveyor" in model:
+        out["imagenet_conveyor_images_per_second"] = model["conveyor"]["best"]["end_to_end_images_per_second"]
+        out["imagenet_plain_loop_images_per_second"] = model["plain_loop"]["images_per_second"]
+        out["imagenet_ratio"] = model["ratio_end_to_end"]
+        out["imagenet_batch_size"] = model["params"]["batch_size"]
+        out["imagenet_model_load_ms_per_worker"] = model["conveyor"]["model_load_ms_per_worker"]
     history = results.get("history", {})
     if "summary" in history:
         out["history_jobs"] = history["params"]["jobs"]

@@ -688,6 +688,25 @@ def demo(
     raise typer.Exit(run_demo(count=count, workers=workers, port=port, data_dir=data_dir))
 
 
+def demo_ml(
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    port: Annotated[int, typer.Option(help="Port for the demo server (0: any free port).")] = 0,
+    data_dir: Annotated[
+        Path, typer.Option(envvar="CONVEYOR_DATA_DIR", help="Data directory of the demo server.")
+    ] = Path("conveyor-data"),
+) -> None:
+    """ML demo: classify real photos bundled in installed packages with `imagenet-classifier`.
+
+    Needs the conveyor[ml] extra. Starts `conveyor serve`, submits the photos with explain=true,
+    prints top-1 labels, whether each known photo's class is in its top 5, the model load time and
+    where thumbnails and saliency maps are served; saves them under DATA_DIR/demo-ml/. Exits 0
+    only if the job succeeded, every known photo was recognised and the server stopped cleanly.
+    """
+    from conveyor.demo_ml import run_demo_ml
+
+    raise typer.Exit(run_demo_ml(workers=workers, port=port, data_dir=data_dir))
+
+
 def register(app: typer.Typer) -> None:
     """Attach the job commands to the main app."""
     app.command("submit")(submit)
@@ -702,3 +721,4 @@ def register(app: typer.Typer) -> None:
     app.command("pipelines")(pipelines)
     app.command("projects")(projects)
     app.command("demo")(demo)
+    app.command("demo-ml")(demo_ml)

@@ -384,6 +384,14 @@ class ConveyorClient:
         )
         return page
 
+    def sample(self, job_id: int, item_id: int) -> bytes:
+        """The item's thumbnail (JPEG) made for image inputs of image classifiers."""
+        return self._request("GET", f"/api/v2/jobs/{job_id}/items/{item_id}/sample").content
+
+    def explanation(self, job_id: int, item_id: int) -> bytes:
+        """The item's explanation file (a saliency PNG) of a job submitted with ``explain=True``."""
+        return self._request("GET", f"/api/v2/jobs/{job_id}/items/{item_id}/explanation").content
+
     def iter_items(self, job_id: int, *, status: str | None = None, page_size: int = 1000) -> Iterator[Job]:
         """Every item of the job, in ``seq`` order."""
         after = -1

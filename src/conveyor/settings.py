@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         description="A CANCELING job becomes REVOKED after this even if a worker is unresponsive.",
     )
     default_max_failed_ratio: float = Field(default=0.5, ge=0, le=1)
+    model_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads of a worker process's model (torch intra-op threads); default: the "
+        "host's CPU count divided by its worker processes, at least 1.",
+    )
 
     # Input caps (a request over any of them gets 413, nothing is stored)
     max_inputs_per_job: int = Field(default=1_000_000, ge=1)

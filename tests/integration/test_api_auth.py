@@ -72,6 +72,7 @@ def test_every_other_route_needs_a_key(shared_server: Server, client: httpx.Clie
     job = submit(client, name=unique("auth-routes"), start_now=False)
     pipeline_id = client.get("/api/v2/pipelines/").json()[0]["id"]
     project_id = job["project"]["id"]
+    item_id = client.get(f"{JOBS}{job['id']}/items/").json()["results"][0]["id"]
     ids = {
         "job_id": job["id"],
         "pipeline_id": pipeline_id,
@@ -83,7 +84,7 @@ def test_every_other_route_needs_a_key(shared_server: Server, client: httpx.Clie
         "item": "a",
         "input_name": "input",
         "collection_id": 1,  # anonymous callers get 401 before any lookup
-        "item_id": 1,
+        "item_id": item_id,
     }
     routes = [(m, p) for m, p in _routes(shared_server) if p not in OPEN_PATHS]
     # The documented surface of issue 3 must be there (and so covered by this test).
@@ -98,6 +99,8 @@ def test_every_other_route_needs_a_key(shared_server: Server, client: httpx.Clie
         "/api/v2/jobs/{job_id}/logs/",
         "/api/v2/pipelines/",
         "/api/v2/projects/",
+        "/api/v2/jobs/{job_id}/items/{item_id}/sample",
+        "/api/v2/jobs/{job_id}/items/{item_id}/explanation",
     ):
         assert needed in documented, f"{needed} missing from the OpenAPI document"
     anonymous = httpx.Client(base_url=shared_server.url, timeout=30)

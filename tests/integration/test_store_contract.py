@@ -399,3 +399,37 @@ def test_item_bytes_names_and_results_round_trip_exactly(store: Store) -> None:
         ("SUCCESS", results[2], None, 1),
         ("SUCCESS", results[3], None, 1),
     ]
+
+
+def test_artifacts_are_written_with_the_write_back_and_only_under_the_lease(store: Store) -> None:
+    from conveyor.domain.artifacts import Artifact, ArtifactKind
+    from conveyor.errors import NotFound
+
+    job_id, scope = new_job(store, 3)
+    claim = store.chunks.claim("w", 30)
+    assert claim is not None
+    store.chunks.start_job(job_id)
+    pending = store.chunks.pending_items(claim)
+    picture = bytes(range(256)) * 4  # binary, with NUL bytes: stored as a blob on every backend
+    made = [
+        ItemOutcome(
+            i.id, True, {"v": i.seq}, artifacts=(Artifact(ArtifactKind.SAMPLE, "image/jpeg", picture),)
+        )
+        for i in pending
+    ]
+    late = Claim(claim.chunk_id, claim.job_id, claim.kind, claim.first_seq, claim.last_seq, "stolen", 1)
+    assert not store.chunks.write_back(late, made, [], lease_seconds=30, complete=True).held
+    with pytest.raises(NotFound, match="has no sample"):
+        store.artifacts.get(scope, job_id, pending[0].id, ArtifactKind.SAMPLE)  # nothing half-written
+    assert store.chunks.write_back(claim, made, [], lease_seconds=30, complete=True).held
+    found = store.artifacts.get(scope, job_id, pending[0].id, ArtifactKind.SAMPLE)
+    assert (found.media_type, found.data) == ("image/jpeg", picture)
+    with pytest.raises(NotFound, match="has no explanation"):
+        store.artifacts.get(scope, job_id, pending[0].id, ArtifactKind.EXPLANATION)
+    with pytest.raises(NotFound, match=f"Job {job_id} not found"):
+        store.artifacts.get(
+            Scope(scope.account_id, frozenset({-1})), job_id, pending[0].id, ArtifactKind.SAMPLE
+        )
+    other_job, _ = new_job(store, 1, start=False)
+    with pytest.raises(NotFound, match="Item"):
+        store.artifacts.get(scope, other_job, pending[0].id, ArtifactKind.SAMPLE)

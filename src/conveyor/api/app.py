@@ -12,6 +12,7 @@ from conveyor import __version__
 from conveyor.api import errors
 from conveyor.api.request_ids import RequestIdMiddleware
 from conveyor.api.routes import (
+    artifacts,
     catalog,
     collections,
     events,
@@ -26,6 +27,7 @@ from conveyor.api.routes import (
 from conveyor.dispatch.base import Dispatcher
 from conveyor.dispatch.celery import CeleryDispatcher
 from conveyor.dispatch.local import LocalDispatcher
+from conveyor.services.artifacts import ArtifactService
 from conveyor.services.bootstrap import prepare
 from conveyor.services.events import EventHub
 from conveyor.services.jobs import JobService
@@ -113,6 +115,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.state.settings = settings
     app.state.store = store
     app.state.jobs = JobService(store, dispatcher, settings)
+    app.state.artifacts = ArtifactService(store)
     app.state.pool = pool
     app.state.sweeper = sweeper
     app.state.events = hub
@@ -140,6 +143,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(tenancy.router)
     app.include_router(events.router)
     app.include_router(metrics.router)
+    app.include_router(artifacts.router)
     app.include_router(web.router)
     app.mount("/static", web.static_files, name="static")
     app.add_middleware(RequestIdMiddleware)  # outermost: the id covers the other middleware too

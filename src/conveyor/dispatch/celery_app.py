@@ -194,6 +194,9 @@ def run_worker(
 ) -> None:
     """Run a Celery worker (prefork pool) on ``settings.queue`` until it is told to stop."""
     app = make_celery(settings, pipelines=pipelines)
+    # Pool processes inherit this: each model gets its share of the host's cores.
+    threads = settings.model_threads or max(1, (os.cpu_count() or 1) // max(1, concurrency))
+    os.environ["CONVEYOR_MODEL_THREADS"] = str(threads)
     app.steps["worker"].add(HandBackRunningChunks)
     worker_process_init.connect(_on_pool_process_start, weak=False)
     worker_shutting_down.connect(hand_back_running_chunks, weak=False)

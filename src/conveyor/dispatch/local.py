@@ -40,6 +40,10 @@ READY = b"R"
 WAKE_ALL = b"W"
 
 
+def default_model_threads(processes: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
+
+
 def notify(fd: int) -> None:
     """Write one byte without ever blocking: a full pipe already holds a pending wake-up."""
     with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
@@ -108,13 +112,20 @@ class LocalDispatcher(Dispatcher):
         process = _ctx.Process(
             target=worker_main,
             name=f"conveyor-worker-{slot.index}",
-            args=(self.settings.model_dump(mode="json"), slot.index, slot.wake_reader, self._inbox_writer),
+            args=(self._worker_settings(), slot.index, slot.wake_reader, self._inbox_writer),
             daemon=False,
         )
         process.start()
         slot.process = process
         slot.started_at = time.time()
         log.info("worker %d started (pid %s)", slot.index, process.pid)
+
+    def _worker_settings(self) -> dict[str, Any]:
+        data = self.settings.model_dump(mode="json")
+        # The pool shares this host's cores: by default each worker's model gets its share, so
+        # busy workers do not oversubscribe the CPU (threads spinning against each other).
+        data["model_threads"] = self.settings.model_threads or default_model_threads(len(self.slots))
+        return data
 
     def _supervise(self) -> None:
         inbox = self._inbox_reader.fileno()

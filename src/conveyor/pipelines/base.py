@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from conveyor.domain.artifacts import Artifact
 from conveyor.domain.stages import StageDef
 from conveyor.errors import InvalidInput
 from conveyor.store.chunks import ItemInput
@@ -18,15 +19,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ItemResult:
-    """What a pipeline says about one item: a JSON-able ``value`` or an ``error`` message."""
+    """What a pipeline says about one item: a JSON-able ``value`` or an ``error`` message, and
+    optionally small files stored beside it (a sample thumbnail, an explanation)."""
 
     ok: bool
     value: Any = None
     error: str | None = None
+    artifacts: tuple[Artifact, ...] = ()
 
     @classmethod
-    def success(cls, value: Any) -> ItemResult:
-        return cls(True, value=value)
+    def success(cls, value: Any, artifacts: tuple[Artifact, ...] = ()) -> ItemResult:
+        return cls(True, value=value, artifacts=artifacts)
 
     @classmethod
     def failure(cls, error: str) -> ItemResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conveyor.settings import Settings
+from conveyor.store.artifacts import ArtifactRepository
 from conveyor.store.audit import AuditRepository
 from conveyor.store.auth import AuthRepository
 from conveyor.store.changes import ChangeFeed
@@ -42,6 +43,7 @@ class Store:
         self.quotas = QuotaRepository(self.db)
         self.collections = CollectionRepository(self.db)
         self.stats = StatsRepository(self.db)
+        self.artifacts = ArtifactRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from conveyor.clock import ms_between, utcnow
+from conveyor.domain.artifacts import Artifact
 from conveyor.domain.status import RUNNABLE, ChunkKind, ChunkStatus, JobStatus
-from conveyor.store import bulk, lifecycle
+from conveyor.store import artifacts, bulk, lifecycle
 from conveyor.store.database import Database
 from conveyor.store.tables import chunks, job_logs, jobs, pipelines
 
@@ -66,6 +67,7 @@ class ItemOutcome:
     error: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    artifacts: tuple[Artifact, ...] = ()
 
 
 @dataclass
@@ -272,6 +274,7 @@ class ChunkRepository:
                 raise _LeaseLost  # rolls the counter update back
             if outcomes:
                 bulk.update_items(conn, self.dialect, item_params)
+                artifacts.replace(conn, claim.job_id, [(o.id, a) for o in outcomes for a in o.artifacts], now)
             if logs:
                 conn.execute(
                     insert(job_logs),

@@ -131,7 +131,7 @@ jobs = Table(
     Column("delay_progress", Float, nullable=False, default=0.0),
     Column("stage_params", JSONType, nullable=False),
     Column("result", JSONType, nullable=True),
-    # What the job ran over when it came from stored inputs (migration 0003): the collection's
+    # What the job ran over when it came from stored inputs (migration 0005): the collection's
     # id (to refuse deleting a collection under a running job) and snapshots for presentation.
     Column("source_collection_id", Integer, nullable=True),
     Column("source_collection", JSONType, nullable=True),
@@ -166,7 +166,7 @@ Index(
     sqlite_where=_active_sql,
     postgresql_where=_active_sql,
 )
-# Name search (`ILIKE '%text%'`) on PostgreSQL: a trigram GIN index (migration 0006, needs pg_trgm).
+# Name search (`ILIKE '%text%'`) on PostgreSQL: a trigram GIN index (migration 0002, needs pg_trgm).
 Index(
     "ix_jobs_name_trgm",
     jobs.c.name,
@@ -177,7 +177,7 @@ Index("ix_jobs_source_collection", jobs.c.source_collection_id)
 # The sweeper looks for CANCELING jobs across accounts.
 Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at, jobs.c.id)
 Index("ix_jobs_deadline", jobs.c.deadline_at)
-# The live event hub polls "which jobs changed in the last seconds" across accounts (migration 0005).
+# The live event hub polls "which jobs changed in the last seconds" across accounts (migration 0004).
 Index("ix_jobs_updated_at", jobs.c.updated_at)
 
 items = Table(
@@ -202,6 +202,22 @@ items = Table(
 )
 Index("ix_items_job_status_seq", items.c.job_id, items.c.status, items.c.seq)
 
+# Small per-item files (thumbnails, saliency maps) written by workers in the same transaction as
+# the item's result. Kept in the database because that is all workers on other hosts share.
+item_artifacts = Table(
+    "item_artifacts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("item_id", BigId, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("media_type", String(100), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("item_id", "kind"),
+)
+Index("ix_item_artifacts_job_id", item_artifacts.c.job_id)
+
 chunks = Table(
     "chunks",
     metadata,
@@ -222,7 +238,7 @@ chunks = Table(
 Index("ix_chunks_status_id", chunks.c.status, chunks.c.id)
 Index("ix_chunks_job_status", chunks.c.job_id, chunks.c.status)
 Index("ix_chunks_status_lease", chunks.c.status, chunks.c.lease_expires_at)
-# /metrics observes the chunks finished since its previous scrape (migration 0005).
+# /metrics observes the chunks finished since its previous scrape (migration 0004).
 Index("ix_chunks_finished_at", chunks.c.finished_at)
 
 job_logs = Table(
@@ -290,7 +306,7 @@ audit_events = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 Index("ix_audit_events_account_id", audit_events.c.account_id, audit_events.c.id)
-# Collections (migration 0003): named sets of stored inputs in a project. Jobs copy the bytes of
+# Collections (migration 0005): named sets of stored inputs in a project. Jobs copy the bytes of
 # the items they run over, so a job never depends on its collection staying as it was.
 collections = Table(
     "collections",

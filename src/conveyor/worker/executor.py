@@ -14,8 +14,10 @@ from enum import StrEnum
 from typing import Any
 
 from conveyor.clock import utcnow
+from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
-from conveyor.pipelines.base import BatchContext, Pipeline
+from conveyor.pipelines import imaging
+from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
 from conveyor.pipelines.registry import WarmPipelines
 from conveyor.settings import Settings
 from conveyor.store import Store
@@ -97,6 +99,17 @@ def _failure_warning(batch: list[ItemInput], outcomes: list[ItemOutcome]) -> Log
     return LogLine("WARNING", f"{len(failures)} item(s) failed: {shown}{more}")
 
 
+def _artifacts(pipeline: Pipeline, item: ItemInput, result: ItemResult) -> tuple[Artifact, ...]:
+    """The pipeline's artifacts, plus a sample thumbnail of each image input of an image classifier
+    (unless the pipeline made its own from the picture it had already decoded)."""
+    if not pipeline.image_classification_model or item.kind == "text":
+        return result.artifacts
+    if any(a.kind is ArtifactKind.SAMPLE for a in result.artifacts):
+        return result.artifacts
+    made = imaging.sample_from_bytes(item.data)
+    return (*result.artifacts, made) if made is not None else result.artifacts
+
+
 class ChunkExecutor:
     def __init__(
         self,
@@ -175,21 +188,24 @@ class ChunkExecutor:
             )
         if claim.job_id not in self._started_jobs:
             self._started_jobs.add(claim.job_id)
-            seconds = load_seconds if load_seconds is not None else 0.0
+            # A model kept warm from an earlier job reports the load time it once took.
+            seconds = load_seconds if load_seconds is not None else self.warm.load_seconds.get(pipeline.slug)
+            load_ms = round((seconds or 0.0) * 1000)
+            how = "loaded in" if load_seconds is not None else "already warm; it loaded in"
             logs.append(
                 LogLine(
                     "INFO",
                     f"Worker {self.worker_name} runs {pipeline.slug} v{pipeline.version} "
-                    f"(model load {seconds * 1000:.0f} ms)",
+                    f"(model {how} {load_ms} ms)",
                 )
             )
-            if load_seconds is not None:
-                stage_params = {
-                    pipeline.stages[0].key: [
-                        {"name": "model_load_ms", "value": round(load_seconds * 1000)},
-                        {"name": "worker", "value": self.worker_name},
-                    ]
-                }
+            stage_params = {
+                pipeline.stages[0].key: [
+                    {"name": "model_load_ms", "value": load_ms},
+                    {"name": "model_warm", "value": load_seconds is None},
+                    {"name": "worker", "value": self.worker_name},
+                ]
+            }
         ctx = BatchContext(
             config=job.config,
             explain=job.explain,
@@ -265,7 +281,7 @@ class ChunkExecutor:
             ]
         finished = utcnow()
         return [
-            ItemOutcome(item.id, r.ok, r.value, r.error, started, finished)
+            ItemOutcome(item.id, r.ok, r.value, r.error, started, finished, _artifacts(pipeline, item, r))
             for item, r in zip(batch, results, strict=True)
         ]
 

@@ -38,6 +38,8 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbo
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings(**settings_data)
+    if settings.model_threads:  # read by the model pipelines when they load
+        os.environ["CONVEYOR_MODEL_THREADS"] = str(settings.model_threads)
     store = Store(settings, pool_size=2)
     registry.available()
     executor = ChunkExecutor(

@@ -1,7 +1,7 @@
 """indexes for the live event stream and /metrics
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-23 10:40:00.000000
 
 The event hub (``conveyor.events``) asks, four times a second, which jobs of any account changed
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

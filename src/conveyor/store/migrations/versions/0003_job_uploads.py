@@ -1,7 +1,7 @@
 """job uploads (staged chunks of Modzy file inputs), project memberships, audit events
 
-Revision ID: 0004
-Revises: 0006
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-23 10:40:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import conveyor.store.types
 
-revision = "0004"
-down_revision = "0006"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

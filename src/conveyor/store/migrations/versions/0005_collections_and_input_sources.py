@@ -1,7 +1,7 @@
 """collections, item sources, job sources
 
-Revision ID: 0003
-Revises: 0005
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-23 10:40:00
 """
 
@@ -13,8 +13,8 @@ from sqlalchemy.dialects import postgresql
 
 import conveyor.store.types
 
-revision = "0003"
-down_revision = "0005"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

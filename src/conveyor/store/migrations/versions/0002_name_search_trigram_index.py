@@ -6,7 +6,7 @@ the index. PostgreSQL only; SQLite keeps the scan. ``CREATE EXTENSION pg_trgm`` 
 allowed to create it (pg_trgm is a "trusted" extension since PostgreSQL 13: the database owner
 may); without it the migration logs a warning and skips the index, and search still works.
 
-Revision ID: 0006
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-23 10:45:00
 """
@@ -18,7 +18,7 @@ import logging
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
+revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,64 @@
+"""Pillow helpers shared by image pipelines and the worker: decode, thumbnails, PNG maps."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from conveyor.domain.artifacts import Artifact, ArtifactKind
+
+SAMPLE_PX = 128
+SAMPLE_QUALITY = 80
+#: What Pillow raises for bytes that are not a readable image.
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
+
+
+def open_rgb(data: bytes) -> Image.Image:
+    """Decode fully (so a truncated file fails here, not later) and convert to RGB."""
+    with Image.open(io.BytesIO(data)) as picture:
+        picture.load()
+        return picture.convert("RGB")
+
+
+def decode_error(exc: Exception) -> str:
+    return f"not a readable image ({type(exc).__name__}: {exc})"
+
+
+def sample(picture: Image.Image) -> Artifact:
+    """A lightweight thumbnail: JPEG, longest side at most 128 px."""
+    thumb = picture.convert("RGB")
+    thumb.thumbnail((SAMPLE_PX, SAMPLE_PX), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=SAMPLE_QUALITY)
+    return Artifact(ArtifactKind.SAMPLE, "image/jpeg", buffer.getvalue())
+
+
+def sample_from_bytes(data: bytes) -> Artifact | None:
+    """The sample of an image input, or None if the bytes are not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            picture.draft("RGB", (SAMPLE_PX * 2, SAMPLE_PX * 2))  # JPEG: decode at reduced scale
+            picture.load()
+            return sample(picture)
+    except DECODE_ERRORS:
+        return None
+
+
+def heatmap_png(values: np.ndarray, size: tuple[int, int] | None = None, blur: float = 2.0) -> Artifact:
+    """A 2-D map of non-negative importances as a greyscale PNG (brightest = most important).
+
+    Raw gradients are speckled and a few pixels dwarf the rest: the map is clipped at its 99.5th
+    percentile, smoothed, and stretched to the full 0-255 range, so the regions show, not the specks.
+    """
+    ceiling = float(np.percentile(values, 99.5)) if values.size else 0.0
+    scaled = np.clip(values / ceiling, 0.0, 1.0) if ceiling > 0 else np.zeros_like(values)
+    picture = Image.fromarray((scaled * 255.0).astype(np.uint8), mode="L")
+    if blur > 0:
+        picture = ImageOps.autocontrast(picture.filter(ImageFilter.GaussianBlur(blur)))
+    if size is not None and picture.size != size:
+        picture = picture.resize(size, Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return Artifact(ArtifactKind.EXPLANATION, "image/png", buffer.getvalue())
