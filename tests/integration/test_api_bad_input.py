@@ -215,6 +215,33 @@ def test_bad_log_and_item_filters_are_400(client: httpx.Client) -> None:
     assert_error(client.get(url + "results/", params={"format": "xlsx"}), 422)
 
 
+def test_numbers_beyond_64_bits_are_4xx_not_a_driver_overflow(client: httpx.Client) -> None:
+    """Found by schemathesis: these reached SQLite as integers it cannot hold (500)."""
+    huge = 2**64 + 5
+    job = submit(client, name=unique("huge-numbers"), n=1, start_now=False)
+    for method, path, params in [
+        ("GET", JOBS, {"offset": huge}),
+        ("GET", JOBS, {"project": huge}),
+        ("GET", JOBS, {"limit": huge}),
+        ("POST", f"{JOBS}{huge}/retry/", None),
+        ("GET", f"{JOBS}{huge}/", None),
+        ("GET", f"{JOBS}{job['id']}/items/", {"after": huge}),
+        ("GET", f"{JOBS}{job['id']}/logs/", {"after": huge}),
+        ("GET", "/api/v2/collections/", {"offset": huge}),
+        ("GET", "/api/jobs/history", {"page": huge}),
+    ]:
+        response = client.request(method, path, params=params)
+        assert 400 <= response.status_code < 500, (method, path, params, response.status_code, response.text)
+    # The largest id the database holds is still a plain "not found".
+    assert_error(client.get(f"{JOBS}{2**63 - 1}/"), 404)
+    # A key that would expire after the end of the calendar: a clear 4xx, not an overflow.
+    made = client.post(
+        "/api/v2/keys/", json={"name": "far-future", "expires_in_days": 1.7976931348623157e308}
+    )
+    assert made.status_code == 422, made.text
+    assert "expires_in_days" in made.json()["message"]
+
+
 # --------------------------------------------------------------------------- caps (dedicated server)
 @pytest.fixture
 def capped(server_factory: Callable[..., Server]) -> Iterator[httpx.Client]:

@@ -68,6 +68,14 @@ def ours(shared_server: Server) -> dict[str, Any]:
             },
         ).json()
         key_prefix = shared_server.key.split(".")[0]
+        item_id = a.get(f"{JOBS}{done['id']}/items/").json()["results"][0]["id"]
+        collection = a.post("/api/v2/collections/", json={"name": f"{tag}-collection"})
+        assert collection.status_code == 201, collection.text
+        stored = a.post(
+            f"/api/v2/collections/{collection.json()['id']}/items/",
+            json={"inputs": [{"name": f"{tag}-stored", "kind": "text", "data": "ours"}]},
+        )
+        assert stored.status_code == 201, stored.text
         return {
             "tag": tag,
             "job": done,
@@ -85,6 +93,8 @@ def ours(shared_server: Server) -> dict[str, Any]:
                 "version": "1",
                 "item": f"{tag}-item",
                 "input_name": "input",
+                "item_id": item_id,  # a job item of A's (the collection routes reject it as absent too)
+                "collection_id": collection.json()["id"],
             },
             # Anything of A's that could show up in a response body.
             "markers": [
@@ -94,6 +104,8 @@ def ours(shared_server: Server) -> dict[str, Any]:
                 opened["jobIdentifier"],
                 modzy["jobIdentifier"],
                 key_prefix,
+                f"{tag}-collection",
+                f"{tag}-stored",
             ],
         }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from conveyor.errors import Unauthenticated
 from conveyor.services.jobs import JobService
@@ -13,6 +13,11 @@ from conveyor.store import Store
 from conveyor.store.auth import Principal
 
 SCHEMES = ("token", "apikey", "bearer")
+
+#: Ids and positions are 64-bit integers in the database. A bigger number in a path or query is
+#: a 422 at the edge, never an overflow inside the driver (found by schemathesis).
+DB_INT_MAX = 2**63 - 1
+DbId = Annotated[int, Path(ge=-DB_INT_MAX, le=DB_INT_MAX)]
 
 
 def get_store(request: Request) -> Store:

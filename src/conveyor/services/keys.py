@@ -16,6 +16,8 @@ from conveyor.errors import Forbidden, InvalidInput, NotFound
 from conveyor.store import Store
 from conveyor.store.auth import NewKey, Principal
 
+MAX_KEY_DAYS = 36_500
+
 
 @dataclass(frozen=True)
 class KeyRequest:
@@ -54,8 +56,8 @@ class KeyService:
             project_id = principal.project_id  # a bound owner's keys stay in its project
         expires_at: datetime | None = None
         if request.expires_in_days is not None:
-            if request.expires_in_days <= 0:
-                raise InvalidInput("expires_in_days must be positive.")
+            if not 0 < request.expires_in_days <= MAX_KEY_DAYS:
+                raise InvalidInput(f"expires_in_days must be above 0 and at most {MAX_KEY_DAYS} (100 years).")
             expires_at = utcnow() + timedelta(days=request.expires_in_days)
         new = self.store.auth.create_key(
             account_id=principal.account_id,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from conveyor.api.deps import PrincipalDep
+from conveyor.api.deps import DbId, PrincipalDep
 from conveyor.domain.artifacts import ArtifactKind
 from conveyor.services.artifacts import ArtifactService
 
@@ -43,7 +43,7 @@ def _file(
     description="Made for every readable image input of an image-classification pipeline "
     "(`image_classification_model`). `item_id` is the `id` from `GET /api/v2/jobs/{id}/items/`.",
 )
-def get_sample(job_id: int, item_id: int, artifacts: ArtifactsDep, principal: PrincipalDep) -> Response:
+def get_sample(job_id: DbId, item_id: int, artifacts: ArtifactsDep, principal: PrincipalDep) -> Response:
     return _file(artifacts, principal, job_id, item_id, ArtifactKind.SAMPLE)
 
 
@@ -56,5 +56,5 @@ def get_sample(job_id: int, item_id: int, artifacts: ArtifactsDep, principal: Pr
     "whose explanation is an image (`imagenet-classifier`). `text-embedding` puts its explanation "
     "(per-token importance) in the item's result instead.",
 )
-def get_explanation(job_id: int, item_id: int, artifacts: ArtifactsDep, principal: PrincipalDep) -> Response:
+def get_explanation(job_id: DbId, item_id: int, artifacts: ArtifactsDep, principal: PrincipalDep) -> Response:
     return _file(artifacts, principal, job_id, item_id, ArtifactKind.EXPLANATION)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from conveyor.api.deps import BaseUrlDep, JobsDep, PrincipalDep, SettingsDep
+from conveyor.api.deps import DB_INT_MAX, BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
 from conveyor.api.schemas.native import (
     EventOut,
     ItemPage,
@@ -74,7 +74,7 @@ def list_jobs(
         ),
     ] = None,
     pipeline: Annotated[str | None, Query(description="Pipeline slug or id.")] = None,
-    project: Annotated[int | None, Query(description="Project id.")] = None,
+    project: Annotated[int | None, Query(ge=-DB_INT_MAX, le=DB_INT_MAX, description="Project id.")] = None,
     job_type_key: Annotated[str | None, Query(description="`ml` or `data_export`.")] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
@@ -86,9 +86,11 @@ def list_jobs(
         str,
         Query(description="created_at, updated_at, status, duration, name or id; prefix `-` for descending."),
     ] = "-created_at",
-    limit: Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=DB_INT_MAX, description="Page size (capped by the server).")
+    ] = None,
     offset: Annotated[
-        int | None, Query(ge=0, description="Offset paging (slow deep down; prefer `cursor`).")
+        int | None, Query(ge=0, le=DB_INT_MAX, description="Offset paging (slow deep down; prefer `cursor`).")
     ] = None,
     cursor: Annotated[str | None, Query(description="Opaque keyset cursor from `next`/`previous`.")] = None,
 ) -> JSONResponse:
@@ -164,20 +166,20 @@ def create_job(
 
 
 @router.get("/{job_id}/", response_model=JobOut, summary="One job with progress, counters and recent logs")
-def get_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+def get_job(job_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
     return job_response(jobs, principal, job_id, base)
 
 
 @router.delete(
     "/{job_id}/", status_code=204, summary="Delete a finished (or never run) job with its items and logs"
 )
-def delete_job(job_id: int, jobs: JobsDep, principal: PrincipalDep) -> Response:
+def delete_job(job_id: DbId, jobs: JobsDep, principal: PrincipalDep) -> Response:
     jobs.delete(principal, job_id)
     return Response(status_code=204)
 
 
 @router.post("/{job_id}/run/", response_model=JobOut, summary="Queue a CREATED job")
-def run_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+def run_job(job_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
     jobs.run(principal, job_id)
     return job_response(jobs, principal, job_id, base)
 
@@ -187,7 +189,7 @@ def run_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDe
     response_model=JobOut,
     summary="Cancel: CANCELING until running workers stop (within ~2 s), then REVOKED",
 )
-def cancel_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+def cancel_job(job_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
     jobs.cancel(principal, job_id)
     return job_response(jobs, principal, job_id, base)
 
@@ -195,7 +197,7 @@ def cancel_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUr
 @router.post(
     "/{job_id}/retry/", response_model=JobOut, summary="Re-run only the failed items of a finished job"
 )
-def retry_job(job_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+def retry_job(job_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
     jobs.retry(principal, job_id)
     return job_response(jobs, principal, job_id, base)
 
@@ -215,15 +217,17 @@ def _item_statuses(status: str | None) -> list[str] | None:
 )
 def list_items(
     request: Request,
-    job_id: int,
+    job_id: DbId,
     jobs: JobsDep,
     principal: PrincipalDep,
     settings: SettingsDep,
     status: Annotated[
         str | None, Query(description="PENDING, SUCCESS, FAILURE or CANCELED (comma-separated).")
     ] = None,
-    after: Annotated[int, Query(ge=-1, description="Return items with `seq` greater than this.")] = -1,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    after: Annotated[
+        int, Query(ge=-1, le=DB_INT_MAX, description="Return items with `seq` greater than this.")
+    ] = -1,
+    limit: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
 ) -> JSONResponse:
     size = min(limit or settings.default_page_size, settings.max_page_size)
     count, rows = jobs.items(
@@ -244,13 +248,15 @@ def list_items(
 )
 def list_logs(
     request: Request,
-    job_id: int,
+    job_id: DbId,
     jobs: JobsDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-    after: Annotated[int, Query(ge=0, description="Only lines with an id greater than this.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=DB_INT_MAX, description="Only lines with an id greater than this.")
+    ] = 0,
     level: Annotated[str | None, Query(description="Minimum level: DEBUG, INFO, WARNING, ERROR.")] = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
 ) -> JSONResponse:
     size = min(limit or settings.default_page_size, settings.max_page_size)
     rows = jobs.logs(principal, job_id, after=after, level=level, limit=size)
@@ -278,7 +284,7 @@ def list_logs(
     response_model=list[EventOut],
     summary="Every status change of the job with its time and cause (audit trail)",
 )
-def list_transitions(job_id: int, jobs: JobsDep, principal: PrincipalDep) -> JSONResponse:
+def list_transitions(job_id: DbId, jobs: JobsDep, principal: PrincipalDep) -> JSONResponse:
     rows = jobs.events(principal, job_id)
     return JSONResponse(
         [
@@ -300,7 +306,7 @@ def list_transitions(job_id: int, jobs: JobsDep, principal: PrincipalDep) -> JSO
     response_class=StreamingResponse,
 )
 def export_results(
-    job_id: int,
+    job_id: DbId,
     jobs: JobsDep,
     principal: PrincipalDep,
     format: Literal["json", "jsonl", "csv"] = "json",

@@ -112,7 +112,7 @@ def history(
         Query(alias="sort-by", description="createdAt, submittedAt, updatedAt, status, elapsedTime, name."),
     ] = None,
     direction: Annotated[str | None, Query(description="asc or desc (default desc).")] = None,
-    page: Annotated[int, Query(ge=1, description="1-based page number.")] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000_000, description="1-based page number.")] = 1,
     per_page: Annotated[int | None, Query(alias="per-page", ge=1)] = None,
 ) -> JSONResponse:
     size = min(per_page or settings.default_page_size, settings.max_page_size)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import RowMapping
 
-from conveyor.api.deps import PrincipalDep, SettingsDep, StoreDep
+from conveyor.api.deps import DB_INT_MAX, PrincipalDep, SettingsDep, StoreDep
 from conveyor.api.schemas.modzy import present_model, present_version
 from conveyor.errors import InvalidInput, NotFound
 from conveyor.pipelines import registry
@@ -57,7 +57,7 @@ def list_models(
     description: Annotated[str | None, Query(description="Substring of the description.")] = None,
     sort_by: Annotated[str | None, Query(alias="sort-by", description="identifier or name.")] = None,
     direction: Annotated[str | None, Query(description="asc or desc.")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=DB_INT_MAX)] = 1,
     per_page: Annotated[int, Query(alias="per-page", ge=1, le=1000)] = 1000,
 ) -> JSONResponse:
     models = [present_model(v) for v in installed_models(store).values()]

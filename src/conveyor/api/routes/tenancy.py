@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import RowMapping
 
-from conveyor.api.deps import BaseUrlDep, PrincipalDep, SettingsDep, StoreDep
+from conveyor.api.deps import DB_INT_MAX, BaseUrlDep, DbId, PrincipalDep, SettingsDep, StoreDep
 from conveyor.clock import isoformat
 from conveyor.services.keys import KeyRequest, KeyService
 
@@ -31,7 +31,9 @@ class KeyCreate(BaseModel):
         default="member", description="owner: keys and projects; member: submit, cancel, retry; viewer: read."
     )
     project: str | None = Field(default=None, description="Bind the key to this project (slug).")
-    expires_in_days: float | None = Field(default=None, gt=0, description="The key stops working after this.")
+    expires_in_days: float | None = Field(
+        default=None, gt=0, le=36_500, description="The key stops working after this (at most 100 years)."
+    )
 
 
 class KeyOut(BaseModel):
@@ -125,7 +127,7 @@ class MemberOut(BaseModel):
     response_model=list[MemberOut],
     summary="Keys with a role in the project (bound to it, or members of it); project owners",
 )
-def list_members(project_id: int, keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
+def list_members(project_id: DbId, keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
     return JSONResponse(
         [
             {
@@ -145,7 +147,7 @@ def list_members(project_id: int, keys: KeysDep, principal: PrincipalDep) -> JSO
     summary="Give a project-bound key a role in this project too (project owners)",
 )
 def set_member(
-    project_id: int, prefix: str, body: MemberSet, keys: KeysDep, principal: PrincipalDep
+    project_id: DbId, prefix: str, body: MemberSet, keys: KeysDep, principal: PrincipalDep
 ) -> Response:
     keys.set_member(principal, project_id, prefix, body.role)
     return Response(status_code=204)
@@ -156,7 +158,7 @@ def set_member(
     status_code=204,
     summary="End a key's membership (project owners)",
 )
-def remove_member(project_id: int, prefix: str, keys: KeysDep, principal: PrincipalDep) -> Response:
+def remove_member(project_id: DbId, prefix: str, keys: KeysDep, principal: PrincipalDep) -> Response:
     keys.remove_member(principal, project_id, prefix)
     return Response(status_code=204)
 
@@ -183,8 +185,8 @@ def list_audit(
     keys: KeysDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-    after: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    after: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
 ) -> JSONResponse:
     size = min(limit or settings.default_page_size, settings.max_page_size)
     return JSONResponse(
