@@ -182,13 +182,18 @@ def run_demo(*, count: int | None, workers: int, port: int, data_dir: Path) -> i
         err.print(f"[red]Demo failed:[/] {escape(str(exc))}")
     finally:
         code = server.stop()
-    if code == 0:
+    return outcome(succeeded, code, "Demo")
+
+
+def outcome(succeeded: bool, stop_code: int | None, what: str) -> int:
+    """Say how the server stopped; the demo's exit code (it needs success and a clean stop)."""
+    if stop_code == 0:
         err.print("Server stopped cleanly (SIGTERM, exit code 0).")
     else:
-        err.print(f"[red]The server did not stop cleanly[/] (exit code {code}).")
+        err.print(f"[red]The server did not stop cleanly[/] (exit code {stop_code}).")
         succeeded = False
     if not succeeded:
-        err.print("[red]Demo did not succeed.[/]")
+        err.print(f"[red]{what} did not succeed.[/]")
     return 0 if succeeded else 1
 
 

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from conveyor.cli_jobs import err, out, print_summary, watch
 from conveyor.client import ConveyorClient, ConveyorClientError, bytes_input
-from conveyor.demo import DemoServer, free_port
+from conveyor.demo import DemoServer, free_port, outcome
 
 TOP_K = 5
 
@@ -63,14 +63,7 @@ def run_demo_ml(*, workers: int, port: int, data_dir: Path) -> int:
         err.print(f"[red]Demo failed:[/] {escape(str(exc))}")
     finally:
         code = server.stop()
-    if code == 0:
-        err.print("Server stopped cleanly (SIGTERM, exit code 0).")
-    else:
-        err.print(f"[red]The server did not stop cleanly[/] (exit code {code}).")
-        succeeded = False
-    if not succeeded:
-        err.print("[red]ML demo did not succeed.[/]")
-    return 0 if succeeded else 1
+    return outcome(succeeded, code, "ML demo")
 
 
 def save_artifacts(
