@@ -177,6 +177,16 @@ def test_credentials_are_per_request_and_never_stored(
         f"{server.url}/api/jobs", json=body, headers={"Authorization": f"ApiKey {server.key}"}
     )
     assert response.status_code == 400 and "secretAccessKey" in response.json()["message"]
+    # An invalid body is not echoed back with its secret.
+    invalid = {
+        "model": body["model"],
+        "input": {"type": "aws-s3", "accessKeyID": "k", "secretAccessKey": SECRET},
+    }
+    response = httpx.post(
+        f"{server.url}/api/jobs", json=invalid, headers={"Authorization": f"ApiKey {server.key}"}
+    )
+    assert response.status_code == 400 and "sources" in response.json()["message"]
+    assert SECRET not in response.text
     assert job_count(native) == before
     # The secret that ran the first job is nowhere in the server's data directory (database, log).
     for path in data_dir.rglob("*"):

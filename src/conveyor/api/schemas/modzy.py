@@ -359,5 +359,17 @@ def error_body(status_code: int, code: str, message: str, detail: object = None)
     }
 
 
+SECRET_FIELDS = frozenset({"secretAccessKey"})
+
+
+def redact(value: Any) -> Any:
+    """``value`` (a validation error's echo of the body) with secrets masked, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: "**********" if k in SECRET_FIELDS else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
 def is_modzy_path(path: str) -> bool:
     return path.startswith("/api/") and not path.startswith("/api/v2")
