@@ -92,10 +92,35 @@ def test_sources_become_one_named_input_each() -> None:
             ModzyJobCreate.model_validate(
                 {"model": {"identifier": "d", "version": "1"}, "input": {"type": "text", "sources": bad}}
             ).to_request(1)
-    with pytest.raises(InvalidInput, match="aws-s3"):
+    with pytest.raises(InvalidInput, match="azureblob"):
         ModzyJobCreate.model_validate(
-            {"model": {"identifier": "d", "version": "1"}, "input": {"type": "aws-s3", "sources": {}}}
+            {"model": {"identifier": "d", "version": "1"}, "input": {"type": "azureblob", "sources": {}}}
         ).to_request(1)
+
+
+def test_aws_s3_sources_become_s3_inputs_with_the_request_credentials() -> None:
+    body = ModzyJobCreate.model_validate(
+        {
+            "model": {"identifier": "digits", "version": "1"},
+            "input": {
+                "type": "aws-s3",
+                "accessKeyID": "AKID",
+                "secretAccessKey": "hush",
+                "region": "eu-west-1",
+                "sources": {"a": {"image": {"bucket": "b", "key": "/x/1.png"}}},
+            },
+        }
+    )
+    request = body.to_request(pipeline_id=7)
+    assert request.inputs == [{"kind": "s3", "data": "s3://b/x/1.png", "name": "a"}]
+    credentials = request.s3_credentials
+    assert credentials is not None
+    assert (credentials.access_key_id, credentials.secret_access_key, credentials.region) == (
+        "AKID",
+        "hush",
+        "eu-west-1",
+    )
+    assert "hush" not in repr(body) + repr(request) + repr(credentials)
 
 
 def test_roles_per_project() -> None:

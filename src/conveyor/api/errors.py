@@ -54,6 +54,8 @@ def install(app: FastAPI) -> None:
             except ConveyorError as auth_error:
                 return await _domain(request, auth_error)
         errors = json.loads(json.dumps(exc.errors(), default=str))
+        if modzy.is_modzy_path(request.url.path):
+            errors = modzy.redact(errors)  # an aws-s3 input's secretAccessKey is not echoed back
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(
                 request, 400, "malformed_json", "The request body is not valid JSON.", errors

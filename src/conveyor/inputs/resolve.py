@@ -19,7 +19,7 @@ from conveyor.inputs.upload import StagedFile
 from conveyor.settings import Settings
 
 if TYPE_CHECKING:
-    from conveyor.inputs.s3 import S3Source
+    from conveyor.inputs.s3 import S3Credentials, S3Source
 
 BINARY = "base64"  # the item kind of raw bytes, whatever way they arrived
 REFERENCE_KINDS = ("url", "s3")
@@ -56,6 +56,14 @@ class InputResolver:
         if file.size > self.settings.max_input_bytes:  # the upload parser stops earlier; belt and braces
             raise TooLarge(f"File {file.name!r} is over the {self.settings.max_input_bytes}-byte cap.")
         return DecodedInput(file.name, BINARY, file.path.read_bytes(), source=f"upload:{file.name}")
+
+    def with_s3_credentials(self, credentials: S3Credentials) -> InputResolver:
+        """A resolver for one request, whose S3 inputs are fetched with that request's credentials."""
+        from conveyor.inputs.s3 import S3Source
+
+        scoped = InputResolver(self.settings)
+        scoped._s3 = S3Source(self.settings, credentials)
+        return scoped
 
     def s3(self) -> S3Source:
         if self._s3 is None:

@@ -17,6 +17,7 @@ from conveyor.domain.status import JobStatus
 from conveyor.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, UnknownPipeline
 from conveyor.inputs.inline import DecodedInput
 from conveyor.inputs.resolve import REFERENCE_KINDS, InputResolver, as_pipeline_kind
+from conveyor.inputs.s3 import S3Credentials
 from conveyor.inputs.upload import StagedFile
 from conveyor.pipelines import registry
 from conveyor.pipelines.base import Pipeline
@@ -62,6 +63,7 @@ class JobRequest:
     collection_id: int | None = None  # run over a stored collection (sampled by `method`) ...
     method: str = "all"
     source_item_id: int | None = None  # ... or over one stored item
+    s3_credentials: S3Credentials | None = field(default=None, repr=False)  # this request's S3 inputs only
 
 
 def scope_of(principal: Principal) -> Scope:
@@ -216,6 +218,9 @@ class JobService:
         # Each descriptor gives at least one input, so the first `limit` descriptors are enough.
         specs = request.inputs[: request.limit] if request.limit is not None else request.inputs
         remote = [i for i, spec in enumerate(specs) if spec["kind"] in REFERENCE_KINDS]
+        resolver = self.resolver
+        if request.s3_credentials is not None:
+            resolver = resolver.with_s3_credentials(request.s3_credentials)
         with ThreadPoolExecutor(max_workers=FETCH_AHEAD, thread_name_prefix="fetch") as pool:
             ahead: dict[int, Future[list[DecodedInput]]] = {}
             queued = 0
@@ -223,20 +228,17 @@ class JobService:
                 for index, spec in enumerate(specs):
                     while queued < len(remote) and len(ahead) < FETCH_AHEAD:
                         at = remote[queued]
-                        ahead[at] = pool.submit(self._fetch, at, specs[at])
+                        ahead[at] = pool.submit(_fetch, resolver, at, specs[at])
                         queued += 1
                     if index in ahead:
                         yield from ahead.pop(index).result()
                     else:
-                        yield from self.resolver.resolve(index, spec.get("name"), spec["kind"], spec["data"])
+                        yield from resolver.resolve(index, spec.get("name"), spec["kind"], spec["data"])
             finally:
                 for future in ahead.values():
                     future.cancel()
         for staged in request.files:
             yield self.resolver.staged(staged)
-
-    def _fetch(self, index: int, spec: InputSpec) -> list[DecodedInput]:
-        return list(self.resolver.resolve(index, spec.get("name"), spec["kind"], spec["data"]))
 
     def _item_rows(
         self, pipeline_cls: type[Pipeline], inputs: Iterable[DecodedInput], limit: int | None
@@ -335,6 +337,10 @@ class JobService:
         if project_id not in visible:
             raise NotFound(f"Project {project_id} not found.")
         return project_id
+
+
+def _fetch(resolver: InputResolver, index: int, spec: InputSpec) -> list[DecodedInput]:
+    return list(resolver.resolve(index, spec.get("name"), spec["kind"], spec["data"]))
 
 
 def _require_write(principal: Principal, project_id: int | None = None) -> None:

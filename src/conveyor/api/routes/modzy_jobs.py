@@ -1,7 +1,8 @@
 """Modzy dialect: ``/api/jobs`` and ``/api/results``, a thin translation over the job services.
 
-Jobs are addressed by their UUID (``jobIdentifier``). Submission with ``text`` or ``embedded``
-inputs queues at once; submission without ``input`` opens the job for chunked file inputs
+Jobs are addressed by their UUID (``jobIdentifier``). Submission with ``text``, ``embedded`` or
+``aws-s3`` inputs queues at once (S3 objects are fetched at submit, with the request's
+credentials when it gives them); submission without ``input`` opens the job for chunked file inputs
 (``POST /api/jobs/{id}/{item}/{input}``) until ``POST /api/jobs/{id}/close`` queues it.
 """
 
@@ -146,8 +147,13 @@ def _model_slug(jobs: JobService, model: str) -> str:
 
 @router.post(
     "/jobs",
-    summary="Submit a job (text or embedded inputs), or open one for chunked file inputs",
+    summary="Submit a job (text, embedded or aws-s3 inputs), or open one for chunked file inputs",
     description="With `input` of type `text` or `embedded` (base64 `data:` URIs) the job is queued at once. "
+    "With type `aws-s3` each source is `{input name: {bucket, key}}`: the objects are fetched at submit "
+    "from the server's S3 endpoint (`CONVEYOR_S3_ENDPOINT_URL`) with the request's `accessKeyID`, "
+    "`secretAccessKey` and `region` (used for this submission only, never stored), or the server's own "
+    "S3 credentials when none are given; a missing bucket/key or an object that cannot be fetched is a "
+    "400 naming the source and no job is created. "
     "Without `input` it is OPEN: upload each file input in chunks to `/api/jobs/{id}/{item}/{input}` "
     "(multipart field `input`), then `POST /api/jobs/{id}/close`. `timeout` is in milliseconds.",
 )

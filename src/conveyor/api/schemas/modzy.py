@@ -11,16 +11,18 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import RowMapping
 
 from conveyor.clock import isoformat, ms_between, utcnow
 from conveyor.domain.status import MODZY_STATUS, TERMINAL, JobStatus, resolve_status_filter
 from conveyor.errors import InvalidInput
+from conveyor.inputs.s3 import S3Credentials
 from conveyor.services.jobs import InputSpec, JobRequest
 
-# Modzy input types this server reads, and the item kind each becomes.
+# Modzy input types this server reads inline, and the item kind each becomes.
 INPUT_KINDS = {"text": "text", "embedded": "base64"}
+S3_INPUT_TYPE = "aws-s3"  # sources name objects ({bucket, key}), fetched at submit like native `s3` inputs
 OUTPUT_NAME = "results.json"
 # Modzy's own status names -> canonical states (the history filter accepts both).
 MODZY_STATUS_FILTERS: dict[str, frozenset[JobStatus]] = {}
@@ -52,10 +54,36 @@ class ModelRef(BaseModel):
 
 class JobInput(BaseModel):
     model_config = ConfigDict(extra="allow")  # credentials of other input types are ignored
-    type: str = Field(description="`text` or `embedded` (base64 `data:` URIs).")
+    type: str = Field(description="`text`, `embedded` (base64 `data:` URIs) or `aws-s3`.")
     sources: dict[str, Any] = Field(
-        description="Source (item) name -> {model input name -> value}; one input per source."
+        description="Source (item) name -> {model input name -> value}; one input per source. "
+        "For `aws-s3` the value is `{bucket, key}` naming one object."
     )
+    access_key_id: str | None = Field(
+        default=None,
+        alias="accessKeyID",
+        max_length=256,
+        description="`aws-s3`: the AWS access key id for this job's fetches (with `secretAccessKey`); "
+        "without both, the server's own S3 credentials are used.",
+    )
+    secret_access_key: SecretStr | None = Field(
+        default=None,
+        alias="secretAccessKey",
+        max_length=1024,
+        description="`aws-s3`: the AWS secret access key; used for this submission only, never stored.",
+    )
+    region: str | None = Field(
+        default=None, max_length=64, description="`aws-s3`: the AWS region (default: the server's)."
+    )
+
+    def s3_credentials(self) -> S3Credentials | None:
+        key_id = self.access_key_id or None
+        secret = self.secret_access_key.get_secret_value() if self.secret_access_key else None
+        if (key_id is None) != (secret is None):
+            raise InvalidInput("Give both `accessKeyID` and `secretAccessKey`, or neither.")
+        if key_id is None or secret is None:
+            return None
+        return S3Credentials(key_id, secret, self.region or None)
 
 
 class ModzyJobCreate(BaseModel):
@@ -71,15 +99,19 @@ class ModzyJobCreate(BaseModel):
 
     def to_request(self, pipeline_id: int) -> JobRequest:
         inputs: list[InputSpec] = []
+        credentials = None
         if self.input is not None:
-            kind = INPUT_KINDS.get(self.input.type)
-            if kind is None:
+            if self.input.type == S3_INPUT_TYPE:
+                inputs = list(_s3_inputs(self.input.sources))
+                credentials = self.input.s3_credentials()
+            elif self.input.type in INPUT_KINDS:
+                inputs = list(_inline_inputs(self.input.sources, INPUT_KINDS[self.input.type]))
+            else:
                 raise InvalidInput(
                     f"Input type {self.input.type!r} is not supported here; use "
-                    f"{', '.join(INPUT_KINDS)}, or chunked file inputs.",
+                    f"{', '.join([*INPUT_KINDS, S3_INPUT_TYPE])}, or chunked file inputs.",
                     type=self.input.type,
                 )
-            inputs = list(_inline_inputs(self.input.sources, kind))
             if not inputs:
                 raise InvalidInput("`input.sources` is empty: give at least one source.")
         label = f"{self.model.identifier} {self.model.version}"
@@ -89,10 +121,12 @@ class ModzyJobCreate(BaseModel):
             pipeline_id=pipeline_id,
             timeout_ms=self.timeout,
             explain=self.explain,
+            s3_credentials=credentials,
         )
 
 
-def _inline_inputs(sources: Mapping[str, Any], kind: str) -> Iterable[InputSpec]:
+def _source_values(sources: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+    """(source name, its one input value) per source."""
     for source, value in sources.items():
         if not isinstance(value, Mapping) or len(value) != 1:
             raise InvalidInput(
@@ -100,12 +134,37 @@ def _inline_inputs(sources: Mapping[str, Any], kind: str) -> Iterable[InputSpec]
                 "(Conveyor pipelines take one input per item).",
                 source=source,
             )
-        ((_, data),) = value.items()
-        if not isinstance(data, str):
-            raise InvalidInput(f"Source {source!r}: the input value must be a string.", source=source)
         if len(source) > 500:
             raise InvalidInput("Source names are at most 500 characters.")
+        ((_, data),) = value.items()
+        yield source, data
+
+
+def _inline_inputs(sources: Mapping[str, Any], kind: str) -> Iterable[InputSpec]:
+    for source, data in _source_values(sources):
+        if not isinstance(data, str):
+            raise InvalidInput(f"Source {source!r}: the input value must be a string.", source=source)
         yield {"kind": kind, "data": data, "name": source}
+
+
+def _s3_inputs(sources: Mapping[str, Any]) -> Iterable[InputSpec]:
+    """``{bucket, key}`` per source -> a native ``s3`` input named after the source.
+
+    A leading ``/`` of the key is dropped (Modzy's examples write keys as paths). Each source is
+    one object: a key ending in ``/`` (a prefix) is refused.
+    """
+    for source, data in _source_values(sources):
+        bucket = data.get("bucket") if isinstance(data, Mapping) else None
+        key = data.get("key") if isinstance(data, Mapping) else None
+        if not isinstance(bucket, str) or not bucket or "/" in bucket:
+            raise InvalidInput(
+                f"Source {source!r}: an `aws-s3` input needs `bucket`, a bucket name.", source=source
+            )
+        if not isinstance(key, str) or not key.lstrip("/") or key.endswith("/"):
+            raise InvalidInput(
+                f"Source {source!r}: an `aws-s3` input needs `key`, the key of one object.", source=source
+            )
+        yield {"kind": "s3", "data": f"s3://{bucket}/{key.removeprefix('/')}", "name": source}
 
 
 def history_statuses(value: str) -> frozenset[JobStatus] | None:
@@ -298,6 +357,18 @@ def error_body(status_code: int, code: str, message: str, detail: object = None)
         "error": code,
         "detail": detail or {},
     }
+
+
+SECRET_FIELDS = frozenset({"secretAccessKey"})
+
+
+def redact(value: Any) -> Any:
+    """``value`` (a validation error's echo of the body) with secrets masked, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: "**********" if k in SECRET_FIELDS else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
 
 
 def is_modzy_path(path: str) -> bool:
