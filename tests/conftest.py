@@ -86,7 +86,10 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     key: str | None = None,
     extra_args: list[str] | None = None,
+    ready_path: str = "/readyz",
 ) -> Server:
+    """``conveyor serve`` in a subprocess, once ``ready_path`` answers 200 (``/livez`` for a
+    server that is expected not to be ready, e.g. with its broker down)."""
     env = {**os.environ, **TEST_ENV, "CONVEYOR_DATA_DIR": str(data_dir), **(extra_env or {})}
     env.pop("CONVEYOR_URL", None)
     env.pop("CONVEYOR_KEY", None)
@@ -122,7 +125,7 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{ready_path}", timeout=1).status_code == 200:
                 break
         except httpx.HTTPError:
             pass

@@ -32,6 +32,7 @@ def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: P
                 "CONVEYOR_QUEUE": queue,
                 "CONVEYOR_CHUNK_SIZE": "4",
             },
+            ready_path="/livez",  # not ready: its broker is down
         )
         broker: subprocess.Popen[bytes] | None = None
         worker = None
@@ -45,6 +46,9 @@ def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: P
                 job_id = response.json()["id"]
                 time.sleep(0.5)
                 assert client.get(f"/api/v2/jobs/{job_id}/").json()["status"] == "PENDING"
+                down = client.get("/readyz")
+                assert down.status_code == 503, down.text
+                assert down.json()["checks"]["broker"].startswith("error"), down.text
                 broker = subprocess.Popen(
                     [
                         redis_server,
@@ -63,6 +67,9 @@ def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: P
                 _wait_for_port(port)
                 worker = start_worker(server.env, queue, tmp_path / "worker.log")
                 final = wait_status(client, job_id, {"SUCCESS", "FAILURE"}, timeout=60)
+                back = client.get("/readyz")
+                assert back.status_code == 200, back.text
+                assert back.json()["checks"]["broker"] == "ok"
             assert (final["status"], final["completed"]) == ("SUCCESS", 10)
         finally:
             if worker is not None:

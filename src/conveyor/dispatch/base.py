@@ -27,6 +27,10 @@ class Dispatcher(ABC):
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release connections."""
 
+    def check(self) -> str | None:
+        """For /readyz: None when there is no external part, "ok", or what is wrong."""
+        return None
+
 
 class NullDispatcher(Dispatcher):
     """For processes that only write (CLI, tests): workers find queued chunks by polling."""

@@ -67,5 +67,14 @@ class CeleryDispatcher(Dispatcher):
             return 0
         return len(chunk_ids)
 
+    def check(self) -> str:
+        """Whether the broker answers now (one connection attempt, at most ~1 s)."""
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=0, timeout=1)
+        except Exception as exc:  # reported by /readyz, which exists to say what is wrong
+            return f"error: {exc.__class__.__name__}"
+        return "ok"
+
     def close(self) -> None:
         self.app.close()

@@ -16,7 +16,7 @@ def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Database reachable and workers alive (no auth)")
+@router.get("/readyz", summary="Database and broker reachable, local workers alive (no auth)")
 def readyz(request: Request, store: StoreDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -33,7 +33,10 @@ def readyz(request: Request, store: StoreDep) -> JSONResponse:
     else:
         checks["workers"] = "none in this process"
         workers_ok = True
-    ready = checks["database"] == "ok" and workers_ok
+    broker = request.app.state.jobs.dispatcher.check()
+    if broker is not None:  # distributed mode: chunks reach workers through the broker
+        checks["broker"] = broker
+    ready = checks["database"] == "ok" and workers_ok and broker in (None, "ok")
     return JSONResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
     )
