@@ -33,6 +33,14 @@ async function api(path, options = {}) {
   return response.status === 204 ? null : response.json();
 }
 
+// Item files (sample thumbnails, saliency maps) need the Authorization header, so an <img> cannot
+// load them by URL: fetch them and show them through a blob URL.
+async function imageBlob(path) {
+  const response = await fetch(path, { headers: { Authorization: `Token ${key()}` } });
+  if (!response.ok) throw new Error(`${response.status}`);
+  return URL.createObjectURL(await response.blob());
+}
+
 function flash(message) {
   const box = $("#flash");
   box.textContent = message;
@@ -271,6 +279,62 @@ function initJob() {
     $("#items-more").hidden = !page.next;
   }
 
+  // ----------------------------------------------------- results gallery (image classifiers)
+  let galleryNext = null;
+
+  function score(value) { return typeof value === "number" ? `${(value * 100).toFixed(1)} %` : ""; }
+
+  function tile(item) {
+    const failed = item.status === "FAILURE";
+    const result = item.result && typeof item.result === "object" ? item.result : {};
+    const frame = el("div", { class: "thumb" });
+    const img = el("img", { alt: `Sample of ${item.name}`, width: "96", height: "96", decoding: "async" });
+    frame.append(img);
+    imageBlob(`${base}items/${item.id}/sample`).then((url) => { img.src = url; })
+      .catch(() => { img.replaceWith(el("span", { class: "no-sample" }, "no thumbnail")); });
+    const caption = el("figcaption", {}, el("span", { class: "item-name" }, item.name));
+    if (failed) {
+      caption.append(el("span", { class: "item-label error" }, `Failed: ${item.error || "error"}`));
+    } else if (item.status === "SUCCESS") {
+      caption.append(el("span", { class: "item-label" }, String(result.label ?? "—")),
+        el("span", { class: "item-score" }, score(result.score)));
+    } else {
+      caption.append(badge(item.status));
+    }
+    const figure = el("figure", {}, frame, caption);
+    if (current && current.explain && result.explanation) {
+      const toggle = el("button", { type: "button", class: "toggle", "aria-pressed": "false" }, "Show saliency map");
+      let overlay = null;
+      toggle.addEventListener("click", async () => {
+        const on = toggle.getAttribute("aria-pressed") !== "true";
+        if (on && !overlay) {
+          try {
+            overlay = el("img", { class: "overlay", alt: `Saliency map of ${item.name} (brighter = more important)`,
+              src: await imageBlob(`${base}items/${item.id}/explanation`) });
+            frame.append(overlay);
+          } catch (error) { flash(`No saliency map for ${item.name}: ${error.message}`); return; }
+        }
+        overlay.hidden = !on;
+        toggle.setAttribute("aria-pressed", String(on));
+        toggle.textContent = on ? "Hide saliency map" : "Show saliency map";
+      });
+      caption.append(toggle);
+    }
+    return el("li", { class: failed ? "tile failed" : "tile", "data-item": String(item.id) }, figure);
+  }
+
+  async function loadGallery(reset) {
+    if (!current || !current.image_classification_model) return;
+    $("#gallery-card").hidden = false;
+    const list = $("#gallery");
+    let url = galleryNext;
+    if (reset) { url = `${base}items/?limit=100`; list.replaceChildren(); }
+    const page = await api(url.replace(/^https?:\/\/[^/]+/, ""));
+    list.append(...page.results.map(tile));
+    galleryNext = page.next;
+    $("#gallery-more").hidden = !page.next;
+  }
+
   async function start() {
     try {
       renderJob(await api(base));
@@ -279,12 +343,13 @@ function initJob() {
     for (const row of logs.results) appendLog(row.line);
     lastLog = logs.last_id;
     loadItems(true);
+    loadGallery(true);
     const source = new EventSource(`${base}events/`);
     source.addEventListener("job", (event) => {
       const job = JSON.parse(event.data);
       const wasTerminal = current && TERMINAL.has(current.status);
       renderJob(job);
-      if (TERMINAL.has(job.status) && !wasTerminal) loadItems(true);
+      if (TERMINAL.has(job.status) && !wasTerminal) { loadItems(true); loadGallery(true); }
     });
     source.addEventListener("log", (event) => {
       const row = JSON.parse(event.data);
@@ -294,6 +359,7 @@ function initJob() {
 
   $("#item-status").addEventListener("change", () => loadItems(true));
   $("#items-more").addEventListener("click", () => loadItems(false));
+  $("#gallery-more").addEventListener("click", () => loadGallery(false));
   start();
 }
 
