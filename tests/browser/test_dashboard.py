@@ -15,7 +15,7 @@ from tests.integration.helpers_api import JOBS, submit, unique
 def test_login_submit_and_watch_the_progress_bar_reach_100_live(page: Any, web_server: Server) -> None:
     login(page, web_server)
     expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
-    page.get_by_role("link", name="Submit").click()
+    page.get_by_role("link", name="Submit", exact=True).click()
     option = page.locator("#s-pipeline option", has_text="(test-delay)")
     page.get_by_label("Pipeline", exact=True).select_option(option.get_attribute("value"))
     expect(page.locator("#pipeline-info")).to_contain_text("accepts text, base64")

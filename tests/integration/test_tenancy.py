@@ -272,6 +272,8 @@ def test_memberships_give_a_key_a_role_per_project(shared_server: Server) -> Non
             == 204
         )
         members = owner.get(f"/api/v2/projects/{ids[second]}/members/").json()
+        listed = {p["id"]: p["user_permissions"] for p in owner.get("/api/v2/projects/").json()}
+        assert listed[ids[first]] == ["view", "submit", "manage"]
         assert [(m["prefix"], m["role"]) for m in members] == [(prefix, "member")]
         in_first = submit(owner, name=unique("in-first"), n=1, project_id=ids[first])
         in_second = submit(owner, name=unique("in-second"), n=1, project_id=ids[second], start_now=False)
@@ -286,7 +288,8 @@ def test_memberships_give_a_key_a_role_per_project(shared_server: Server) -> Non
         )
 
     with shared_server.client(key["key"]) as multi:
-        assert {p["id"] for p in multi.get("/api/v2/projects/").json()} == {ids[first], ids[second]}
+        seen = {p["id"]: p["user_permissions"] for p in multi.get("/api/v2/projects/").json()}
+        assert seen == {ids[first]: ["view"], ids[second]: ["view", "submit"]}  # the dashboard reads these
         assert_error(multi.get(f"{JOBS}{elsewhere['id']}/"), 404)
         assert multi.get(f"{JOBS}{in_first['id']}/").status_code == 200
         # Viewer in the first project, member in the second.

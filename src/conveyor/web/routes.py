@@ -22,6 +22,7 @@ PAGES = {
     "login": ("login.html", "Sign in"),
     "submit": ("submit.html", "Submit a job"),
     "pipelines": ("pipelines.html", "Pipelines"),
+    "keys": ("keys.html", "API keys"),
 }
 
 
@@ -55,3 +56,8 @@ def pipelines_page(request: Request) -> HTMLResponse:
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(request: Request, job_id: int) -> HTMLResponse:
     return _page(request, "job", job_id=job_id)
+
+
+@router.get("/keys", response_class=HTMLResponse)
+def keys_page(request: Request) -> HTMLResponse:
+    return _page(request, "keys")

@@ -10,7 +10,7 @@ from conveyor.api.schemas.native import PipelineOut, ProjectOut, present_pipelin
 from conveyor.clock import isoformat
 from conveyor.errors import NotFound
 from conveyor.pipelines import registry
-from conveyor.store.auth import Principal
+from conveyor.store.auth import WRITE_ROLES, Principal
 
 router = APIRouter(prefix="/api/v2", tags=["catalog"])
 
@@ -30,6 +30,13 @@ def get_pipeline(pipeline_id: DbId, store: StoreDep, _: PrincipalDep, base: Base
     return JSONResponse(present_pipeline(store.pipelines.by_id(pipeline_id), base))
 
 
+def _project_permissions(role: str | None) -> list[str]:
+    """What the calling key may do in the project: ``view``; ``submit`` (jobs); ``manage`` (keys)."""
+    if role is None:
+        return []
+    return ["view", *(["submit"] if role in WRITE_ROLES else []), *(["manage"] if role == "owner" else [])]
+
+
 def _projects(store: StoreDep, principal: Principal, base: str) -> list[dict[str, object]]:
     visible = principal.visible_projects()
     return [
@@ -40,7 +47,7 @@ def _projects(store: StoreDep, principal: Principal, base: str) -> list[dict[str
             "name": r["name"],
             "description": r["description"],
             "created_at": isoformat(r["created_at"]),
-            "user_permissions": [],
+            "user_permissions": _project_permissions(principal.role_in(r["id"])),
         }
         for r in store.auth.projects(principal.account_id, visible)
     ]

@@ -309,7 +309,11 @@ class ProjectOut(BaseModel):
     name: str
     description: str
     created_at: str
-    user_permissions: list[str] = []
+    user_permissions: list[str] = Field(
+        default=[],
+        description="What the calling key may do here: `view`, `submit` (member and owner keys), "
+        "`manage` (owner keys: API keys).",
+    )
 
 
 class ActionOut(BaseModel):

@@ -2,6 +2,7 @@
 "use strict";
 
 const KEY = "conveyor.key";
+const PROJECT = "conveyor.project";  // the project picked in the header switcher (its id)
 const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"]);
 const RUNNING = new Set(["PENDING", "STARTED", "RETRY"]);
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -14,8 +15,11 @@ function setKey(value) {
   document.cookie = `conveyor_key=${encodeURIComponent(value)}; path=/api/; SameSite=Strict`;
 }
 
+function currentProject() { return sessionStorage.getItem(PROJECT) || ""; }
+
 function signOut() {
   sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(PROJECT);
   document.cookie = "conveyor_key=; path=/api/; max-age=0; SameSite=Strict";
   location.href = "/login";
 }
@@ -28,9 +32,19 @@ async function api(path, options = {}) {
   if (!response.ok) {
     let message = `${response.status}`;
     try { message = (await response.json()).message || message; } catch (_) { /* not JSON */ }
-    throw new Error(message);
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
   }
   return response.status === 204 ? null : response.json();
+}
+
+// Item files (sample thumbnails, saliency maps) need the Authorization header, so an <img> cannot
+// load them by URL: fetch them and show them through a blob URL.
+async function imageBlob(path) {
+  const response = await fetch(path, { headers: { Authorization: `Token ${key()}` } });
+  if (!response.ok) throw new Error(`${response.status}`);
+  return URL.createObjectURL(await response.blob());
 }
 
 function flash(message) {
@@ -76,6 +90,45 @@ function badge(status) { return el("span", { class: `badge s-${status}` }, statu
 
 function canWrite(job) { return (job.user_permissions || []).includes("run"); }
 
+// ----------------------------------------------------------------- header
+// The projects the key sees, each with what the key may do there (`view`, `submit`, `manage`).
+let projectsLoaded = null;
+function projects() {
+  projectsLoaded = projectsLoaded || api("/api/v2/projects/");
+  return projectsLoaded;
+}
+
+function allows(list, permission) {
+  const picked = currentProject();
+  return list.some((p) => (!picked || String(p.id) === picked) && (p.user_permissions || []).includes(permission));
+}
+
+async function initHeader() {
+  let list;
+  try { list = await projects(); } catch (_) { return; }
+  const select = $("#project-switch");
+  if (select) {
+    if (currentProject() && !list.some((p) => String(p.id) === currentProject())) sessionStorage.removeItem(PROJECT);
+    select.replaceChildren(el("option", { value: "" }, "All projects"),
+      ...list.map((p) => el("option", { value: String(p.id) }, p.name || p.slug)));
+    select.value = currentProject();
+    select.addEventListener("change", () => {
+      sessionStorage.setItem(PROJECT, select.value);
+      document.dispatchEvent(new CustomEvent("conveyor:project", { detail: select.value }));
+      showLinks(list);
+    });
+  }
+  showLinks(list);
+}
+
+// Viewer keys get no Submit link; only owner keys get the API keys link.
+function showLinks(list) {
+  const submit = $("#nav-submit");
+  if (submit) submit.hidden = !allows(list, "submit");
+  const keys = $("#nav-keys");
+  if (keys) keys.hidden = !list.some((p) => (p.user_permissions || []).includes("manage"));
+}
+
 // ------------------------------------------------------------------ login
 function initLogin() {
   $("#login-form").addEventListener("submit", async (event) => {
@@ -107,6 +160,7 @@ function initJobs() {
   function query() {
     const form = new FormData($("#filters"));
     const params = new URLSearchParams({ ordering: state.ordering });
+    if (currentProject()) params.set("project", currentProject());
     for (const [name, value] of form.entries()) {
       if (!value) continue;
       params.set(name, name.startsWith("created_") ? new Date(`${value}T00:00:00Z`).toISOString() : value);
@@ -157,6 +211,7 @@ function initJobs() {
     });
   }
   load(query());
+  document.addEventListener("conveyor:project", () => load(query()));
 
   // Live: one stream for every job the key sees; visible rows are updated in place.
   const source = new EventSource("/api/v2/events/");
@@ -271,6 +326,62 @@ function initJob() {
     $("#items-more").hidden = !page.next;
   }
 
+  // ----------------------------------------------------- results gallery (image classifiers)
+  let galleryNext = null;
+
+  function score(value) { return typeof value === "number" ? `${(value * 100).toFixed(1)} %` : ""; }
+
+  function tile(item) {
+    const failed = item.status === "FAILURE";
+    const result = item.result && typeof item.result === "object" ? item.result : {};
+    const frame = el("div", { class: "thumb" });
+    const img = el("img", { alt: `Sample of ${item.name}`, width: "96", height: "96", decoding: "async" });
+    frame.append(img);
+    imageBlob(`${base}items/${item.id}/sample`).then((url) => { img.src = url; })
+      .catch(() => { img.replaceWith(el("span", { class: "no-sample" }, "no thumbnail")); });
+    const caption = el("figcaption", {}, el("span", { class: "item-name" }, item.name));
+    if (failed) {
+      caption.append(el("span", { class: "item-label error" }, `Failed: ${item.error || "error"}`));
+    } else if (item.status === "SUCCESS") {
+      caption.append(el("span", { class: "item-label" }, String(result.label ?? "—")),
+        el("span", { class: "item-score" }, score(result.score)));
+    } else {
+      caption.append(badge(item.status));
+    }
+    const figure = el("figure", {}, frame, caption);
+    if (current && current.explain && result.explanation) {
+      const toggle = el("button", { type: "button", class: "toggle", "aria-pressed": "false" }, "Show saliency map");
+      let overlay = null;
+      toggle.addEventListener("click", async () => {
+        const on = toggle.getAttribute("aria-pressed") !== "true";
+        if (on && !overlay) {
+          try {
+            overlay = el("img", { class: "overlay", alt: `Saliency map of ${item.name} (brighter = more important)`,
+              src: await imageBlob(`${base}items/${item.id}/explanation`) });
+            frame.append(overlay);
+          } catch (error) { flash(`No saliency map for ${item.name}: ${error.message}`); return; }
+        }
+        overlay.hidden = !on;
+        toggle.setAttribute("aria-pressed", String(on));
+        toggle.textContent = on ? "Hide saliency map" : "Show saliency map";
+      });
+      caption.append(toggle);
+    }
+    return el("li", { class: failed ? "tile failed" : "tile", "data-item": String(item.id) }, figure);
+  }
+
+  async function loadGallery(reset) {
+    if (!current || !current.image_classification_model) return;
+    $("#gallery-card").hidden = false;
+    const list = $("#gallery");
+    let url = galleryNext;
+    if (reset) { url = `${base}items/?limit=100`; list.replaceChildren(); }
+    const page = await api(url.replace(/^https?:\/\/[^/]+/, ""));
+    list.append(...page.results.map(tile));
+    galleryNext = page.next;
+    $("#gallery-more").hidden = !page.next;
+  }
+
   async function start() {
     try {
       renderJob(await api(base));
@@ -279,12 +390,13 @@ function initJob() {
     for (const row of logs.results) appendLog(row.line);
     lastLog = logs.last_id;
     loadItems(true);
+    loadGallery(true);
     const source = new EventSource(`${base}events/`);
     source.addEventListener("job", (event) => {
       const job = JSON.parse(event.data);
       const wasTerminal = current && TERMINAL.has(current.status);
       renderJob(job);
-      if (TERMINAL.has(job.status) && !wasTerminal) loadItems(true);
+      if (TERMINAL.has(job.status) && !wasTerminal) { loadItems(true); loadGallery(true); }
     });
     source.addEventListener("log", (event) => {
       const row = JSON.parse(event.data);
@@ -294,6 +406,7 @@ function initJob() {
 
   $("#item-status").addEventListener("change", () => loadItems(true));
   $("#items-more").addEventListener("click", () => loadItems(false));
+  $("#gallery-more").addEventListener("click", () => loadGallery(false));
   start();
 }
 
@@ -309,6 +422,22 @@ function initSubmit() {
       el("p", {}, `Version ${p.version}${p.version_name ? " (" + p.version_name + ")" : ""} · accepts ${p.input_kinds.join(", ")} · batch ${p.batch_size}${p.supports_explain ? " · explain" : ""}`));
     $("#s-explain").disabled = !p.supports_explain;
   }
+
+  projects().then((list) => {
+    const writable = list.filter((p) => (p.user_permissions || []).includes("submit"));
+    if (!writable.length) {
+      $("#submit-form").hidden = true;
+      $("#submit-denied").hidden = false;
+      return;
+    }
+    const projectSelect = $("#s-project");
+    projectSelect.replaceChildren(...writable.map((p) => el("option", { value: String(p.id) }, p.name || p.slug)));
+    if (writable.some((p) => String(p.id) === currentProject())) projectSelect.value = currentProject();
+  });
+  document.addEventListener("conveyor:project", (event) => {
+    const projectSelect = $("#s-project");
+    if ([...projectSelect.options].some((o) => o.value === event.detail)) projectSelect.value = event.detail;
+  });
 
   api("/api/v2/pipelines/").then((list) => {
     pipelines = list;
@@ -336,6 +465,7 @@ function initSubmit() {
     const body = {
       name: $("#s-name").value.trim(),
       pipeline_id: Number(select.value),
+      project_id: $("#s-project").value ? Number($("#s-project").value) : null,
       inputs,
       delay: Number($("#s-delay").value || 0),
       timeout: $("#s-timeout").value ? Number($("#s-timeout").value) : null,
@@ -348,6 +478,63 @@ function initSubmit() {
       location.href = `/jobs/${job.id}`;
     } catch (error) { flash(`Not submitted: ${error.message}`); }
   });
+}
+
+// ------------------------------------------------------------------- keys
+function initKeys() {
+  const tbody = $("#keys tbody");
+
+  function row(k) {
+    const mine = k.prefix === (key() || "").split(".")[0];
+    const cells = [el("td", {}, el("code", {}, k.prefix)), el("td", {}, k.name, mine ? el("em", {}, " (this key)") : ""), el("td", {}, k.role),
+      el("td", {}, k.project || "every project"), el("td", {}, when(k.created_at)),
+      el("td", {}, when(k.last_used_at)), el("td", {}, k.expires_at ? when(k.expires_at) : "never")];
+    const actions = el("td", {});
+    if (k.revoked_at) {
+      actions.append(el("span", { class: "badge s-REVOKED" }, `revoked ${when(k.revoked_at)}`));
+    } else {
+      const button = el("button", { type: "button", class: "danger", "aria-label": `Revoke key ${k.prefix} (${k.name})` }, "Revoke");
+      button.addEventListener("click", async () => {
+        const warning = mine ? " This is the key you are signed in with." : "";
+        if (!confirm(`Revoke key ${k.prefix} "${k.name}"? Anything using it stops working.${warning}`)) return;
+        try { await api(`/api/v2/keys/${encodeURIComponent(k.prefix)}/`, { method: "DELETE" }); load(); flash(""); }
+        catch (error) { flash(`Not revoked: ${error.message}`); }
+      });
+      actions.append(button);
+    }
+    return el("tr", { "data-key": k.prefix }, ...cells, actions);
+  }
+
+  async function load() {
+    try {
+      const list = await api("/api/v2/keys/");
+      $("#keys-owner").hidden = false;
+      tbody.replaceChildren(...list.map(row));
+    } catch (error) {
+      if (error.status === 403) { $("#keys-denied").hidden = false; return; }
+      flash(`Could not load keys: ${error.message}`);
+    }
+  }
+
+  projects().then((list) => {
+    $("#k-project").append(...list.map((p) => el("option", { value: p.slug }, p.name || p.slug)));
+  }).catch(() => {});
+
+  $("#key-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const days = $("#k-expires").value;
+    const body = { name: $("#k-name").value.trim(), role: $("#k-role").value,
+      project: $("#k-project").value || null, expires_in_days: days ? Number(days) : null };
+    try {
+      const created = await api("/api/v2/keys/", { method: "POST", body: JSON.stringify(body) });
+      $("#new-key-value").value = created.key;
+      $("#new-key").hidden = false;
+      $("#key-form").reset();
+      flash("");
+      load();
+    } catch (error) { flash(`Not created: ${error.message}`); }
+  });
+  load();
 }
 
 // -------------------------------------------------------------- pipelines
@@ -366,5 +553,6 @@ document.addEventListener("DOMContentLoaded", () => {
   if (page === "login") { initLogin(); return; }
   if (!key()) { location.href = "/login"; return; }
   $("#logout")?.addEventListener("click", signOut);
-  ({ jobs: initJobs, job: initJob, submit: initSubmit, pipelines: initPipelines })[page]?.();
+  initHeader();
+  ({ jobs: initJobs, job: initJob, submit: initSubmit, pipelines: initPipelines, keys: initKeys })[page]?.();
 });
