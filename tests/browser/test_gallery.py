@@ -51,6 +51,7 @@ def test_digits_job_shows_thumbnails_labels_and_the_failed_item(page: Any, web_s
     expect(failed).to_have_count(1)
     expect(failed).to_contain_text("broken.png")
     expect(failed).to_contain_text("Failed: not a readable image")
+    expect(failed).not_to_contain_text("BytesIO")
     expect(failed.locator(".no-sample")).to_have_text("no thumbnail")
     expect(gallery.get_by_role("button", name="Show saliency map")).to_have_count(0)  # explain was off
     page.locator("#gallery-card").scroll_into_view_if_needed()

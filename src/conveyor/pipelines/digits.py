@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from conveyor.domain.stages import StageDef
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
+from conveyor.pipelines.imaging import decode_error
 from conveyor.store.chunks import ItemInput
 
 SPLIT_SEED = 0
@@ -86,7 +87,7 @@ class DigitsPipeline(Pipeline):
                 vectors.append(_to_vector(item.data))
                 results.append(None)
             except (UnidentifiedImageError, OSError, ValueError) as exc:
-                results.append(ItemResult.failure(f"not a readable image: {exc}"))
+                results.append(ItemResult.failure(decode_error(exc)))
         if vectors:
             probabilities = self.model.predict_proba(np.stack(vectors))
             classes = self.model.classes_

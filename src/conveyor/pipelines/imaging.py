@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
@@ -23,7 +24,9 @@ def open_rgb(data: bytes) -> Image.Image:
 
 
 def decode_error(exc: Exception) -> str:
-    return f"not a readable image ({type(exc).__name__}: {exc})"
+    """A message for the item's error; Pillow's mention of the in-memory buffer is left out."""
+    detail = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)).strip()
+    return f"not a readable image ({type(exc).__name__}: {detail})" if detail else "not a readable image"
 
 
 def sample(picture: Image.Image) -> Artifact:
