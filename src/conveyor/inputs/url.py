@@ -72,13 +72,8 @@ def fetch(url: str, label: str, policy: UrlPolicy) -> bytes:
             request = _pinned_request(client, current, label, policy)
             try:
                 response = client.send(request, stream=True)
-            except httpx.TimeoutException:
-                raise InputUnavailable(
-                    f"Input {label!r}: {current} timed out after {policy.timeout:g} s.", input=label
-                ) from None
             except httpx.HTTPError as exc:
-                message = f"Input {label!r}: cannot fetch {current}: {exc}."
-                raise InputUnavailable(message, input=label) from None
+                raise _unavailable(exc, label, current, policy) from None
             try:
                 if response.status_code in REDIRECTS and "location" in response.headers:
                     current = urljoin(current, response.headers["location"])
@@ -90,18 +85,20 @@ def fetch(url: str, label: str, policy: UrlPolicy) -> bytes:
                         status=response.status_code,
                     )
                 return _read_capped(response, label, policy, deadline)
-            except httpx.TimeoutException:
-                raise InputUnavailable(
-                    f"Input {label!r}: {current} timed out after {policy.timeout:g} s.", input=label
-                ) from None
             except httpx.HTTPError as exc:
-                message = f"Input {label!r}: cannot fetch {current}: {exc}."
-                raise InputUnavailable(message, input=label) from None
+                raise _unavailable(exc, label, current, policy) from None
             finally:
                 response.close()
     raise InputUnavailable(
         f"Input {label!r}: more than {policy.max_redirects} redirects from {url}.", input=label
     )
+
+
+def _unavailable(exc: httpx.HTTPError, label: str, url: str, policy: UrlPolicy) -> InputUnavailable:
+    """The 4xx for a transport failure while connecting or reading (timeouts say so)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return InputUnavailable(f"Input {label!r}: {url} timed out after {policy.timeout:g} s.", input=label)
+    return InputUnavailable(f"Input {label!r}: cannot fetch {url}: {exc}.", input=label)
 
 
 def _pinned_request(client: httpx.Client, url: str, label: str, policy: UrlPolicy) -> httpx.Request:
