@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import sqlalchemy as sa
 
 POSTGRES_HOST = os.environ.get("CONVEYOR_TEST_PG_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("CONVEYOR_TEST_PG_PORT", "5432"))
@@ -42,3 +43,22 @@ def postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def item_rows(engine: sa.Engine, job_id: int) -> list[tuple[int, str, int]]:
+    """(seq, status, attempts) of a job's items, read straight from the database."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT seq, status, attempts FROM items WHERE job_id = :j ORDER BY seq"), {"j": job_id}
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+def chunk_rows(engine: sa.Engine, job_id: int) -> list[tuple[int, str, str, int, str | None]]:
+    """(id, kind, status, attempts, leased_by) of a job's chunks."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT id, kind, status, attempts, leased_by FROM chunks WHERE job_id = :j ORDER BY id"),
+            {"j": job_id},
+        )
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]

@@ -190,3 +190,17 @@ def wait_status(client: httpx.Client, job_id: int, statuses: set[str], timeout: 
 
 def text_inputs(n: int, prefix: str = "item") -> list[dict[str, str]]:
     return [{"name": f"{prefix}-{i}", "kind": "text", "data": f"{prefix} {i}"} for i in range(n)]
+
+
+def assert_counters_match_rows(job: dict[str, Any], rows: list[tuple[int, str, int]]) -> None:
+    """A finished job's counters equal its item rows ``(seq, status, attempts)``: nothing lost or
+    counted twice."""
+    by_status = {
+        s: sum(1 for _, status, _ in rows if status == s) for s in ("SUCCESS", "FAILURE", "CANCELED")
+    }
+    assert len(rows) == job["total"]
+    assert job["completed"] == by_status["SUCCESS"]
+    assert job["failed"] == by_status["FAILURE"]
+    assert job["canceled"] == by_status["CANCELED"]
+    assert job["pending"] == 0
+    assert job["completed"] + job["failed"] + job["canceled"] == job["total"]

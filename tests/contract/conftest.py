@@ -29,7 +29,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.backends import postgres_database, require_service
+from tests.backends import chunk_rows, item_rows, postgres_database, require_service
 from tests.conftest import Server, start_server, text_inputs, wait_for
 from tests.distributed.conftest import BROKERS, CeleryWorker, delete_queue, start_worker
 
@@ -81,23 +81,11 @@ class Deployment:
 
     def items(self, job_id: int) -> list[tuple[int, str, int]]:
         """(seq, status, attempts) from the deployment's database: the ground truth for the counters."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT seq, status, attempts FROM items WHERE job_id = :j ORDER BY seq"),
-                {"j": job_id},
-            )
-            return [(r[0], r[1], r[2]) for r in rows]
+        return item_rows(self.engine, job_id)
 
     def chunks(self, job_id: int) -> list[tuple[int, str, str, int, str | None]]:
         """(id, kind, status, attempts, leased_by) of the job's chunks."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT id, kind, status, attempts, leased_by FROM chunks WHERE job_id = :j ORDER BY id"
-                ),
-                {"j": job_id},
-            )
-            return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return chunk_rows(self.engine, job_id)
 
     def worker_pids(self) -> list[int]:
         """Pids of the processes that run chunks: the local pool's workers or the Celery pool's children."""

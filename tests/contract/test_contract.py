@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 
 from conveyor.pipelines.digits import holdout_pngs
-from tests.conftest import wait_for, wait_status
+from tests.conftest import assert_counters_match_rows, wait_for, wait_status
 from tests.contract.conftest import Deployment
 
 FINISHED = {"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"}
@@ -51,15 +51,7 @@ def transitions(deployment: Deployment, job_id: int) -> list[dict[str, Any]]:
 
 def assert_counters_match_items(deployment: Deployment, job: dict[str, Any]) -> list[tuple[int, str, int]]:
     rows = deployment.items(job["id"])
-    by_status = {
-        s: sum(1 for _, status, _ in rows if status == s) for s in ("SUCCESS", "FAILURE", "CANCELED")
-    }
-    assert len(rows) == job["total"]
-    assert job["completed"] == by_status["SUCCESS"]
-    assert job["failed"] == by_status["FAILURE"]
-    assert job["canceled"] == by_status["CANCELED"]
-    assert job["pending"] == 0
-    assert job["completed"] + job["failed"] + job["canceled"] == job["total"]
+    assert_counters_match_rows(job, rows)
     return rows
 
 

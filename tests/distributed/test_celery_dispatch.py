@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import run_cli, text_inputs, wait_for, wait_status
+from tests.conftest import assert_counters_match_rows, run_cli, text_inputs, wait_for, wait_status
 from tests.distributed.conftest import WORKER_CONCURRENCY, Cluster, start_worker
 
 FINISHED = {"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"}
@@ -39,16 +39,7 @@ def job_detail(cluster: Cluster, job_id: int) -> dict[str, Any]:
 
 
 def assert_counters_match_items(cluster: Cluster, job: dict[str, Any]) -> None:
-    rows = cluster.items(job["id"])
-    by_status = {
-        s: sum(1 for _, status, _ in rows if status == s) for s in ("SUCCESS", "FAILURE", "CANCELED")
-    }
-    assert len(rows) == job["total"]
-    assert job["completed"] == by_status["SUCCESS"]
-    assert job["failed"] == by_status["FAILURE"]
-    assert job["canceled"] == by_status["CANCELED"]
-    assert job["pending"] == 0
-    assert job["completed"] + job["failed"] + job["canceled"] == job["total"]
+    assert_counters_match_rows(job, cluster.items(job["id"]))
 
 
 def ts(value: str) -> datetime:

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tests.conftest import Server, start_server, text_inputs, wait_for, wait_status
+from tests.conftest import (
+    Server,
+    assert_counters_match_rows,
+    start_server,
+    text_inputs,
+    wait_for,
+    wait_status,
+)
 
 SMALL_CHUNKS = {"CONVEYOR_CHUNK_SIZE": "5"}
 
@@ -35,16 +42,7 @@ def item_rows(server: Server, job_id: int) -> list[tuple[int, str, int]]:
 
 
 def assert_counters_match_items(server: Server, job: dict[str, Any]) -> None:
-    rows = item_rows(server, job["id"])
-    by_status = {
-        s: sum(1 for _, status, _ in rows if status == s) for s in ("SUCCESS", "FAILURE", "CANCELED")
-    }
-    assert len(rows) == job["total"]
-    assert job["completed"] == by_status["SUCCESS"]
-    assert job["failed"] == by_status["FAILURE"]
-    assert job["canceled"] == by_status["CANCELED"]
-    assert job["pending"] == 0
-    assert job["completed"] + job["failed"] + job["canceled"] == job["total"]
+    assert_counters_match_rows(job, item_rows(server, job["id"]))
 
 
 def ts(value: str) -> datetime:
