@@ -10,6 +10,7 @@ import typer
 
 from conveyor import __version__, logs
 from conveyor.cli_jobs import register as register_job_commands
+from conveyor.cli_services import services_app
 from conveyor.settings import Settings
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 keys_app = typer.Typer(help="API keys (only a hash of each secret is stored).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(services_app, name="services")
 
 
 def _settings() -> Settings:
@@ -51,6 +53,11 @@ def serve(
     os.environ.setdefault("CONVEYOR_LOG_LEVEL", log_level.upper())
     logs.configure(log_level)
     settings = _settings()
+    if workers > 0 and settings.media_base_url is None and settings.public_url is None:
+        # Processing services fetch item images from this server: the local workers tell them where.
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+        reachable = f"[{reachable}]" if ":" in reachable and not reachable.startswith("[") else reachable
+        settings = settings.model_copy(update={"media_base_url": f"http://{reachable}:{port}"})
     stopped_by: list[int] = []
     # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal; these handlers
     # receive it, so a clean shutdown exits with status 0 instead of dying from the signal.

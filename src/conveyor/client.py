@@ -450,6 +450,31 @@ class ConveyorClient:
         found: list[dict[str, Any]] = self._json("GET", "/api/v2/pipelines/")
         return found
 
+    # ------------------------------------------------------------------ processing services
+    def processing_services(self) -> list[dict[str, Any]]:
+        """Remote processing services of the key's account, their pipelines and last health check."""
+        found: list[dict[str, Any]] = self._json("GET", "/api/v2/processing-services/")
+        return found
+
+    def register_service(
+        self, endpoint_url: str, *, name: str | None = None, description: str | None = None
+    ) -> dict[str, Any]:
+        """Register a service speaking Antenna's protocol; its pipelines become ``remote:<name>/<slug>``."""
+        body = {"endpoint_url": endpoint_url, "name": name, "description": description}
+        service: dict[str, Any] = self._json(
+            "POST", "/api/v2/processing-services/", json_body={k: v for k, v in body.items() if v is not None}
+        )
+        return service
+
+    def refresh_service(self, service_id: int) -> dict[str, Any]:
+        """Check a service's health again and pick up its current pipelines."""
+        service: dict[str, Any] = self._json("POST", f"/api/v2/processing-services/{service_id}/refresh/")
+        return service
+
+    def remove_service(self, service_id: int) -> None:
+        """Forget a service: its pipelines take no new jobs."""
+        self._request("DELETE", f"/api/v2/processing-services/{service_id}/")
+
     def projects(self) -> list[dict[str, Any]]:
         """Projects this key can see."""
         found: list[dict[str, Any]] = self._json("GET", "/api/v2/projects/")

@@ -117,6 +117,32 @@ class Settings(BaseSettings):
         default=None, description="Base URL used in `details` links; default: from the request."
     )
 
+    # Remote processing services (Antenna's protocol; see conveyor.pipelines.remote)
+    remote_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Connect timeout of calls to a processing service."
+    )
+    remote_read_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Read timeout of a processing service's answer to one batch."
+    )
+    remote_retries: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="Retries of a batch a processing service could not take (connection error, timeout, "
+        "429, 502-504), with exponential backoff; then its items fail with the reason.",
+    )
+    remote_backoff_seconds: float = Field(
+        default=0.5, ge=0, description="First retry's wait; it doubles per retry, capped at 30 s."
+    )
+    media_base_url: str | None = Field(
+        default=None,
+        description="Base URL at which processing services fetch item images from this server; default: "
+        "`public_url`, else (embedded mode) the address `conveyor serve` listens on.",
+    )
+    media_url_seconds: float = Field(
+        default=3600.0, gt=0, description="Lifetime of the signed image URLs sent to processing services."
+    )
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -11,12 +11,18 @@ import os
 import re
 import signal
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import assert_counters_match_rows, run_cli, text_inputs, wait_for, wait_status
 from tests.distributed.conftest import WORKER_CONCURRENCY, Cluster, start_worker
+from tests.integration.helpers_api import all_items, unique
+from tests.integration.test_remote_services import image_inputs
+from tests.processing_service import ProcessingService
 
 FINISHED = {"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"}
 
@@ -205,3 +211,46 @@ def test_worker_without_a_broker_url_says_so(tmp_path: Path) -> None:
     done = run_cli(["worker"], {**env, "CONVEYOR_DATA_DIR": str(tmp_path)}, timeout=60)
     assert done.returncode == 2
     assert "CONVEYOR_BROKER_URL is not set" in done.stderr
+
+
+# --------------------------------------------------------------------------- remote processing services
+@pytest.fixture(scope="module")
+def service() -> Iterator[ProcessingService]:
+    started = ProcessingService().start()
+    yield started
+    started.stop()
+
+
+def test_celery_workers_run_remote_pipelines_once_told_the_media_url(
+    cluster: Cluster, service: ProcessingService
+) -> None:
+    with cluster.server.client() as client:
+        registered = client.post(
+            "/api/v2/processing-services/", json={"endpoint_url": service.url, "name": unique("celery")}
+        )
+        assert registered.status_code == 201, registered.text
+        slug = f"remote:{registered.json()['name']}/brightness"
+
+        def run() -> dict[str, object]:
+            created = client.post(
+                "/api/v2/jobs/?start_now=true",
+                json={"name": unique("remote"), "pipeline": slug, "inputs": image_inputs(bright=3, dark=3)},
+            )
+            assert created.status_code == 201, created.text
+            return wait_status(client, created.json()["id"], FINISHED, timeout=60)
+
+        # The fixture's worker has no CONVEYOR_MEDIA_BASE_URL: every item fails and says what to set.
+        unset = run()
+        # (Items not yet run when the failure budget was spent are CANCELED, without an error.)
+        errors = {i["error"] for i in all_items(client, int(str(unset["id"]))) if i["status"] == "FAILURE"}
+        assert unset["status"] == "FAILURE" and len(errors) == 1, errors
+        assert "set CONVEYOR_MEDIA_BASE_URL" in errors.pop()
+
+        cluster.worker.stop()
+        env = {**cluster.server.env, "CONVEYOR_MEDIA_BASE_URL": cluster.server.url}
+        cluster.worker = start_worker(env, cluster.queue, cluster.server.data_dir / "worker-media.log")
+        job = run()
+        items = all_items(client, int(str(job["id"])))
+    assert job["status"] == "SUCCESS", job
+    assert sorted(i["result"]["labels"][0] for i in items) == ["bright"] * 3 + ["dark"] * 3
+    assert_counters_match_rows(job, cluster.items(int(str(job["id"]))))

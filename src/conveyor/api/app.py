@@ -21,6 +21,7 @@ from conveyor.api.routes import (
     metrics,
     modzy_jobs,
     modzy_models,
+    processing_services,
     tenancy,
     uploads,
 )
@@ -137,6 +138,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(jobs.router)
     app.include_router(uploads.router)
     app.include_router(collections.router)
+    app.include_router(processing_services.router)
     app.include_router(catalog.router)
     app.include_router(modzy_jobs.router)
     app.include_router(modzy_models.router)

@@ -19,9 +19,10 @@ from conveyor.inputs.inline import DecodedInput
 from conveyor.inputs.resolve import REFERENCE_KINDS, InputResolver, as_pipeline_kind
 from conveyor.inputs.s3 import S3Credentials
 from conveyor.inputs.upload import StagedFile
-from conveyor.pipelines import registry
+from conveyor.pipelines import registry, remote
 from conveyor.pipelines.base import Pipeline
 from conveyor.services.collections import CollectionService, StoredSource
+from conveyor.services.processing import ProcessingServices
 from conveyor.services.quotas import Quotas
 from conveyor.settings import Settings
 from conveyor.store import Store
@@ -79,6 +80,7 @@ class JobService:
         self.quotas = Quotas(store, settings)
         self.resolver = InputResolver(settings)
         self.collections = CollectionService(store, settings, self.resolver)
+        self.processing = ProcessingServices(store, settings)
 
     # ---------------------------------------------------------------- writes
     def submit(
@@ -87,8 +89,8 @@ class JobService:
         """Create a job with all its items. ``open_for_uploads``: create it without items, OPEN for
         chunked file inputs (services/uploads.py); closing it adds the items and queues it."""
         _require_write(principal)
-        pipeline_row = self._resolve_pipeline(request)
-        pipeline_cls = registry.get(pipeline_row["slug"])
+        pipeline_row = self._resolve_pipeline(principal, request)
+        pipeline_cls = self._pipeline_class(principal, pipeline_row["slug"])
         config = pipeline_cls.validate_config(dict(request.config))
         if request.explain and not pipeline_cls.supports_explain:
             raise InvalidInput(f"Pipeline {pipeline_cls.slug!r} does not support explain.")
@@ -306,7 +308,13 @@ class JobService:
         return self.store.jobs.events(scope_of(principal), job_id)
 
     # --------------------------------------------------------------- helpers
-    def _resolve_pipeline(self, request: JobRequest) -> RowMapping:
+    def _pipeline_class(self, principal: Principal, slug: str) -> type[Pipeline]:
+        """An installed pipeline, or a remote one of the caller's account (else a 400)."""
+        if remote.is_remote(slug):
+            return self.processing.pipeline_class(principal.account_id, slug)
+        return registry.get(slug)
+
+    def _resolve_pipeline(self, principal: Principal, request: JobRequest) -> RowMapping:
         if request.pipeline_id is not None:
             try:
                 return self.store.pipelines.by_id(request.pipeline_id)
@@ -316,7 +324,7 @@ class JobService:
                     f"Unknown pipeline id {request.pipeline_id}.", pipeline_id=request.pipeline_id
                 ) from None
         if request.pipeline:
-            registry.get(request.pipeline)  # installed here? a clear 400 otherwise
+            self._pipeline_class(principal, request.pipeline)  # installed (or registered) here? else a 400
             return self.store.pipelines.latest(request.pipeline)
         raise InvalidInput("Give the pipeline, as `pipeline` (slug) or `pipeline_id`.")
 

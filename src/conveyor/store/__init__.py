@@ -14,6 +14,7 @@ from conveyor.store.history import HistoryRepository
 from conveyor.store.jobs import JobRepository
 from conveyor.store.memberships import MembershipRepository
 from conveyor.store.pipelines import PipelineRepository
+from conveyor.store.processing_services import ProcessingServiceRepository
 from conveyor.store.quotas import QuotaRepository
 from conveyor.store.stats import StatsRepository
 from conveyor.store.uploads import UploadRepository
@@ -44,6 +45,7 @@ class Store:
         self.collections = CollectionRepository(self.db)
         self.stats = StatsRepository(self.db)
         self.artifacts = ArtifactRepository(self.db)
+        self.processing_services = ProcessingServiceRepository(self.db)
 
     def close(self) -> None:
         self.db.dispose()

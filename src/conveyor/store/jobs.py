@@ -318,6 +318,12 @@ class JobRepository:
                 ).mappings()
             )
 
+    def item_data(self, item_id: int) -> bytes | None:
+        """An item's input bytes (for a signed media URL: the caller has checked the signature)."""
+        with self.db.read() as conn:
+            data = conn.execute(select(items.c.data).where(items.c.id == item_id)).scalar()
+        return bytes(data) if data is not None else None
+
     def items(
         self, scope: Scope, job_id: int, *, statuses: Sequence[str] | None, after_seq: int, limit: int
     ) -> tuple[int, list[RowMapping]]:

@@ -334,3 +334,35 @@ collection_items = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 Index("ix_collection_items_collection_id", collection_items.c.collection_id, collection_items.c.id)
+
+# Remote processing services (migration 0007): HTTP services speaking Antenna's processing-service
+# protocol, registered by an account's owner. Their pipelines are mirrored into ``pipelines`` as
+# ``remote:<name>/<slug>``, so the name is unique server-wide.
+processing_services = Table(
+    "processing_services",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("endpoint_url", String(2000), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("info", JSONType, nullable=False),  # the service's last GET /info answer
+    Column("live", Boolean, nullable=False, default=False),
+    Column("ready", Boolean, nullable=False, default=False),
+    Column("latency_ms", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_checked_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_processing_services_account_id", processing_services.c.account_id, processing_services.c.id)
+
+# Server-wide secrets generated once and shared by the API and every worker through the database
+# (the key that signs the image URLs handed to processing services).
+server_secrets = Table(
+    "server_secrets",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)

@@ -16,9 +16,11 @@ from typing import Any
 from conveyor.clock import utcnow
 from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
-from conveyor.pipelines import imaging
+from conveyor.pipelines import imaging, remote
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
 from conveyor.pipelines.registry import WarmPipelines
+from conveyor.pipelines.remote import RemotePipeline
+from conveyor.services import processing
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.chunks import Claim, ItemInput, ItemOutcome, JobContext, LogLine
@@ -126,6 +128,21 @@ class ChunkExecutor:
         self.shutdown = shutdown or threading.Event()
         self.warm = warm or WarmPipelines(settings.data_dir)
         self._started_jobs: set[int] = set()
+        self._remote: dict[str, RemotePipeline] = {}
+
+    def _pipeline(self, slug: str) -> tuple[Pipeline, float | None]:
+        """The warm pipeline for ``slug`` (and its load time if loaded now). A remote pipeline is
+        looked up each chunk, so a re-registered service's new URL takes effect at once."""
+        if not remote.is_remote(slug):
+            return self.warm.get(slug)
+        cls, endpoint = processing.worker_endpoint(self.store, self.settings, slug)
+        cached = self._remote.get(slug)
+        if cached is not None and type(cached).version == cls.version and cached.endpoint == endpoint:
+            return cached, None
+        if cached is not None:
+            cached.close()
+        self._remote[slug] = cls(endpoint, self.settings)
+        return self._remote[slug], None
 
     def claim_and_run(self, *, chunk_id: int | None = None) -> ChunkReport | None:
         claim = self.store.chunks.claim(self.worker_name, self.settings.lease_seconds, chunk_id=chunk_id)
@@ -165,7 +182,7 @@ class ChunkExecutor:
         stage_params: dict[str, list[dict[str, Any]]] | None = None
         assert job.pipeline_slug is not None
         try:
-            pipeline, load_seconds = self.warm.get(job.pipeline_slug)
+            pipeline, load_seconds = self._pipeline(job.pipeline_slug)
         except Exception as exc:  # a broken model fails its items with the reason, not the worker
             log.exception("loading pipeline %s failed", job.pipeline_slug)
             now = utcnow()
@@ -192,12 +209,13 @@ class ChunkExecutor:
             seconds = load_seconds if load_seconds is not None else self.warm.load_seconds.get(pipeline.slug)
             load_ms = round((seconds or 0.0) * 1000)
             how = "loaded in" if load_seconds is not None else "already warm; it loaded in"
+            where = (
+                f"on processing service {pipeline.endpoint.url}"
+                if isinstance(pipeline, RemotePipeline)
+                else f"(model {how} {load_ms} ms)"
+            )
             logs.append(
-                LogLine(
-                    "INFO",
-                    f"Worker {self.worker_name} runs {pipeline.slug} v{pipeline.version} "
-                    f"(model {how} {load_ms} ms)",
-                )
+                LogLine("INFO", f"Worker {self.worker_name} runs {pipeline.slug} v{pipeline.version} {where}")
             )
             stage_params = {
                 pipeline.stages[0].key: [

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from conveyor.api.deps import BaseUrlDep, DbId, PrincipalDep, StoreDep
+from conveyor.api.deps import BaseUrlDep, DbId, JobsDep, PrincipalDep, StoreDep
 from conveyor.api.schemas.native import PipelineOut, ProjectOut, present_pipeline
 from conveyor.clock import isoformat
 from conveyor.errors import NotFound
-from conveyor.pipelines import registry
+from conveyor.pipelines import registry, remote
 from conveyor.store.auth import WRITE_ROLES, Principal
 
 router = APIRouter(prefix="/api/v2", tags=["catalog"])
@@ -18,16 +18,22 @@ router = APIRouter(prefix="/api/v2", tags=["catalog"])
 @router.get(
     "/pipelines/",
     response_model=list[PipelineOut],
-    summary="Pipelines (models) installed on this server, every known version",
+    summary="Pipelines (models) installed on this server, and the remote ones of the account's processing "
+    "services (`remote:<service>/<slug>`), every known version",
 )
-def list_pipelines(store: StoreDep, _: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
-    installed = registry.available()
-    return JSONResponse([present_pipeline(r, base) for r in store.pipelines.all() if r["slug"] in installed])
+def list_pipelines(store: StoreDep, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+    usable = set(registry.available()) | jobs.processing.visible_slugs(principal)
+    return JSONResponse([present_pipeline(r, base) for r in store.pipelines.all() if r["slug"] in usable])
 
 
 @router.get("/pipelines/{pipeline_id}/", response_model=PipelineOut, summary="One pipeline version")
-def get_pipeline(pipeline_id: DbId, store: StoreDep, _: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
-    return JSONResponse(present_pipeline(store.pipelines.by_id(pipeline_id), base))
+def get_pipeline(
+    pipeline_id: DbId, store: StoreDep, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+) -> JSONResponse:
+    row = store.pipelines.by_id(pipeline_id)
+    if remote.is_remote(row["slug"]) and row["slug"] not in jobs.processing.visible_slugs(principal):
+        raise NotFound(f"Pipeline {pipeline_id} not found.", pipeline_id=pipeline_id)
+    return JSONResponse(present_pipeline(row, base))
 
 
 def _project_permissions(role: str | None) -> list[str]:

@@ -1,0 +1,168 @@
+"""Processing-service use cases: register a remote service by URL, check it, list, remove; and
+the pipeline classes and worker endpoints of its ``remote:<name>/<slug>`` pipelines.
+
+Services belong to an account: every key of the account can see them and run their pipelines;
+only an account-wide owner key registers, refreshes or removes one. Registering fetches the
+service's ``/info`` (nothing is stored when that fails) and mirrors each of its pipelines into
+the pipeline table, so jobs, history and the catalog treat them like installed ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import RowMapping
+
+from conveyor import media
+from conveyor.clock import utcnow
+from conveyor.errors import Forbidden, InputUnavailable, InvalidInput, UnknownPipeline
+from conveyor.pipelines import remote
+from conveyor.settings import Settings
+from conveyor.store import Store
+from conveyor.store.auth import Principal
+
+MAX_URL_CHARS = 2000
+
+
+def require_account_owner(principal: Principal) -> None:
+    if principal.role != "owner" or principal.project_roles is not None:
+        raise Forbidden(
+            "Registering, checking and removing processing services needs an account-wide owner key; "
+            f"this key's role is {principal.role}"
+            f"{' (bound to a project)' if principal.project_roles is not None else ''}."
+        )
+
+
+def check_endpoint(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"A processing service's endpoint is an http(s):// URL; {url[:200]!r} is not.")
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidInput(f"The endpoint URL is longer than {MAX_URL_CHARS} characters.")
+    if parts.query or parts.fragment:
+        raise InvalidInput("The endpoint URL takes no query or fragment: give the service's base URL.")
+    return url.rstrip("/")
+
+
+class ProcessingServices:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    # ---------------------------------------------------------------- owner actions
+    def register(
+        self, principal: Principal, endpoint_url: str, name: str | None = None, description: str | None = None
+    ) -> int:
+        require_account_owner(principal)
+        endpoint_url = check_endpoint(endpoint_url)
+        if name is not None:
+            remote.check_name(name)
+        info, health = self._fetch(endpoint_url)
+        chosen = name or remote.slugify(info["name"] or urlsplit(endpoint_url).hostname or "service")
+        service_id = self.store.processing_services.create(
+            principal.account_id,
+            chosen,
+            endpoint_url,
+            description if description is not None else info["description"],
+            info=info,
+            last_checked_at=utcnow(),
+            **health,
+        )
+        self.store.pipelines.sync(remote.describe_rows(chosen, info))
+        self.store.audit.record(principal.account_id, principal.key_prefix, "service.register", chosen)
+        return service_id
+
+    def refresh(self, principal: Principal, service_id: int) -> None:
+        """Ask the service again for its pipelines and health (a new pipeline version gets a row)."""
+        require_account_owner(principal)
+        row = self.store.processing_services.get(principal.account_id, service_id)
+        client = remote.ServiceClient(row["endpoint_url"], self.settings)
+        try:
+            health = client.health()
+            try:
+                info = client.info()
+            except remote.ServiceError as exc:
+                health.update(ready=False, last_error=str(exc))
+                self.store.processing_services.record_check(service_id, last_checked_at=utcnow(), **health)
+                return
+        finally:
+            client.close()
+        self.store.processing_services.record_check(service_id, info=info, last_checked_at=utcnow(), **health)
+        self.store.pipelines.sync(remote.describe_rows(row["name"], info))
+
+    def remove(self, principal: Principal, service_id: int) -> None:
+        """Forget the service. Its pipeline rows stay (past jobs refer to them); new jobs are refused."""
+        require_account_owner(principal)
+        row = self.store.processing_services.get(principal.account_id, service_id)
+        self.store.processing_services.delete(principal.account_id, service_id)
+        self.store.audit.record(principal.account_id, principal.key_prefix, "service.remove", row["name"])
+
+    # ---------------------------------------------------------------- reads
+    def list(self, principal: Principal) -> list[RowMapping]:
+        return self.store.processing_services.list(principal.account_id)
+
+    def get(self, principal: Principal, service_id: int) -> RowMapping:
+        return self.store.processing_services.get(principal.account_id, service_id)
+
+    def visible_slugs(self, principal: Principal) -> set[str]:
+        """The ``remote:`` slugs this key may run: those of its account's services."""
+        return {
+            remote.remote_slug(row["name"], p["slug"])
+            for row in self.list(principal)
+            for p in row["info"]["pipelines"]
+        }
+
+    def pipeline_class(self, account_id: int, slug: str) -> type[remote.RemotePipeline]:
+        """The class a submission validates with; 400 unknown_pipeline if the account has no such one."""
+        service_name, pipeline_slug = remote.split_slug(slug)
+        row = self.store.processing_services.by_name(service_name, account_id)
+        if row is None:
+            raise UnknownPipeline(
+                f"Unknown pipeline {slug!r}: no processing service named {service_name!r} is registered.",
+                pipeline=slug,
+            )
+        for pipeline in row["info"]["pipelines"]:
+            if pipeline["slug"] == pipeline_slug:
+                return remote.pipeline_class(row, pipeline)
+        offered = ", ".join(p["slug"] for p in row["info"]["pipelines"]) or "none"
+        raise UnknownPipeline(
+            f"Processing service {service_name!r} has no pipeline {pipeline_slug!r} (it offers: {offered}); "
+            "refresh the service if it changed.",
+            pipeline=slug,
+        )
+
+    # ---------------------------------------------------------------- helpers
+    def _fetch(self, endpoint_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        client = remote.ServiceClient(endpoint_url, self.settings)
+        try:
+            try:
+                info = client.info()
+            except remote.ServiceError as exc:
+                raise InputUnavailable(
+                    f"Could not register the processing service: {exc}", endpoint_url=endpoint_url
+                ) from None
+            return info, client.health()
+        finally:
+            client.close()
+
+
+def worker_endpoint(
+    store: Store, settings: Settings, slug: str
+) -> tuple[type[remote.RemotePipeline], remote.Endpoint]:
+    """The class and endpoint a worker runs a chunk of ``slug`` with (RuntimeError if it cannot)."""
+    service_name, pipeline_slug = remote.split_slug(slug)
+    row = store.processing_services.by_name(service_name)
+    if row is None:
+        raise RuntimeError(f"processing service {service_name!r} is no longer registered")
+    cls = next(
+        (remote.pipeline_class(row, p) for p in row["info"]["pipelines"] if p["slug"] == pipeline_slug), None
+    )
+    if cls is None:
+        raise RuntimeError(f"processing service {service_name!r} no longer offers pipeline {pipeline_slug!r}")
+    endpoint = remote.Endpoint(
+        url=row["endpoint_url"],
+        media_base_url=settings.media_base_url or settings.public_url,
+        media_secret=store.processing_services.secret(media.SECRET_NAME),
+    )
+    return cls, endpoint
