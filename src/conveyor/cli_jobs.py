@@ -595,19 +595,49 @@ def results(
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = None,
 ) -> None:
-    """Export every finished item's result (seq, name, status, result, error, duration_ms), streamed."""
+    """Export every finished item's result (job_id, item_id, seq, name, source, status, result, error,
+    duration_ms), streamed."""
     with api_errors(), connect(url, key) as client:
-        chunks = client.stream_results(job_id, format.value)
-        if output is None:
-            try:
-                for chunk in chunks:
-                    sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-            except BrokenPipeError:  # `| head`: the reader is gone, which is fine
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return
+        _emit(client.stream_results(job_id, format.value), output)
+    if output is not None:
+        err.print(f"Wrote results of job {job_id} to {output}.")
+
+
+def export(
+    job_ids: Annotated[list[int], typer.Argument(help="Jobs to export, in order.", show_default=False)],
+    format: Annotated[ExportFormat, typer.Option("--format", "-F", help="Export format.")] = ExportFormat.csv,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file instead of stdout.", dir_okay=False),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the export job.")] = None,
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = None,
+) -> None:
+    """Export several jobs' results into one file through a data_export job: queue it, follow its
+    progress, then download the file (to stdout, or atomically to --output)."""
+    with api_errors(), connect(url, key) as client:
+        job = client.create_export(job_ids, format.value, name=name)
+        err.print(f"Export job {job['id']} queued.")
+        final = client.wait(job["id"])
+        if final["status"] != "SUCCESS":
+            print_summary(final, failed_items(client, final))
+            raise typer.Exit(EXIT_JOB_NOT_SUCCESSFUL)
+        _emit(client.stream_export(job["id"]), output)
+    if output is not None:
+        err.print(f"Wrote the export of job(s) {', '.join(map(str, job_ids))} to {output}.")
+
+
+def _emit(chunks: Iterator[bytes], output: Path | None) -> None:
+    if output is not None:
         _write_atomically(output, chunks)
-    err.print(f"Wrote results of job {job_id} to {output}.")
+        return
+    try:
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # `| head`: the reader is gone, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _write_atomically(path: Path, chunks: Iterator[bytes]) -> None:
@@ -718,6 +748,7 @@ def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("delete")(delete)
     app.command("results")(results)
+    app.command("export")(export)
     app.command("pipelines")(pipelines)
     app.command("projects")(projects)
     app.command("demo")(demo)

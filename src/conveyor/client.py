@@ -432,9 +432,24 @@ class ConveyorClient:
         with self._stream(f"/api/v2/jobs/{job_id}/results/", {"format": format}) as response:
             yield from response.iter_bytes(chunk_size)
 
+    def create_export(
+        self, job_ids: Sequence[int], format: ExportFormat = "csv", *, name: str | None = None
+    ) -> Job:
+        """Queue a ``data_export`` job writing these jobs' finished results into one file."""
+        body: dict[str, Any] = {"job_ids": list(job_ids), "format": format}
+        if name is not None:
+            body["name"] = name
+        job: Job = self._json("POST", "/api/v2/exports/", json_body=body)
+        return job
+
+    def stream_export(self, job_id: int, *, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
+        """A succeeded data_export job's file, as the server streams it (409 before it succeeded)."""
+        with self._stream(f"/api/v2/jobs/{job_id}/export/", {}) as response:
+            yield from response.iter_bytes(chunk_size)
+
     def iter_results(self, job_id: int) -> Iterator[dict[str, Any]]:
-        """Each finished item's row, parsed as it streams in: ``seq, name, status, result, error,
-        duration_ms``."""
+        """Each finished item's row, parsed as it streams in: ``job_id, item_id, seq, name, source,
+        status, result, error, duration_ms``."""
         with self._stream(f"/api/v2/jobs/{job_id}/results/", {"format": "jsonl"}) as response:
             for line in response.iter_lines():
                 if line.strip():

@@ -16,6 +16,7 @@ from conveyor.api.routes import (
     catalog,
     collections,
     events,
+    exports,
     health,
     jobs,
     metrics,
@@ -139,6 +140,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(uploads.router)
     app.include_router(collections.router)
     app.include_router(processing_services.router)
+    app.include_router(exports.router)
     app.include_router(catalog.router)
     app.include_router(modzy_jobs.router)
     app.include_router(modzy_models.router)

@@ -12,6 +12,7 @@ from typing import Any, NotRequired
 from sqlalchemy import RowMapping
 from typing_extensions import TypedDict
 
+from conveyor import exports
 from conveyor.dispatch.base import Dispatcher
 from conveyor.domain.status import JobStatus
 from conveyor.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, UnknownPipeline
@@ -19,8 +20,9 @@ from conveyor.inputs.inline import DecodedInput
 from conveyor.inputs.resolve import REFERENCE_KINDS, InputResolver, as_pipeline_kind
 from conveyor.inputs.s3 import S3Credentials
 from conveyor.inputs.upload import StagedFile
-from conveyor.pipelines import registry, remote
+from conveyor.pipelines import export, registry, remote
 from conveyor.pipelines.base import Pipeline
+from conveyor.pipelines.export import DataExport
 from conveyor.services.collections import CollectionService, StoredSource
 from conveyor.services.processing import ProcessingServices
 from conveyor.services.quotas import Quotas
@@ -32,6 +34,8 @@ from conveyor.store.jobs import Queued, Scope
 from conveyor.store.uploads import is_open
 
 JOB_TYPE_ML = "ml"
+JOB_TYPE_EXPORT = "data_export"
+MAX_EXPORT_JOBS = 1000
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FETCH_AHEAD = 8  # URL / S3 inputs fetched at once during a submission
 
@@ -91,6 +95,71 @@ class JobService:
         _require_write(principal)
         pipeline_row = self._resolve_pipeline(principal, request)
         pipeline_cls = self._pipeline_class(principal, pipeline_row["slug"])
+        return self._create(
+            principal,
+            request,
+            pipeline_row,
+            pipeline_cls,
+            start_now=start_now,
+            open_for_uploads=open_for_uploads,
+        )
+
+    def export(
+        self,
+        principal: Principal,
+        job_ids: Sequence[int],
+        fmt: exports.Format,
+        *,
+        name: str | None = None,
+        project_id: int | None = None,
+    ) -> int:
+        """A ``data_export`` job writing the finished results of ``job_ids`` (jobs the caller may
+        read) into one file, one item per source job; it runs on the workers like any job."""
+        _require_write(principal)
+        if not job_ids or len(job_ids) > MAX_EXPORT_JOBS or len(set(job_ids)) != len(job_ids):
+            raise InvalidInput(f"An export takes 1 to {MAX_EXPORT_JOBS} different job ids.")
+        if fmt not in exports.FORMATS:
+            raise InvalidInput(f"Unknown export format {fmt!r}; use one of {', '.join(exports.FORMATS)}.")
+        for job_id in job_ids:
+            try:
+                self.store.jobs.get(scope_of(principal), job_id)
+            except NotFound:
+                raise InvalidInput(f"Job {job_id} not found.", job_id=job_id) from None
+        request = JobRequest(
+            name=name or f"Export of job{'s' if len(job_ids) > 1 else ''} {', '.join(map(str, job_ids))}",
+            pipeline=export.SLUG,
+            inputs=[{"name": f"job-{j}", "kind": "text", "data": str(j)} for j in job_ids],
+            config={"format": fmt},
+            project_id=project_id,
+        )
+        row = self.store.pipelines.latest(export.SLUG)
+        return self._create(principal, request, row, DataExport, start_now=True, job_type=JOB_TYPE_EXPORT)
+
+    def export_rows(
+        self, principal: Principal, job_id: int
+    ) -> tuple[exports.Format, Iterator[dict[str, Any]]]:
+        """The format and rows of a finished data_export job (404 if not one, 409 if not done)."""
+        job = self.store.jobs.get(scope_of(principal), job_id)
+        if job["job_type"] != JOB_TYPE_EXPORT:
+            raise NotFound(f"Job {job_id} is not a data export; its results are at /results/.", job_id=job_id)
+        if job["status"] != JobStatus.SUCCESS:
+            raise Conflict(
+                f"Export job {job_id} is {job['status']}; its file can be downloaded once it has succeeded.",
+                job_id=job_id,
+            )
+        return job["config"]["format"], export.read_parts(self.store.artifacts.export_parts(job_id))
+
+    def _create(
+        self,
+        principal: Principal,
+        request: JobRequest,
+        pipeline_row: RowMapping,
+        pipeline_cls: type[Pipeline],
+        *,
+        start_now: bool,
+        open_for_uploads: bool = False,
+        job_type: str = JOB_TYPE_ML,
+    ) -> int:
         config = pipeline_cls.validate_config(dict(request.config))
         if request.explain and not pipeline_cls.supports_explain:
             raise InvalidInput(f"Pipeline {pipeline_cls.slug!r} does not support explain.")
@@ -121,7 +190,7 @@ class JobService:
             "account_id": principal.account_id,
             "project_id": project_id,
             "pipeline_id": pipeline_row["id"],
-            "job_type": JOB_TYPE_ML,
+            "job_type": job_type,
             "dispatch_mode": self.dispatcher.mode,
             "delay": request.delay,
             "limit": request.limit,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -72,3 +72,24 @@ class ArtifactRepository:
                 artifact=kind.value,
             )
         return StoredArtifact(item_id, kind, row.media_type, bytes(row.data))
+
+    def export_parts(self, job_id: int) -> Iterator[bytes]:
+        """A data_export job's parts in item order, one database read per part (each may be large)."""
+        with self.db.read() as conn:
+            ids = list(
+                conn.execute(
+                    select(item_artifacts.c.id)
+                    .join(items, items.c.id == item_artifacts.c.item_id)
+                    .where(
+                        item_artifacts.c.job_id == job_id, item_artifacts.c.kind == ArtifactKind.EXPORT.value
+                    )
+                    .order_by(items.c.seq)
+                ).scalars()
+            )
+        for artifact_id in ids:
+            with self.db.read() as conn:
+                data = conn.execute(
+                    select(item_artifacts.c.data).where(item_artifacts.c.id == artifact_id)
+                ).scalar()
+            if data is not None:
+                yield bytes(data)

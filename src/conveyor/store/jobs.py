@@ -318,6 +318,28 @@ class JobRepository:
                 ).mappings()
             )
 
+    def finished_items(self, job_id: int, *, after_seq: int, limit: int) -> list[RowMapping]:
+        """A page of a job's finished items (no tenant scope: for data_export workers, whose job was
+        checked against the caller's scope when it was created)."""
+        columns = [c for c in items.c if c.name != "data"]
+        with self.db.read() as conn:
+            return list(
+                conn.execute(
+                    select(*columns)
+                    .where(
+                        items.c.job_id == job_id,
+                        items.c.seq > after_seq,
+                        items.c.status.in_(["SUCCESS", "FAILURE"]),
+                    )
+                    .order_by(items.c.seq)
+                    .limit(limit)
+                ).mappings()
+            )
+
+    def exists(self, job_id: int) -> bool:
+        with self.db.read() as conn:
+            return conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first() is not None
+
     def item_data(self, item_id: int) -> bytes | None:
         """An item's input bytes (for a signed media URL: the caller has checked the signature)."""
         with self.db.read() as conn:

@@ -16,8 +16,9 @@ from typing import Any
 from conveyor.clock import utcnow
 from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
-from conveyor.pipelines import imaging, remote
+from conveyor.pipelines import export, imaging, remote
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
+from conveyor.pipelines.export import DataExport
 from conveyor.pipelines.registry import WarmPipelines
 from conveyor.pipelines.remote import RemotePipeline
 from conveyor.services import processing
@@ -133,6 +134,8 @@ class ChunkExecutor:
     def _pipeline(self, slug: str) -> tuple[Pipeline, float | None]:
         """The warm pipeline for ``slug`` (and its load time if loaded now). A remote pipeline is
         looked up each chunk, so a re-registered service's new URL takes effect at once."""
+        if slug == export.SLUG:
+            return DataExport(self.settings.data_dir, self.store), None
         if not remote.is_remote(slug):
             return self.warm.get(slug)
         cls, endpoint = processing.worker_endpoint(self.store, self.settings, slug)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -12,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from conveyor import exports
 from conveyor.api.deps import DB_INT_MAX, BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
 from conveyor.api.schemas.native import (
     EventOut,
@@ -303,6 +301,8 @@ def list_transitions(job_id: DbId, jobs: JobsDep, principal: PrincipalDep) -> JS
 @router.get(
     "/{job_id}/results/",
     summary="Export every finished item's result as JSON, JSON Lines or CSV",
+    description="One row per finished item: `job_id`, `item_id`, `seq`, `name`, `source` (where its input "
+    "came from), `status`, `result`, `error`, `duration_ms`. In CSV, `result` is a JSON string.",
     response_class=StreamingResponse,
 )
 def export_results(
@@ -321,46 +321,10 @@ def export_results(
             )
             if not page:
                 return
-            for row in page:
-                yield {
-                    "seq": row["seq"],
-                    "name": row["name"],
-                    "status": row["status"],
-                    "result": row["result"],
-                    "error": row["error"],
-                    "duration_ms": row["duration_ms"],
-                }
+            yield from (exports.row(job_id, item) for item in page)
             after = page[-1]["seq"]
 
-    if format == "jsonl":
-        body: Iterator[str] = (json.dumps(r) + "\n" for r in rows())
-        media = "application/x-ndjson"
-    elif format == "csv":
-        body = _csv(rows())
-        media = "text/csv"
-    else:
-        body = _json_array(rows())
-        media = "application/json"
     headers = {"Content-Disposition": f'attachment; filename="job-{job_id}-results.{format}"'}
-    return StreamingResponse(body, media_type=media, headers=headers)
-
-
-def _json_array(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
-    yield "["
-    for index, row in enumerate(rows):
-        yield ("," if index else "") + json.dumps(row)
-    yield "]"
-
-
-def _csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
-    fields = ["seq", "name", "status", "result", "error", "duration_ms"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({**row, "result": json.dumps(row["result"]) if row["result"] is not None else ""})
-        if buffer.tell() > 64 * 1024:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+    return StreamingResponse(
+        exports.encode(rows(), format), media_type=exports.MEDIA_TYPES[format], headers=headers
+    )

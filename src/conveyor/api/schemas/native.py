@@ -203,7 +203,9 @@ class JobOut(BaseModel):
     progress: Progress
     logs: Logs
     job_type: JobType
-    data_export: None
+    data_export: dict[str, Any] | None = Field(
+        description="For a `data_export` job: `format` and `file_url` (downloadable once it has succeeded)."
+    )
     dispatch_mode: str
     result: Any
     user_permissions: list[str]
@@ -403,7 +405,11 @@ def present_job(
             "stderr": errors,
         },
         "job_type": {"name": JOB_TYPES.get(row["job_type"], row["job_type"]), "key": row["job_type"]},
-        "data_export": None,
+        "data_export": (
+            {"format": row["config"].get("format"), "file_url": f"{base}/api/v2/jobs/{row['id']}/export/"}
+            if row["job_type"] == "data_export"
+            else None
+        ),
         "dispatch_mode": row["dispatch_mode"],
         "result": row["result"],
         "user_permissions": permissions or [],
