@@ -119,3 +119,32 @@ def test_a_viewer_key_is_not_offered_submit(page: Any, web_server: Server) -> No
     page.goto(f"{web_server.url}/submit")
     expect(page.locator("#submit-denied")).to_be_visible()
     expect(page.locator("#submit-form")).to_be_hidden()
+
+
+def test_submit_runs_over_a_collection_of_the_chosen_project(page: Any, web_server: Server) -> None:
+    tag = unique("browser-collection")
+    with web_server.client() as client:
+        collection = client.post("/api/v2/collections/", json={"name": tag})
+        assert collection.status_code == 201, collection.text
+        stored = client.post(
+            f"/api/v2/collections/{collection.json()['id']}/items/",
+            json={
+                "inputs": [{"name": f"{tag}-{i}", "kind": "text", "data": f"stored {i}"} for i in range(3)]
+            },
+        )
+        assert stored.status_code == 201, stored.text
+    login(page, web_server)
+    page.get_by_role("link", name="Submit", exact=True).click()
+    option = page.locator("#s-pipeline option", has_text="(test-delay)")
+    page.get_by_label("Pipeline", exact=True).select_option(option.get_attribute("value"))
+    page.get_by_label("Name", exact=True).fill(tag)
+    page.get_by_label("Collection", exact=True).select_option(label=f"{tag} (3 items)")
+    page.get_by_label("Sampling").select_option("first")
+    page.get_by_label("Limit (empty: all)").fill("2")
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url(re.compile(r"/jobs/\d+$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    with web_server.client() as client:
+        job = client.get(f"{JOBS}{job_id}/").json()
+        names = [i["name"] for i in client.get(f"{JOBS}{job_id}/items/").json()["results"]]
+    assert job["total"] == 2 and names == [f"{tag}-0", f"{tag}-1"], (job, names)

@@ -433,11 +433,25 @@ function initSubmit() {
     const projectSelect = $("#s-project");
     projectSelect.replaceChildren(...writable.map((p) => el("option", { value: String(p.id) }, p.name || p.slug)));
     if (writable.some((p) => String(p.id) === currentProject())) projectSelect.value = currentProject();
+    loadCollections();
   });
   document.addEventListener("conveyor:project", (event) => {
     const projectSelect = $("#s-project");
     if ([...projectSelect.options].some((o) => o.value === event.detail)) projectSelect.value = event.detail;
+    loadCollections();
   });
+  $("#s-project").addEventListener("change", loadCollections);
+
+  // The collections of the chosen project (a job runs in its collection's project).
+  async function loadCollections() {
+    const project = $("#s-project").value;
+    const none = el("option", { value: "" }, "none: use the texts and files above");
+    try {
+      const page = await api(`/api/v2/collections/?limit=1000${project ? "&project=" + encodeURIComponent(project) : ""}`);
+      $("#s-collection").replaceChildren(none, ...page.results.map((c) =>
+        el("option", { value: String(c.id) }, `${c.name} (${c.item_count} items)`)));
+    } catch (error) { flash(`Could not load collections: ${error.message}`); }
+  }
 
   api("/api/v2/pipelines/").then((list) => {
     pipelines = list;
@@ -462,11 +476,16 @@ function initSubmit() {
     for (const file of $("#s-files").files) inputs.push({ name: file.name, kind: "base64", data: await readBase64(file) });
     let config;
     try { config = JSON.parse($("#s-config").value || "{}"); } catch (_) { flash("Pipeline config is not valid JSON."); return; }
+    const collection = $("#s-collection").value;
+    if (collection && inputs.length) { flash("Choose either a collection or texts and files, not both."); return; }
     const body = {
       name: $("#s-name").value.trim(),
       pipeline_id: Number(select.value),
       project_id: $("#s-project").value ? Number($("#s-project").value) : null,
-      inputs,
+      ...(collection
+        ? { collection_id: Number(collection), method: $("#s-method").value,
+          limit: $("#s-limit").value ? Number($("#s-limit").value) : null }
+        : { inputs }),
       delay: Number($("#s-delay").value || 0),
       timeout: $("#s-timeout").value ? Number($("#s-timeout").value) : null,
       explain: $("#s-explain").checked,
@@ -539,13 +558,72 @@ function initKeys() {
 
 // -------------------------------------------------------------- pipelines
 function initPipelines() {
-  api("/api/v2/pipelines/").then((list) => {
-    $("#pipelines tbody").replaceChildren(...list.map((p) => el("tr", {},
-      el("td", {}, p.name), el("td", {}, el("code", {}, p.slug)), el("td", {}, `${p.version}${p.version_name ? " " + p.version_name : ""}`),
-      el("td", {}, p.description), el("td", {}, p.input_kinds.join(", ")),
-      el("td", {}, p.stages.map((s) => s.name).join(" → ")), el("td", {}, String(p.batch_size)),
-      el("td", {}, p.supports_explain ? "yes" : "no"))));
+  function loadPipelines() {
+    api("/api/v2/pipelines/").then((list) => {
+      $("#pipelines tbody").replaceChildren(...list.map((p) => el("tr", {},
+        el("td", {}, p.name), el("td", {}, el("code", {}, p.slug)), el("td", {}, `${p.version}${p.version_name ? " " + p.version_name : ""}`),
+        el("td", {}, p.description), el("td", {}, p.input_kinds.join(", ")),
+        el("td", {}, p.stages.map((s) => s.name).join(" → ")), el("td", {}, String(p.batch_size)),
+        el("td", {}, p.supports_explain ? "yes" : "no"))));
+    });
+  }
+  let owner = false;
+
+  function health(s) {
+    const [label, status] = s.ready ? ["ready", "SUCCESS"] : s.live ? ["live, not ready", "STARTED"] : ["down", "FAILURE"];
+    return el("span", { class: `badge s-${status}`, title: s.last_error || "" }, label);
+  }
+
+  function serviceRow(s) {
+    const actions = el("td", {});
+    if (owner) {
+      const check = el("button", { type: "button", "aria-label": `Check service ${s.name}` }, "Check");
+      check.addEventListener("click", async () => {
+        try { await api(`/api/v2/processing-services/${s.id}/refresh/`, { method: "POST" }); flash(""); loadServices(); loadPipelines(); }
+        catch (error) { flash(`Not checked: ${error.message}`); }
+      });
+      const remove = el("button", { type: "button", class: "danger", "aria-label": `Remove service ${s.name}` }, "Remove");
+      remove.addEventListener("click", async () => {
+        if (!confirm(`Remove processing service ${s.name}? Its pipelines take no new jobs.`)) return;
+        try { await api(`/api/v2/processing-services/${s.id}/`, { method: "DELETE" }); flash(""); loadServices(); loadPipelines(); }
+        catch (error) { flash(`Not removed: ${error.message}`); }
+      });
+      actions.append(check, " ", remove);
+    }
+    return el("tr", { "data-service": s.name },
+      el("td", {}, s.name), el("td", {}, el("code", {}, s.endpoint_url)),
+      el("td", {}, health(s), s.last_error ? el("div", { class: "hint" }, s.last_error) : ""),
+      el("td", {}, ...s.pipelines.map((p) => el("div", {}, el("code", {}, p.slug), ` v${p.version}`))),
+      el("td", {}, when(s.last_checked_at)), actions);
+  }
+
+  async function loadServices() {
+    try {
+      const list = await api("/api/v2/processing-services/");
+      $("#services tbody").replaceChildren(...list.map(serviceRow));
+      $("#services-empty").hidden = list.length > 0;
+    } catch (error) { flash(`Could not load processing services: ${error.message}`); }
+  }
+
+  $("#service-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { endpoint_url: $("#s-url").value.trim() };
+    if ($("#s-name").value.trim()) body.name = $("#s-name").value.trim();
+    try {
+      await api("/api/v2/processing-services/", { method: "POST", body: JSON.stringify(body) });
+      $("#service-form").reset();
+      flash("");
+      loadServices();
+      loadPipelines();
+    } catch (error) { flash(`Not registered: ${error.message}`); }
   });
+
+  // Owner keys (those that manage a project) may register, check and remove services.
+  projects().then((list) => {
+    owner = list.some((p) => (p.user_permissions || []).includes("manage"));
+    $("#service-add").hidden = !owner;
+  }).catch(() => {}).finally(loadServices);
+  loadPipelines();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
