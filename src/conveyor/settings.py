@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         description="A CANCELING job becomes REVOKED after this even if a worker is unresponsive.",
     )
     default_max_failed_ratio: float = Field(default=0.5, ge=0, le=1)
+    warm_models: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="Pipelines (models) a worker process keeps loaded; the least recently used is evicted.",
+    )
     model_threads: int | None = Field(
         default=None,
         ge=1,

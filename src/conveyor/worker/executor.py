@@ -127,7 +127,7 @@ class ChunkExecutor:
         self.settings = settings
         self.worker_name = worker_name
         self.shutdown = shutdown or threading.Event()
-        self.warm = warm or WarmPipelines(settings.data_dir)
+        self.warm = warm or WarmPipelines(settings.data_dir, capacity=settings.warm_models)
         self._started_jobs: set[int] = set()
         self._remote: dict[str, RemotePipeline] = {}
 
