@@ -1,7 +1,8 @@
 """``bench/report.py`` renders a report with every section from a real (tiny) benchmark run.
 
-One real benchmark runs (``noop_throughput.py`` over 300 items: a server, a job, the plain loop),
-its figures go through ``run_all``'s collection into a report, and the renderer must produce
+One real benchmark runs (``noop_throughput.py`` over 300 items: a server with one worker, a job,
+the plain loop), its figures go through ``run_all``'s collection into a report, and the renderer
+must produce
 the Markdown with every section (the unrun ones saying so), the figures of the one that ran
 next to its target, baseline, machine and date, and a real PNG plot.
 """
@@ -35,7 +36,7 @@ def test_report_renders_every_section_from_a_real_tiny_run(
 
     started = datetime.now(UTC)
     machine = common.machine_info()
-    figures = run_all.run_one("noop_throughput", ["--items", "300"], timeout=120)
+    figures = run_all.run_one("noop_throughput", ["--items", "300", "--workers", "1"], timeout=120)
     assert "error" not in figures, figures
     assert figures["conveyor"]["completed"] == 300
     built = run_all.make_report({"noop_throughput": figures}, started, machine, quick=True)
