@@ -2,9 +2,8 @@
 
 One real benchmark runs (``noop_throughput.py`` over 300 items: a server with one worker, a job,
 the plain loop), its figures go through ``run_all``'s collection into a report, and the renderer
-must produce
-the Markdown with every section (the unrun ones saying so), the figures of the one that ran
-next to its target, baseline, machine and date, and a real PNG plot.
+must produce the Markdown with every section (the unrun ones saying so), the figures of the one
+that ran next to its target, baseline, machine and date, and a real PNG plot.
 """
 
 from __future__ import annotations
