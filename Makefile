@@ -57,10 +57,10 @@ typecheck: setup ## mypy (configured in pyproject.toml)
 pytest: setup ## Only the tests
 	$(BIN)/python -m pytest -q
 
-bench: setup ## All benchmarks (~45 min): bench/results/*.json, docs/benchmarks.md and its plots
+bench: setup ## All benchmarks (~1 h on 2 cores): bench/results/*.json, docs/benchmarks.md and its plots
 	$(BIN)/python bench/run_all.py
 
-bench-quick: setup ## All benchmarks at small sizes (~10 min), rendered into bench/results/ only
+bench-quick: setup ## All benchmarks at small sizes (~13 min), rendered into bench/results/ only
 	$(BIN)/python bench/run_all.py --quick
 
 clean: ## Remove caches, build files and the demo's data directory (keeps .venv)
