@@ -14,7 +14,7 @@ TORCH  := torch==2.13.0
 LINT_PATHS := src tests $(wildcard bench)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup chromium demo demo-ml test lint typecheck pytest bench clean distclean
+.PHONY: help setup chromium demo demo-ml test lint typecheck pytest bench bench-quick clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
@@ -57,8 +57,11 @@ typecheck: setup ## mypy (configured in pyproject.toml)
 pytest: setup ## Only the tests
 	$(BIN)/python -m pytest -q
 
-bench: setup ## Run the benchmarks and print their figures
+bench: setup ## All benchmarks (~1 h on 2 cores): bench/results/*.json, docs/benchmarks.md and its plots
 	$(BIN)/python bench/run_all.py
+
+bench-quick: setup ## All benchmarks at small sizes (~13 min), rendered into bench/results/ only
+	$(BIN)/python bench/run_all.py --quick
 
 clean: ## Remove caches, build files and the demo's data directory (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info conveyor-data bench/results

@@ -528,7 +528,8 @@ def run(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> d
         store.close()
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of this script (also used by ``history_scale.py`` for its defaults)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -554,6 +555,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3000 jobs, 3 repeats, 10 pages")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.repeat, args.chain_pages = 3000, 3, 10

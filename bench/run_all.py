@@ -1,11 +1,15 @@
-"""Run every benchmark (one after another, each in its own process) and collect one JSON report.
+"""Run every benchmark (one after another, each in its own process), collect one JSON report and
+render it as Markdown with plots.
 
-The report goes to stdout and to ``bench/results/<date>-<time>.json`` (git-ignored). The
-defaults finish in a few minutes on 2 cores; ``--quick`` is a smoke run of well under a minute.
-A benchmark that fails is reported with its error and the others still run.
+The report goes to stdout and to ``bench/results/<date>-<time>.json`` (git-ignored), and is
+rendered by ``report.py``: a full run writes ``docs/benchmarks.md`` and ``docs/benchmarks/*.png``;
+a ``--quick`` run (small sizes, a few minutes) writes them next to its JSON in ``bench/results/``
+so that it never replaces the published figures. A benchmark that fails is reported with its
+error and the others still run.
 
-    .venv/bin/python bench/run_all.py [--quick] [--only noop_throughput,history]
-                                      [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/conveyor_bench]
+    .venv/bin/python bench/run_all.py [--quick] [--only noop_throughput,history] [--skip soak]
+        [--soak-minutes 10] [--history-max 1000000] [--docs DIR | --no-docs]
+        [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/conveyor_bench]
 """
 
 from __future__ import annotations
@@ -16,37 +20,57 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from common import BENCH_DIR, emit, log, machine_info
+from common import BENCH_DIR, ROOT, emit, log, machine_info
 
-# name -> (arguments for `make bench`, arguments for --quick)
-BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
-    "noop_throughput": (["--items", "100000"], ["--quick"]),
-    "submit_latency": (["--jobs", "100", "--poll-jobs", "20"], ["--quick"]),
-    "history": (["--jobs", "100000", "--repeat", "15"], ["--quick"]),
-    "celery_throughput": (["--items", "100000", "--plain-items", "5000"], ["--quick"]),
-    "sse_latency": (["--jobs", "100", "--subscribers", "50"], ["--quick"]),
-    "model_throughput": (["--images", "96"], ["--quick"]),
+# name -> (script, arguments for `make bench`, arguments for --quick); the order of the run
+BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
+    "noop_throughput": ("noop_throughput.py", ["--items", "100000"], ["--quick"]),
+    "submit_latency": ("submit_latency.py", ["--jobs", "100", "--poll-jobs", "20"], ["--quick"]),
+    "celery_throughput": (
+        "celery_throughput.py",
+        ["--items", "100000", "--plain-items", "5000"],
+        ["--quick"],
+    ),
+    "sse_latency": ("sse_latency.py", ["--jobs", "100", "--subscribers", "50"], ["--quick"]),
+    "api_reads": ("api_reads.py", ["--jobs", "200", "--seconds", "20", "--concurrency", "8"], ["--quick"]),
+    "model_throughput": ("model_throughput.py", ["--items", "96"], ["--quick"]),
+    "embedding_throughput": (
+        "model_throughput.py",
+        ["--pipeline", "text-embedding", "--items", "600"],
+        ["--pipeline", "text-embedding", "--quick"],
+    ),
+    "history": ("history.py", ["--jobs", "100000", "--repeat", "15"], ["--quick"]),
+    "history_scale": ("history_scale.py", ["--sizes", "10000,100000,1000000"], ["--quick"]),
+    "soak": ("soak.py", ["--minutes", "10"], ["--quick"]),
 }
 
 
 def run_one(name: str, args: list[str], timeout: float) -> dict[str, Any]:
-    command = [sys.executable, str(BENCH_DIR / f"{name}.py"), *args]
-    log(f"{name}: {' '.join(args)}")
+    script = BENCHMARKS[name][0]
+    command = [sys.executable, str(BENCH_DIR / script), *args]
+    log(f"{name}: {script} {' '.join(args)}")
     started = time.monotonic()
     try:
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s", "args": args}
+        return {"error": f"timed out after {timeout:.0f} s", "script": script, "args": args}
     seconds = round(time.monotonic() - started, 1)
     if done.returncode != 0:
-        return {"error": f"exit status {done.returncode}", "args": args, "seconds": seconds}
+        return {"error": f"exit status {done.returncode}", "script": script, "args": args, "seconds": seconds}
     try:
         figures: dict[str, Any] = json.loads(done.stdout)
     except json.JSONDecodeError as exc:
-        return {"error": f"output is not JSON: {exc}", "stdout": done.stdout[-2000:], "seconds": seconds}
+        return {
+            "error": f"output is not JSON: {exc}",
+            "script": script,
+            "stdout": done.stdout[-2000:],
+            "seconds": seconds,
+        }
     figures.pop("machine", None)  # once, at the top of the report
+    figures["script"] = script
     figures["args"] = args
     figures["seconds"] = seconds
     log(f"{name}: done in {seconds} s")
@@ -80,13 +104,38 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         out["celery_plain_one_task_per_item_per_second"] = celery["plain_celery"]["items_per_second"]
         out["celery_ratio"] = celery["ratio_conveyor_to_plain_celery"]
         out["celery_meets_20x_target"] = celery["meets_target"]
-    model = results.get("model_throughput", {})
-    if "conveyor" in model:
-        out["imagenet_conveyor_images_per_second"] = model["conveyor"]["best"]["end_to_end_images_per_second"]
-        out["imagenet_plain_loop_images_per_second"] = model["plain_loop"]["images_per_second"]
-        out["imagenet_ratio"] = model["ratio_end_to_end"]
-        out["imagenet_batch_size"] = model["params"]["batch_size"]
-        out["imagenet_model_load_ms_per_worker"] = model["conveyor"]["model_load_ms_per_worker"]
+    for name, prefix in (("model_throughput", "imagenet"), ("embedding_throughput", "embedding")):
+        model = results.get(name, {})
+        if "conveyor" in model:
+            out[f"{prefix}_conveyor_items_per_second"] = model["conveyor"]["best"][
+                "end_to_end_items_per_second"
+            ]
+            out[f"{prefix}_plain_loop_items_per_second"] = model["plain_loop"]["items_per_second"]
+            out[f"{prefix}_ratio"] = model["ratio_end_to_end"]
+            out[f"{prefix}_meets_target"] = model["meets_target"]
+            out[f"{prefix}_batch_size"] = model["params"]["batch_size"]
+            out[f"{prefix}_model_load_ms_per_worker"] = model["conveyor"]["model_load_ms_per_worker"]
+    reads = results.get("api_reads", {})
+    if "v2_job" in reads:
+        out["api_reads_v2_requests_per_second"] = reads["v2_job"]["requests_per_second"]
+        out["api_reads_modzy_requests_per_second"] = reads["modzy_job"]["requests_per_second"]
+        out["api_reads_livez_requests_per_second"] = reads["livez_baseline"]["requests_per_second"]
+    scale = results.get("history_scale", {})
+    if "sizes" in scale:
+        out["history_scale_sizes"] = scale["params"]["sizes"]
+        out["history_scale_median_p50_ms"] = [
+            scale["sizes"][str(n)]["summary"]["http_first_page_p50_ms_median_over_filters"]
+            for n in scale["params"]["sizes"]
+        ]
+        out["history_scale_flat"] = scale["flat"]
+    soak = results.get("soak", {})
+    if "rss" in soak:
+        out["soak_total_rss_mb_start_end"] = [
+            soak["rss"]["start"]["total_mb"],
+            soak["rss"]["end"]["total_mb"],
+        ]
+        out["soak_errors"] = soak["errors_total"]
+        out["soak_p99_ms"] = {k: v.get("p99") for k, v in soak["latency_ms"].items()}
     history = results.get("history", {})
     if "summary" in history:
         out["history_jobs"] = history["params"]["jobs"]
@@ -94,31 +143,12 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="smoke run with small sizes (< 60 s)")
-    parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
-    parser.add_argument("--database-url", default=None, help="passed to history.py (PostgreSQL)")
-    parser.add_argument("--timeout", type=float, default=1800, help="per benchmark, in s (default 1800)")
-    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
-    args = parser.parse_args(argv)
-    wanted = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
-    unknown = [n for n in wanted if n not in BENCHMARKS]
-    if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
-
-    started = datetime.now(UTC)
-    machine = machine_info()
-    results: dict[str, Any] = {}
-    for name in wanted:
-        full, quick = BENCHMARKS[name]
-        extra = ["--database-url", args.database_url] if args.database_url and name == "history" else []
-        results[name] = run_one(name, (quick if args.quick else full) + extra, args.timeout)
-    report = {
+def make_report(
+    results: dict[str, Any], started: datetime, machine: dict[str, Any], quick: bool
+) -> dict[str, Any]:
+    return {
         "report": "conveyor benchmarks",
-        "mode": "quick" if args.quick else "full",
+        "mode": "quick" if quick else "full",
         "machine": machine,
         "started_at": started.isoformat(timespec="seconds"),
         "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
@@ -126,12 +156,73 @@ def main(argv: list[str] | None = None) -> None:
         "results": results,
         "failed": [name for name, figures in results.items() if "error" in figures],
     }
+
+
+def arguments(name: str, args: argparse.Namespace) -> list[str]:
+    """The command-line arguments of one benchmark under this run's options."""
+    _, full, quick = BENCHMARKS[name]
+    out = list(quick if args.quick else full)
+    if args.database_url and name in ("history", "history_scale", "celery_throughput"):
+        out += ["--database-url", args.database_url]
+    if name == "history_scale" and args.history_max is not None:
+        out += ["--max-jobs", str(args.history_max)]
+    if name == "soak" and args.soak_minutes is not None:
+        out += ["--seconds", str(args.soak_minutes * 60)]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run with small sizes (a few minutes)")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    parser.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL server for history.py (else SQLite), history_scale.py and celery_throughput.py "
+        "(their default: postgresql+psycopg://postgres@127.0.0.1:5432/conveyor_bench)",
+    )
+    parser.add_argument(
+        "--history-max", type=int, default=None, help="largest history size (default 1000000)"
+    )
+    parser.add_argument(
+        "--soak-minutes", type=float, default=None, help="soak length (default 10; quick 0.75)"
+    )
+    parser.add_argument("--timeout", type=float, default=3600, help="per benchmark, in s (default 3600)")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="render here (default: docs/ for a full run, next to the JSON for --quick)",
+    )
+    parser.add_argument("--no-docs", action="store_true", help="do not render Markdown and plots")
+    args = parser.parse_args(argv)
+    wanted = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    skipped = {n.strip() for n in args.skip.split(",") if n.strip()}
+    unknown = [n for n in [*wanted, *skipped] if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    wanted = [n for n in wanted if n not in skipped]
+
+    started = datetime.now(UTC)
+    machine = machine_info()
+    results = {name: run_one(name, arguments(name, args), args.timeout) for name in wanted}
+    report = make_report(results, started, machine, args.quick)
+    stem = f"{started:%Y-%m-%d-%H%M%S}{'-quick' if args.quick else ''}"
+    folder = BENCH_DIR / "results"
     if not args.no_save:
-        folder = BENCH_DIR / "results"
         folder.mkdir(exist_ok=True)
-        path = folder / f"{started:%Y-%m-%d-%H%M%S}{'-quick' if args.quick else ''}.json"
+        path = folder / f"{stem}.json"
         path.write_text(json.dumps(report, indent=2, default=str) + "\n")
         log(f"report written to {path}")
+    if not args.no_docs:
+        from report import render
+
+        target = args.docs or (folder / stem if args.quick else ROOT / "docs")
+        log(f"rendered {render(report, target)}")
     emit(report)
 
 
