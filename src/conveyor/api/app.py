@@ -146,6 +146,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(artifacts.router)
     app.include_router(web.router)
     app.mount("/static", web.static_files, name="static")
+    errors.install_openapi(app)
     app.add_middleware(RequestIdMiddleware)  # outermost: the id covers the other middleware too
     return app
 
