@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -83,6 +84,16 @@ def install(app: FastAPI) -> None:
         # Modzy's API (and its client) treat every invalid request as 400.
         status_code = 400 if modzy.is_modzy_path(request.url.path) else 422
         return error_response(request, status_code, "validation_error", message, errors)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # A value the database refuses, e.g. a NUL character in a text on PostgreSQL, or a number
+        # out of a column's range: the statement (and its transaction) failed, nothing was
+        # written. Only the driver's one-line reason is shown, never the statement or its values.
+        reason = str(getattr(exc, "orig", exc) or "invalid value").strip().splitlines()[0]
+        return error_response(
+            request, 400, "invalid_input", f"The database refuses a value of this request: {reason}."
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
