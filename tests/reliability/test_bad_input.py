@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
+import socket
 import sqlite3
 import struct
 import threading
@@ -356,3 +358,24 @@ def test_invalid_base64_in_modzy_embedded_inputs_is_400(client: httpx.Client, sh
         assert response.status_code == 400, (data, response.text)
         assert response.json()["statusCode"] == 400
     assert _rows(shared_server) == before
+
+
+@pytest.mark.parametrize("path", ["/api/v2/jobs/", "/api/jobs", "/api/v2/collections/1/items/upload/"])
+def test_a_declared_body_over_the_cap_is_413_at_once(shared_server: Server, path: str) -> None:
+    """The Content-Length alone decides: the answer comes before any byte of the body is sent
+    (no hang waiting for 100 GB), in the dialect's error shape."""
+    host, port = shared_server.url.removeprefix("http://").split(":")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Token {shared_server.key}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100000000000\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 413 " in status_line, answer[:300]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"] == "too_large"
+    assert ("statusCode" in body) == (path == "/api/jobs")

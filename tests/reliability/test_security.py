@@ -188,7 +188,6 @@ def test_cors_allows_only_the_configured_origins(server_factory: Callable[..., S
         extra_env={
             "CONVEYOR_CORS_ORIGINS": f"{DASHBOARD}/, https://b.example",
             "CONVEYOR_LOG_FORMAT": "text",
-            "PYTHONUNBUFFERED": "1",  # uvicorn's text access lines go to stdout, a file here
         },
         extra_args=["--log-level", "info"],
     )
