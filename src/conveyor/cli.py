@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -51,6 +53,10 @@ def serve(
     from conveyor.api.app import create_app
 
     os.environ.setdefault("CONVEYOR_LOG_LEVEL", log_level.upper())
+    # uvicorn writes its text access lines to stdout: one line at a time, not a block when stdout is
+    # a pipe or file (they came late, or were lost with the process).
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     logs.configure(log_level)
     settings = _settings()
     if workers > 0 and settings.media_base_url is None and settings.public_url is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -21,6 +22,23 @@ FORMATS = ("text", "json")
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        return True
+
+
+_KEY_IN_QUERY = re.compile(r"([?&]key=)[^&\s\"]*", re.IGNORECASE)
+
+
+def redact_query_keys(text: str) -> str:
+    """``?key=<api key>`` (the event streams accept one) with the key replaced by ``[redacted]``."""
+    return _KEY_IN_QUERY.sub(r"\1[redacted]", text)
+
+
+class RedactKeysFilter(logging.Filter):
+    """Keeps API keys sent as ``?key=`` out of access log lines (uvicorn logs the full path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "key=" in a for a in record.args):
+            record.args = tuple(redact_query_keys(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 

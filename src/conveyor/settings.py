@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     events_poll_seconds: float = Field(
         default=0.25, gt=0, description="Period of the live event hub's read of the change feed (SSE)."
     )
+    cors_origins: str = Field(
+        default="",
+        description="Origins (comma-separated, `*` for any) whose browser pages may call the API "
+        "cross-origin (CORS); default: none, same-origin only.",
+    )
     public_url: str | None = Field(
         default=None, description="Base URL used in `details` links; default: from the request."
     )

@@ -52,8 +52,15 @@ def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(20_000)
     opened = context.new_page()
+    # The server's Content-Security-Policy must not block anything the dashboard does.
+    blocked: list[str] = []
+    opened.on(
+        "console",
+        lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+    )
     yield opened
     context.close()
+    assert blocked == [], f"the Content-Security-Policy blocked: {blocked}"
 
 
 def login(page: Any, server: Server, key: str | None = None) -> None:

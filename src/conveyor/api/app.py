@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from starlette.middleware.cors import CORSMiddleware
 
 from conveyor import __version__
-from conveyor.api import errors
+from conveyor.api import errors, security
 from conveyor.api.request_ids import RequestIdMiddleware
 from conveyor.api.routes import (
     artifacts,
@@ -150,6 +151,19 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(artifacts.router)
     app.include_router(web.router)
     app.mount("/static", web.static_files, name="static")
+    errors.install_openapi(app)
+    origins = security.cors_origins(settings.cors_origins)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=security.CORS_REQUEST_HEADERS,
+            expose_headers=security.CORS_EXPOSED_HEADERS,
+            allow_credentials=False,  # keys travel in the Authorization header, not in cookies
+            max_age=600,
+        )
+    app.add_middleware(security.SecurityHeadersMiddleware)  # also on CORS preflights and 413s
     app.add_middleware(RequestIdMiddleware)  # outermost: the id covers the other middleware too
     return app
 

@@ -14,10 +14,14 @@ from conveyor.store.auth import Principal
 
 SCHEMES = ("token", "apikey", "bearer")
 
-#: Ids and positions are 64-bit integers in the database. A bigger number in a path or query is
-#: a 422 at the edge, never an overflow inside the driver (found by schemathesis).
+#: Ids and positions of the big tables (jobs, items, logs, events) are 64-bit integers in the
+#: database; those of accounts, projects, pipelines and collections, and item positions (`seq`),
+#: are 32-bit on PostgreSQL. A bigger number in a path, query or body is a 422 at the edge, never
+#: an overflow inside the driver (found by schemathesis).
 DB_INT_MAX = 2**63 - 1
+DB_INT32_MAX = 2**31 - 1
 DbId = Annotated[int, Path(ge=-DB_INT_MAX, le=DB_INT_MAX)]
+SmallId = Annotated[int, Path(ge=-DB_INT32_MAX - 1, le=DB_INT32_MAX)]
 
 
 def get_store(request: Request) -> Store:

@@ -8,6 +8,7 @@ the server exits promptly (status 0) instead of waiting out ``timeout_graceful_s
 
 from __future__ import annotations
 
+import logging
 from types import FrameType
 
 import uvicorn
@@ -37,4 +38,6 @@ def run(app: FastAPI, *, host: str, port: int, log_level: str, timeout_graceful_
         # JSON logs: uvicorn's own loggers (errors, access lines) go through the root JSON handler.
         log_config=None if logs.log_format() == "json" else uvicorn.config.LOGGING_CONFIG,
     )
+    # uvicorn.Config has configured its loggers by now; access lines carry the full path.
+    logging.getLogger("uvicorn.access").addFilter(logs.RedactKeysFilter())
     ConveyorServer(config, app.state.events).run()

@@ -12,11 +12,11 @@ import pickle
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from conveyor.domain.stages import StageDef
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
-from conveyor.pipelines.imaging import decode_error
+from conveyor.pipelines.imaging import DECODE_ERRORS, decode_error, open_image
 from conveyor.store.chunks import ItemInput
 
 SPLIT_SEED = 0
@@ -86,7 +86,7 @@ class DigitsPipeline(Pipeline):
             try:
                 vectors.append(_to_vector(item.data))
                 results.append(None)
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
+            except DECODE_ERRORS as exc:  # a bomb or a broken file fails alone, not its batch
                 results.append(ItemResult.failure(decode_error(exc)))
         if vectors:
             probabilities = self.model.predict_proba(np.stack(vectors))
@@ -104,7 +104,7 @@ class DigitsPipeline(Pipeline):
 
 
 def _to_vector(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as picture:
+    with open_image(data) as picture:
         picture.load()
         gray = picture.convert("L").resize((8, 8), Image.Resampling.BOX)
     return np.asarray(gray, dtype=np.float64).reshape(-1) * (16.0 / 255.0)

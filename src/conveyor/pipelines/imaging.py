@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import struct
+import warnings
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
@@ -12,13 +14,40 @@ from conveyor.domain.artifacts import Artifact, ArtifactKind
 
 SAMPLE_PX = 128
 SAMPLE_QUALITY = 80
-#: What Pillow raises for bytes that are not a readable image.
-DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
+#: Most pixels an input image may have. Pillow only warns between this (its ``MAX_IMAGE_PIXELS``,
+#: ~89.5 Mpx) and twice it, and decodes such an image anyway: a tiny PNG declaring 10,000 x 10,000
+#: pixels would cost a worker some 500 MB. Conveyor refuses it, before decoding, as unreadable.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+#: What Pillow raises for bytes that are not a readable image (hostile files included).
+DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Open an image (its header only); a decompression bomb is refused before any pixel is decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused just below
+        picture = Image.open(io.BytesIO(data))
+    width, height = picture.size
+    if width * height > MAX_PIXELS:
+        picture.close()
+        raise Image.DecompressionBombError(
+            f"{width}x{height} is {width * height} pixels, over the limit of {MAX_PIXELS} "
+            "(a decompression bomb?)"
+        )
+    return picture
 
 
 def open_rgb(data: bytes) -> Image.Image:
     """Decode fully (so a truncated file fails here, not later) and convert to RGB."""
-    with Image.open(io.BytesIO(data)) as picture:
+    with open_image(data) as picture:
         picture.load()
         return picture.convert("RGB")
 
@@ -41,7 +70,7 @@ def sample(picture: Image.Image) -> Artifact:
 def sample_from_bytes(data: bytes) -> Artifact | None:
     """The sample of an image input, or None if the bytes are not an image."""
     try:
-        with Image.open(io.BytesIO(data)) as picture:
+        with open_image(data) as picture:
             picture.draft("RGB", (SAMPLE_PX * 2, SAMPLE_PX * 2))  # JPEG: decode at reduced scale
             picture.load()
             return sample(picture)

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from conveyor.clock import ms_between
+from conveyor.errors import InvalidInput
 
 
 class Dialect:
@@ -66,11 +67,15 @@ def insert_items(conn: Connection, dialect: Dialect, job_id: int, rows: Sequence
     if dialect.sqlite:
         conn.exec_driver_sql(item_insert_sql(dialect), params)
         return
+    import psycopg
+
     cursor = conn.connection.cursor()
     try:
         with cursor.copy(f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN") as copy:
             for row in params:
                 copy.write_row(row)
+    except psycopg.DataError as exc:  # e.g. a NUL character in an item name; the transaction fails whole
+        raise InvalidInput(f"An input cannot be stored: {str(exc).splitlines()[0]}.") from None
     finally:
         cursor.close()
 

@@ -43,7 +43,7 @@ def _file(
     description="Made for every readable image input of an image-classification pipeline "
     "(`image_classification_model`). `item_id` is the `id` from `GET /api/v2/jobs/{id}/items/`.",
 )
-def get_sample(job_id: DbId, item_id: int, artifacts: ArtifactsDep, principal: PrincipalDep) -> Response:
+def get_sample(job_id: DbId, item_id: DbId, artifacts: ArtifactsDep, principal: PrincipalDep) -> Response:
     return _file(artifacts, principal, job_id, item_id, ArtifactKind.SAMPLE)
 
 
@@ -56,5 +56,7 @@ def get_sample(job_id: DbId, item_id: int, artifacts: ArtifactsDep, principal: P
     "whose explanation is an image (`imagenet-classifier`). `text-embedding` puts its explanation "
     "(per-token importance) in the item's result instead.",
 )
-def get_explanation(job_id: DbId, item_id: int, artifacts: ArtifactsDep, principal: PrincipalDep) -> Response:
+def get_explanation(
+    job_id: DbId, item_id: DbId, artifacts: ArtifactsDep, principal: PrincipalDep
+) -> Response:
     return _file(artifacts, principal, job_id, item_id, ArtifactKind.EXPLANATION)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from conveyor.api.deps import BaseUrlDep, DbId, JobsDep, PrincipalDep, StoreDep
+from conveyor.api.deps import BaseUrlDep, JobsDep, PrincipalDep, SmallId, StoreDep
 from conveyor.api.schemas.native import PipelineOut, ProjectOut, present_pipeline
 from conveyor.clock import isoformat
 from conveyor.errors import NotFound
@@ -28,7 +28,7 @@ def list_pipelines(store: StoreDep, jobs: JobsDep, principal: PrincipalDep, base
 
 @router.get("/pipelines/{pipeline_id}/", response_model=PipelineOut, summary="One pipeline version")
 def get_pipeline(
-    pipeline_id: DbId, store: StoreDep, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+    pipeline_id: SmallId, store: StoreDep, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
 ) -> JSONResponse:
     row = store.pipelines.by_id(pipeline_id)
     if remote.is_remote(row["slug"]) and row["slug"] not in jobs.processing.visible_slugs(principal):
@@ -65,7 +65,9 @@ def list_projects(store: StoreDep, principal: PrincipalDep, base: BaseUrlDep) ->
 
 
 @router.get("/projects/{project_id}/", response_model=ProjectOut, summary="One project")
-def get_project(project_id: DbId, store: StoreDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+def get_project(
+    project_id: SmallId, store: StoreDep, principal: PrincipalDep, base: BaseUrlDep
+) -> JSONResponse:
     for project in _projects(store, principal, base):
         if project["id"] == project_id:
             return JSONResponse(project)

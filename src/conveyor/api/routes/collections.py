@@ -8,7 +8,16 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from conveyor.api.deps import DB_INT_MAX, BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
+from conveyor.api.deps import (
+    DB_INT32_MAX,
+    DB_INT_MAX,
+    BaseUrlDep,
+    DbId,
+    JobsDep,
+    PrincipalDep,
+    SettingsDep,
+    SmallId,
+)
 from conveyor.api.routes.uploads import upload_limits
 from conveyor.api.schemas.collections import (
     CollectionCreate,
@@ -77,7 +86,9 @@ def list_collections(
     principal: PrincipalDep,
     base: BaseUrlDep,
     settings: SettingsDep,
-    project: Annotated[int | None, Query(ge=-DB_INT_MAX, le=DB_INT_MAX, description="Project id.")] = None,
+    project: Annotated[
+        int | None, Query(ge=-DB_INT32_MAX - 1, le=DB_INT32_MAX, description="Project id.")
+    ] = None,
     limit: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
     offset: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> JSONResponse:
@@ -96,7 +107,7 @@ def list_collections(
 
 @router.get("/{collection_id}/", response_model=CollectionOut, summary="One collection with its item count")
 def get_collection(
-    collection_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+    collection_id: SmallId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
 ) -> JSONResponse:
     return JSONResponse(_collection(jobs, principal, collection_id, base))
 
@@ -109,7 +120,7 @@ def get_collection(
     "keep their own copy of the items and results; their `source_image_collection` still names "
     "the deleted collection.",
 )
-def delete_collection(collection_id: DbId, jobs: JobsDep, principal: PrincipalDep) -> Response:
+def delete_collection(collection_id: SmallId, jobs: JobsDep, principal: PrincipalDep) -> Response:
     jobs.collections.delete(principal, collection_id)
     return Response(status_code=204)
 
@@ -119,7 +130,7 @@ def delete_collection(collection_id: DbId, jobs: JobsDep, principal: PrincipalDe
 )
 def list_collection_items(
     request: Request,
-    collection_id: DbId,
+    collection_id: SmallId,
     jobs: JobsDep,
     principal: PrincipalDep,
     base: BaseUrlDep,
@@ -144,7 +155,7 @@ def list_collection_items(
 
 @router.get("/{collection_id}/items/{item_id}/", response_model=StoredItemOut, summary="One stored item")
 def get_collection_item(
-    collection_id: DbId, item_id: int, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+    collection_id: SmallId, item_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
 ) -> JSONResponse:
     row = jobs.collections.item(principal, item_id)
     if row["collection_id"] != collection_id:
@@ -161,7 +172,7 @@ def get_collection_item(
     "before any is stored, and all are stored in one transaction.",
 )
 def add_collection_items(
-    collection_id: DbId, body: CollectionItemsAdd, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+    collection_id: SmallId, body: CollectionItemsAdd, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
 ) -> JSONResponse:
     specs = cast("list[dict[str, Any]]", body.inputs)
     ids = jobs.collections.add(principal, collection_id, specs)
@@ -180,7 +191,7 @@ def add_collection_items(
 )
 async def upload_collection_items(
     request: Request,
-    collection_id: DbId,
+    collection_id: SmallId,
     jobs: JobsDep,
     principal: PrincipalDep,
     base: BaseUrlDep,

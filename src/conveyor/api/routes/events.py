@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import RowMapping
 
-from conveyor.api.deps import DB_INT_MAX, SCHEMES, BaseUrlDep, DbId, JobsDep, StoreDep
+from conveyor.api.deps import DB_INT32_MAX, SCHEMES, BaseUrlDep, DbId, JobsDep, StoreDep
 from conveyor.api.schemas.native import format_log, present_job
 from conveyor.clock import isoformat
 from conveyor.errors import NotFound, Unauthenticated
@@ -113,7 +113,11 @@ def project_events(
     base: BaseUrlDep,
     project: Annotated[
         int | None,
-        Query(ge=-DB_INT_MAX, le=DB_INT_MAX, description="Project id; default: every project the key sees."),
+        Query(
+            ge=-DB_INT32_MAX - 1,
+            le=DB_INT32_MAX,
+            description="Project id; default: every project the key sees.",
+        ),
     ] = None,
     last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,

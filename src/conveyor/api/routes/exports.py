@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor import exports
-from conveyor.api.deps import DB_INT_MAX, BaseUrlDep, DbId, JobsDep, PrincipalDep
+from conveyor.api.deps import DB_INT32_MAX, DB_INT_MAX, BaseUrlDep, DbId, JobsDep, PrincipalDep
 from conveyor.api.schemas.native import JobOut, present_job
 from conveyor.services.jobs import MAX_EXPORT_JOBS
 
@@ -27,7 +27,10 @@ class ExportCreate(BaseModel):
     format: exports.Format = Field(default="csv", description="`json`, `jsonl` or `csv`.")
     name: str | None = Field(default=None, min_length=1, max_length=500, description="Default: from the ids.")
     project_id: int | None = Field(
-        default=None, ge=-DB_INT_MAX, le=DB_INT_MAX, description="Default: the key's project or `default`."
+        default=None,
+        ge=-DB_INT32_MAX - 1,
+        le=DB_INT32_MAX,
+        description="Default: the key's project or `default`.",
     )
 
 

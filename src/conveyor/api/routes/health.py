@@ -16,7 +16,11 @@ def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Database and broker reachable, local workers alive (no auth)")
+@router.get(
+    "/readyz",
+    summary="Database and broker reachable, local workers alive (no auth)",
+    responses={503: {"description": "Not ready: `checks` says what is wrong (same body as 200)."}},
+)
 def readyz(request: Request, store: StoreDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

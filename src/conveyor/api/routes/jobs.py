@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from conveyor import exports
-from conveyor.api.deps import DB_INT_MAX, BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
+from conveyor.api.deps import DB_INT32_MAX, DB_INT_MAX, BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
 from conveyor.api.schemas.native import (
     EventOut,
     ItemPage,
@@ -72,7 +72,9 @@ def list_jobs(
         ),
     ] = None,
     pipeline: Annotated[str | None, Query(description="Pipeline slug or id.")] = None,
-    project: Annotated[int | None, Query(ge=-DB_INT_MAX, le=DB_INT_MAX, description="Project id.")] = None,
+    project: Annotated[
+        int | None, Query(ge=-DB_INT32_MAX - 1, le=DB_INT32_MAX, description="Project id.")
+    ] = None,
     job_type_key: Annotated[str | None, Query(description="`ml` or `data_export`.")] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
@@ -223,7 +225,7 @@ def list_items(
         str | None, Query(description="PENDING, SUCCESS, FAILURE or CANCELED (comma-separated).")
     ] = None,
     after: Annotated[
-        int, Query(ge=-1, le=DB_INT_MAX, description="Return items with `seq` greater than this.")
+        int, Query(ge=-1, le=DB_INT32_MAX, description="Return items with `seq` greater than this.")
     ] = -1,
     limit: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
 ) -> JSONResponse:

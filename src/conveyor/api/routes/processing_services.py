@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from conveyor import media
-from conveyor.api.deps import BaseUrlDep, DbId, JobsDep, PrincipalDep, StoreDep
+from conveyor.api.deps import BaseUrlDep, DbId, JobsDep, PrincipalDep, SmallId, StoreDep
 from conveyor.api.schemas.processing import ProcessingServiceCreate, ProcessingServiceOut, present_service
 from conveyor.errors import NotFound
 
@@ -50,7 +50,9 @@ def list_services(jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> J
     response_model=ProcessingServiceOut,
     summary="One processing service",
 )
-def get_service(service_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+def get_service(
+    service_id: SmallId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+) -> JSONResponse:
     return JSONResponse(present_service(jobs.processing.get(principal, service_id), base))
 
 
@@ -60,7 +62,7 @@ def get_service(service_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: 
     summary="Check the service again: health, and its pipelines (new versions get registered)",
 )
 async def refresh_service(
-    service_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+    service_id: SmallId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
 ) -> JSONResponse:
     await run_in_threadpool(jobs.processing.refresh, principal, service_id)
     return JSONResponse(present_service(jobs.processing.get(principal, service_id), base))
@@ -71,7 +73,7 @@ async def refresh_service(
     status_code=204,
     summary="Remove a processing service; its pipelines take no new jobs (past jobs keep their results)",
 )
-def remove_service(service_id: DbId, jobs: JobsDep, principal: PrincipalDep) -> Response:
+def remove_service(service_id: SmallId, jobs: JobsDep, principal: PrincipalDep) -> Response:
     jobs.processing.remove(principal, service_id)
     return Response(status_code=204)
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import RowMapping
 
-from conveyor.api.deps import DB_INT_MAX, BaseUrlDep, DbId, PrincipalDep, SettingsDep, StoreDep
+from conveyor.api.deps import DB_INT_MAX, BaseUrlDep, PrincipalDep, SettingsDep, SmallId, StoreDep
 from conveyor.clock import isoformat
 from conveyor.services.keys import KeyRequest, KeyService
 
@@ -127,7 +127,7 @@ class MemberOut(BaseModel):
     response_model=list[MemberOut],
     summary="Keys with a role in the project (bound to it, or members of it); project owners",
 )
-def list_members(project_id: DbId, keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
+def list_members(project_id: SmallId, keys: KeysDep, principal: PrincipalDep) -> JSONResponse:
     return JSONResponse(
         [
             {
@@ -147,7 +147,7 @@ def list_members(project_id: DbId, keys: KeysDep, principal: PrincipalDep) -> JS
     summary="Give a project-bound key a role in this project too (project owners)",
 )
 def set_member(
-    project_id: DbId, prefix: str, body: MemberSet, keys: KeysDep, principal: PrincipalDep
+    project_id: SmallId, prefix: str, body: MemberSet, keys: KeysDep, principal: PrincipalDep
 ) -> Response:
     keys.set_member(principal, project_id, prefix, body.role)
     return Response(status_code=204)
@@ -158,7 +158,7 @@ def set_member(
     status_code=204,
     summary="End a key's membership (project owners)",
 )
-def remove_member(project_id: DbId, prefix: str, keys: KeysDep, principal: PrincipalDep) -> Response:
+def remove_member(project_id: SmallId, prefix: str, keys: KeysDep, principal: PrincipalDep) -> Response:
     keys.remove_member(principal, project_id, prefix)
     return Response(status_code=204)
 

@@ -7,14 +7,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import RowMapping
 
-from conveyor.api.schemas.native import InputIn, Page
+from conveyor.api.schemas.native import InputIn, Page, SmallInt
 from conveyor.clock import isoformat
 
 
 class CollectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
-    project_id: int | None = Field(default=None, description="Default: the key's project or `default`.")
+    project_id: SmallInt | None = Field(default=None, description="Default: the key's project or `default`.")
     description: str = Field(default="", max_length=10_000)
 
 

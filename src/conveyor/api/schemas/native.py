@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import RowMapping
 from typing_extensions import TypedDict
 
+from conveyor.api.deps import DB_INT32_MAX
 from conveyor.clock import isoformat
 from conveyor.domain.stages import StageDef, derive_stages, overall_progress
 from conveyor.domain.status import JobStatus
@@ -18,6 +19,9 @@ from conveyor.services.jobs import InputSpec, JobRequest
 JOB_TYPES = {"ml": "ML pipeline", "data_export": "Data export"}
 # Log levels shown in `progress.errors` and `logs.stderr`.
 PROBLEM_LEVELS = ("WARNING", "ERROR")
+
+#: An id or count the database stores as a 32-bit integer: anything bigger is a 422 at the edge.
+SmallInt = Annotated[int, Field(ge=-DB_INT32_MAX - 1, le=DB_INT32_MAX)]
 
 
 # --------------------------------------------------------------------------- requests
@@ -48,11 +52,11 @@ class InputIn(TypedDict):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=500)
-    project_id: int | None = Field(
+    project_id: SmallInt | None = Field(
         default=None, description="Project; default: the key's project or `default`."
     )
     pipeline: str | None = Field(default=None, description="Pipeline slug, e.g. `digits`.")
-    pipeline_id: int | None = Field(default=None, description="Pipeline id (a specific version).")
+    pipeline_id: SmallInt | None = Field(default=None, description="Pipeline id (a specific version).")
     inputs: list[InputIn] = Field(default_factory=list)
     delay: float = Field(
         default=0, ge=0, le=86400, description="Seconds of fake work in a `delay` stage (test jobs)."
@@ -71,9 +75,11 @@ class JobCreate(BaseModel):
         description="Share of items that may fail; past it the job stops early with FAILURE. Default 0.5.",
     )
     config: dict[str, Any] = Field(default_factory=dict, description="Pipeline options, e.g. `batch_size`.")
-    limit: int | None = Field(default=None, ge=1, description="Process only the first `limit` inputs.")
+    limit: int | None = Field(
+        default=None, ge=1, le=DB_INT32_MAX, description="Process only the first `limit` inputs."
+    )
     shuffle: bool = Field(default=False, description="Process inputs in random order.")
-    collection_id: int | None = Field(
+    collection_id: SmallInt | None = Field(
         default=None,
         description="Run over a stored collection instead of given inputs (Antenna's "
         "`source_image_collection`); `limit` and `method` choose which of its items.",
@@ -84,7 +90,7 @@ class JobCreate(BaseModel):
         "the first ones), `first` (the first `limit`, default 1), `random` (`limit` at random), "
         "`last_and_random` (the newest, then random others up to `limit`).",
     )
-    source_image_single_id: int | None = Field(
+    source_image_single_id: SmallInt | None = Field(
         default=None, description="Run over one stored collection item (Antenna's `source_image_single`)."
     )
 

@@ -57,7 +57,10 @@ function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
     if (value === null || value === undefined || value === false) continue;
-    if (name === "class") node.className = value; else node.setAttribute(name, value === true ? "" : value);
+    // Inline styles through the CSSOM: the Content-Security-Policy refuses style attributes.
+    if (name === "class") node.className = value;
+    else if (name === "style") node.style.cssText = value;
+    else node.setAttribute(name, value === true ? "" : value);
   }
   for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
   return node;
