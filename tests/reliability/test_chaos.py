@@ -8,10 +8,15 @@ every written item was written once) and every successful item has its result.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
+import os
 import random
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -24,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.backends import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, postgres_database
-from tests.conftest import Server, free_port, start_server, wait_for, wait_status
+from tests.conftest import Server, free_port, start_server, text_inputs, wait_for, wait_status
 from tests.distributed.conftest import CeleryWorker, start_worker
 from tests.reliability.helpers import (
     FINISHED,
@@ -305,3 +310,87 @@ def test_broker_restart_mid_job_loses_no_chunk(celery_cluster: CeleryCluster) ->
         assert second["status"] == "SUCCESS", second
         assert_exactly_once(second, engine_items(cluster.engine, during["id"]))
         assert client.get("/readyz").status_code == 200
+
+
+# ---------------------------------------------------------------- the data directory's disk full
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path``: a real disk that fills up (ENOSPC)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        message = f"cannot mount a tmpfs for the disk-full test (needs root): {mounted.stderr.strip()}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the disk has no space left."""
+    filler = directory / "filler"
+    block = b"\0" * (256 * 1024)
+    with filler.open("wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(block)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def test_disk_full_gives_clear_errors_and_recovers_without_corruption(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "48m") as data_dir:
+        server = start_server(data_dir, workers=2, extra_env=EMBEDDED, log_dir=tmp_path)
+        try:
+            job = submit(server, 400, name="disk-full", config={"item_seconds": 0.01})
+            with server.client() as client:
+                wait_for(lambda: _progress(client, job["id"])["completed"], 30, what="work to start")
+                jobs_before = client.get("/api/v2/jobs/").json()["count"]
+                filler = fill(data_dir)
+
+                # A submission is refused with 507 and leaves nothing behind.
+                refused = client.post(
+                    "/api/v2/jobs/?start_now=true",
+                    json={"name": "no room", "pipeline": "test-delay", "inputs": text_inputs(200)},
+                )
+                assert refused.status_code == 507, refused.text
+                assert refused.json()["error"] == "insufficient_storage"
+                assert "storage is full" in refused.json()["message"]
+                # So is an upload, whose files are staged on the same disk.
+                upload = client.post(
+                    "/api/v2/jobs/upload/?start_now=true",
+                    data={"job": json.dumps({"name": "no room", "pipeline": "test-delay"})},
+                    files={"input": ("big.txt", b"x" * (2 * 1024 * 1024), "text/plain")},
+                )
+                assert upload.status_code == 507, upload.text
+                assert upload.json()["error"] == "insufficient_storage"
+                assert not any((data_dir / "tmp").glob("upload-*"))  # staged files removed
+                # Workers cannot write results meanwhile: nothing moves, nothing is half-written.
+                time.sleep(1.0)
+                stalled = _progress(client, job["id"])
+                time.sleep(1.0)
+                assert _progress(client, job["id"])["completed"] == stalled["completed"]
+                assert stalled["status"] == "STARTED"
+                assert client.get("/api/v2/jobs/").json()["count"] == jobs_before
+
+                filler.unlink()  # space is back
+                final = wait_status(client, job["id"], FINISHED, timeout=60)
+                assert final["status"] == "SUCCESS", final
+                assert_exactly_once(final, sqlite_items(data_dir, job["id"]))
+                after = submit(server, 20, name="room again")
+                assert wait_status(client, after["id"], FINISHED, timeout=30)["status"] == "SUCCESS"
+            log = server.log()
+            assert "database or disk is full" in log  # the workers said why they could not write
+            assert "storage full" in log  # and the API why it refused
+        finally:
+            server.stop()
+        with sqlite3.connect(data_dir / "conveyor.db") as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
