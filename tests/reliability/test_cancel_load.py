@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from tests.backends import postgres_database, require_service
@@ -102,6 +103,7 @@ def test_cancel_20_jobs_on_sqlite_and_local_workers(server_factory: Callable[...
         )
 
 
+@pytest.mark.skipif(not LONG, reason="PostgreSQL + Celery variant: set CONVEYOR_TEST_LONG=1 (~35 s)")
 def test_cancel_20_jobs_on_postgres_and_celery(tmp_path: Path) -> None:
     require_service("Redis", "127.0.0.1", 6379)
     queue = f"conveyor-cancel-{uuid.uuid4().hex[:8]}"

@@ -94,14 +94,14 @@ def test_kill_9_of_random_local_workers_during_a_2000_item_job(server_factory: C
 
 def test_kill_9_of_the_server_mid_job_loses_no_accepted_job(server_factory: Callable[..., Server]) -> None:
     server = server_factory(workers=2, extra_env=EMBEDDED)
-    big = submit(server, 1000, name="chaos-server-big", config={"item_seconds": 0.004, "batch_size": 10})
+    big = submit(server, 600, name="chaos-server-big", config={"item_seconds": 0.004, "batch_size": 10})
     accepted = [big["id"]]
     with server.client() as client:
         wait_for(lambda: _progress(client, big["id"])["completed"], 30, what="work to start")
         # More jobs accepted right before the crash: queued, not started, or just started.
-        for i in range(5):
+        for i in range(4):
             accepted.append(
-                submit(server, 100, name=f"chaos-server-{i}", config={"item_seconds": 0.002})["id"]
+                submit(server, 50, name=f"chaos-server-{i}", config={"item_seconds": 0.002})["id"]
             )
     workers = local_worker_pids(server)
     assert len(workers) == 2
@@ -153,7 +153,7 @@ def test_postgres_connections_terminated_mid_run(tmp_path: Path) -> None:
         )
         engine = sa.create_engine(database_url)
         try:
-            job = submit(server, 1000, name="chaos-pg", config={"item_seconds": 0.004, "batch_size": 10})
+            job = submit(server, 600, name="chaos-pg", config={"item_seconds": 0.004, "batch_size": 10})
             terminated = 0
             with server.client() as client:
                 wait_for(lambda: _progress(client, job["id"])["completed"], 30, what="work to start")

@@ -49,3 +49,43 @@ def test_digits_model_loads_when_its_cache_cannot_be_written(tmp_path: Path) -> 
     assert "classes 10" in done.stdout
     assert "could not cache the digits model" in done.stderr
     assert list((tmp_path / "models").iterdir()) == []  # no partial file left behind
+
+
+def test_the_api_says_507_for_a_full_disk_and_503_for_a_lost_database_connection() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from conveyor.api.errors import install
+
+    app = FastAPI()
+    install(app)
+
+    @app.get("/api/v2/full")
+    def full() -> None:
+        full = sqlite3.OperationalError("database or disk is full")
+        full.sqlite_errorcode = 13  # type: ignore[attr-defined]
+        raise sa.exc.OperationalError("INSERT ...", {}, full)
+
+    @app.get("/api/v2/enospc")
+    def enospc() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    @app.get("/api/v2/lost")
+    def lost() -> None:
+        raise sa.exc.OperationalError(
+            "SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True
+        )
+
+    @app.get("/api/v2/other")
+    def other() -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for path in ("/api/v2/full", "/api/v2/enospc"):
+            answer = client.get(path)
+            assert answer.status_code == 507, answer.text
+            assert answer.json()["error"] == "insufficient_storage"
+        answer = client.get("/api/v2/lost")
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == "database_unavailable"
+        assert client.get("/api/v2/other").status_code == 500  # anything else stays a server error
