@@ -32,7 +32,8 @@ class CeleryDispatcher(Dispatcher):
         #: How long a chunk may wait QUEUED beside an empty broker queue before it is sent again.
         self.stale_seconds = settings.lease_seconds
         self._next_check = 0.0
-        self._queued_since: dict[int, float] = {}
+        #: Chunk id -> (seen QUEUED since, how long to wait before sending it again).
+        self._waiting: dict[int, tuple[float, float]] = {}
 
     def enqueue(self, job_id: int, chunk_ids: list[int]) -> None:
         """Publish; if the broker is down, keep the ids and let the sweeper retry.
@@ -80,15 +81,17 @@ class CeleryDispatcher(Dispatcher):
         leaves them unacknowledged (Redis hands them out again only after its visibility
         timeout). So, at most once per ``stale_seconds``: a chunk seen QUEUED at two checks in a
         row while the queue is empty has lost its message (or a busy worker holds it, and a
-        duplicate message is a no-op: a chunk is claimed once) and is published again.
+        duplicate message is a no-op: a chunk is claimed once) and is published again. A chunk
+        that stays QUEUED anyway (no worker serves its pipeline) is sent again ever more rarely
+        (the wait doubles, up to 64 periods), so copies never pile up.
         """
         now = time.monotonic() if now is None else now
         if now < self._next_check:
             return 0
         self._next_check = now + self.stale_seconds
         queued = store.chunks.queued_chunk_ids()
-        self._queued_since = {c: self._queued_since.get(c, now) for c in queued}
-        stale = [c for c in queued if now - self._queued_since[c] >= self.stale_seconds]
+        self._waiting = {c: self._waiting.get(c, (now, self.stale_seconds)) for c in queued}
+        stale = [c for c, (since, wait) in self._waiting.items() if now - since >= wait]
         if not stale or self.queue_depth() != 0:
             return 0
         log.warning(
@@ -98,7 +101,8 @@ class CeleryDispatcher(Dispatcher):
         )
         self.enqueue(0, stale)
         for chunk_id in stale:
-            self._queued_since[chunk_id] = now  # a whole period again before another copy
+            wait = self._waiting[chunk_id][1]
+            self._waiting[chunk_id] = (now, min(wait * 2, 64 * self.stale_seconds))
         return len(stale)
 
     def queue_depth(self) -> int | None:
