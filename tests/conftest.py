@@ -87,9 +87,11 @@ def start_server(
     key: str | None = None,
     extra_args: list[str] | None = None,
     ready_path: str = "/readyz",
+    log_dir: Path | None = None,
 ) -> Server:
     """``conveyor serve`` in a subprocess, once ``ready_path`` answers 200 (``/livez`` for a
-    server that is expected not to be ready, e.g. with its broker down)."""
+    server that is expected not to be ready, e.g. with its broker down). Its log goes to
+    ``log_dir`` (default: the data directory)."""
     env = {**os.environ, **TEST_ENV, "CONVEYOR_DATA_DIR": str(data_dir), **(extra_env or {})}
     env.pop("CONVEYOR_URL", None)
     env.pop("CONVEYOR_KEY", None)
@@ -99,7 +101,7 @@ def start_server(
         assert made.returncode == 0, made.stderr
         key = made.stdout.strip().splitlines()[-1]
     port = free_port()
-    log_path = data_dir / f"server-{port}.log"
+    log_path = (log_dir or data_dir) / f"server-{port}.log"
     log_file = log_path.open("w")
     process = subprocess.Popen(
         [

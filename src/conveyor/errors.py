@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -58,6 +59,42 @@ class TooManyRequests(ConveyorError):
 class TooLarge(ConveyorError):
     status_code = 413
     code = "too_large"
+
+
+class StorageFull(ConveyorError):
+    """The disk of the data directory or the database is full (or a quota or file-size limit hit)."""
+
+    status_code = 507
+    code = "insufficient_storage"
+
+
+class DatabaseUnavailable(ConveyorError):
+    """The connection to the database was lost during the request (restart, failover, admin kill)."""
+
+    status_code = 503
+    code = "database_unavailable"
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says storage is full: an ``OSError`` (no space, quota,
+    file too large), SQLite's ``SQLITE_FULL`` or PostgreSQL's ``disk_full``."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # SQLAlchemy -> DBAPI error -> OSError, at most a few levels
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
+            return True
+        if getattr(seen, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return True
+        if getattr(seen, "sqlstate", None) == _PG_DISK_FULL:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 class InputUnavailable(InvalidInput):

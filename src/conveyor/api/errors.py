@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any
 
@@ -10,12 +11,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.api.schemas import modzy
-from conveyor.errors import ConveyorError, TooManyRequests
+from conveyor.errors import (
+    ConveyorError,
+    DatabaseUnavailable,
+    StorageFull,
+    TooManyRequests,
+    storage_full,
+)
+
+log = logging.getLogger(__name__)
 
 
 def error_body(code: str, message: str, detail: object = None) -> dict[str, object]:
@@ -57,6 +66,28 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, TooManyRequests):
             headers = {"Retry-After": str(exc.retry_after)}
         return error_response(request, exc.status_code, exc.code, exc.message, exc.detail, headers)
+
+    async def _storage(request: Request, exc: Exception) -> JSONResponse:
+        """A full disk (507) or a lost database connection (503) is said as such; nothing was
+        stored (the transaction rolled back). Anything else stays a 500 with its traceback."""
+        if storage_full(exc):
+            log.error("%s %s: storage full: %s", request.method, request.url.path, exc)
+            return await _domain(
+                request,
+                StorageFull(
+                    "The server's storage is full; nothing was stored. Retry once space is freed.",
+                    reason=str(getattr(exc, "orig", None) or exc),
+                ),
+            )
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            log.error("%s %s: database connection lost: %s", request.method, request.url.path, exc.orig)
+            return await _domain(
+                request, DatabaseUnavailable("The database connection was lost; retry the request.")
+            )
+        raise exc
+
+    app.add_exception_handler(DBAPIError, _storage)
+    app.add_exception_handler(OSError, _storage)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,6 +8,10 @@ So a dispatcher may lose or duplicate a message without losing or double-countin
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor.store import Store
 
 
 class Dispatcher(ABC):
@@ -20,6 +24,10 @@ class Dispatcher(ABC):
 
     def retry_pending(self) -> None:  # noqa: B027 - default: nothing is ever left unsent
         """Called by the sweeper each period: send what an earlier ``enqueue`` could not."""
+
+    def reconcile(self, store: Store) -> int:
+        """Called by the sweeper each period: send again what the transport lost. Returns a count."""
+        return 0
 
     def revoke(self, job_id: int) -> None:  # noqa: B027 - default: workers notice the cancel flag
         """The job was canceled or finished; queued messages for it may be dropped."""

@@ -199,12 +199,14 @@ async def receive_upload(request: Request, tmp_root: Path, limits: UploadLimits)
                 raise TooLarge(f"Request body over the {limits.max_request_bytes}-byte cap.")
             try:
                 parser.write(chunk)
-            except ConveyorError:
+            except (ConveyorError, OSError):  # OSError: writing the part to disk (e.g. disk full: 507)
                 raise
             except Exception as exc:  # python-multipart's parse errors
                 raise InvalidInput(f"Malformed multipart body: {exc}") from None
         try:
             parser.finalize()
+        except (ConveyorError, OSError):
+            raise
         except Exception as exc:
             raise InvalidInput(f"Malformed multipart body: {exc}") from None
         receiver.close()

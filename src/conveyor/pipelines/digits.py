@@ -7,8 +7,10 @@ in the data directory; the other half is what the demo submits, so its accuracy 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pickle
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,6 +20,8 @@ from conveyor.domain.stages import StageDef
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
 from conveyor.pipelines.imaging import DECODE_ERRORS, decode_error, open_image
 from conveyor.store.chunks import ItemInput
+
+log = logging.getLogger(__name__)
 
 SPLIT_SEED = 0
 
@@ -72,12 +76,8 @@ class DigitsPipeline(Pipeline):
         train_images, _, train_labels, _ = _split()
         model = SVC(gamma=0.001, C=10.0, probability=True, random_state=SPLIT_SEED)
         model.fit(train_images.reshape(len(train_images), -1), train_labels)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        with partial.open("wb") as fh:
-            pickle.dump(model, fh)
-        os.replace(partial, path)  # atomic: workers training at once never read a half file
         self.model = model
+        _cache(model, path)
 
     def process_batch(self, batch: list[ItemInput], ctx: BatchContext) -> list[ItemResult]:
         vectors: list[np.ndarray] = []
@@ -108,3 +108,17 @@ def _to_vector(data: bytes) -> np.ndarray:
         picture.load()
         gray = picture.convert("L").resize((8, 8), Image.Resampling.BOX)
     return np.asarray(gray, dtype=np.float64).reshape(-1) * (16.0 / 255.0)
+
+
+def _cache(model: object, path: Path) -> None:
+    """Keep the trained model for the next load. Only a speed-up: when the data directory cannot
+    take it (disk full, read-only), the model in memory still serves and no partial file is left."""
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with partial.open("wb") as fh:
+            pickle.dump(model, fh)
+        os.replace(partial, path)  # atomic: workers training at once never read a half file
+    except OSError as exc:
+        log.warning("could not cache the digits model in %s (%s); it is kept in memory only", path, exc)
+        partial.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ class Sweeper:
 
     def sweep_once(self) -> dict[str, list[int]]:
         self.dispatcher.retry_pending()
+        self.dispatcher.reconcile(self.store)
         requeued = self.store.chunks.reap_expired()
         if requeued:
             log.warning("re-queued %d chunk(s) whose lease expired", len(requeued))

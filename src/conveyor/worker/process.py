@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -20,6 +21,8 @@ from conveyor.worker.executor import ChunkExecutor
 
 log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0
+#: How often a worker checks that the server that started it is still there.
+PARENT_CHECK_SECONDS = 0.5
 
 
 def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbox: Connection) -> None:
@@ -37,6 +40,7 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbo
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_parent(os.getppid(), slot, on_term, shutdown)
     settings = Settings(**settings_data)
     if settings.model_threads:  # read by the model pipelines when they load
         os.environ["CONVEYOR_MODEL_THREADS"] = str(settings.model_threads)
@@ -51,7 +55,10 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbo
     log.info("worker %d ready (pid %d)", slot, os.getpid())
     try:
         while not shutdown.is_set():
-            _drain(wake_fd)  # before looking, so a wake-up during the claim is not lost
+            if not _drain(wake_fd):  # before looking, so a wake-up during the claim is not lost
+                log.warning("worker %d: the server closed its wake-up pipe; stopping", slot)
+                on_term()
+                break
             try:
                 report = executor.claim_and_run()
             except Exception:
@@ -67,7 +74,30 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbo
         log.info("worker %d stopped", slot)
 
 
-def _drain(fd: int) -> None:
-    with contextlib.suppress(BlockingIOError, OSError):
-        while os.read(fd, 4096):
-            pass
+def _drain(fd: int) -> bool:
+    """Read every pending wake-up. False when the pipe is closed: the server is gone."""
+    try:
+        while True:
+            if not os.read(fd, 4096):
+                return False
+    except (BlockingIOError, InterruptedError):
+        return True
+    except OSError:
+        return False
+
+
+def _watch_parent(parent: int, slot: int, stop: Callable[[], None], shutdown: threading.Event) -> None:
+    """Stop gracefully when the server dies without stopping its workers (``kill -9``, OOM killer).
+
+    An orphaned worker would otherwise run on beside the restarted server's pool, holding chunks
+    and database connections. Its running chunk is handed back to the queue (as on SIGTERM).
+    """
+
+    def watch() -> None:
+        while not shutdown.wait(PARENT_CHECK_SECONDS):
+            if os.getppid() != parent:
+                log.warning("worker %d: its server (pid %d) is gone; stopping", slot, parent)
+                stop()
+                return
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
