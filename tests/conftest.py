@@ -194,6 +194,35 @@ def text_inputs(n: int, prefix: str = "item") -> list[dict[str, str]]:
     return [{"name": f"{prefix}-{i}", "kind": "text", "data": f"{prefix} {i}"} for i in range(n)]
 
 
+def submit_texts(server: Server, n: int, *, name: str, **body: Any) -> dict[str, Any]:
+    """Submit and start a ``test-delay`` job over ``n`` texts; the 201 body."""
+    with server.client() as client:
+        response = client.post(
+            "/api/v2/jobs/?start_now=true",
+            json={"name": name, "pipeline": "test-delay", "inputs": text_inputs(n), **body},
+        )
+    assert response.status_code == 201, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids of the live (not zombie) children of ``pid``, read from /proc (no psutil)."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The fields after the command name, which may itself hold spaces or parentheses.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
 def assert_counters_match_rows(job: dict[str, Any], rows: list[tuple[int, str, int]]) -> None:
     """A finished job's counters equal its item rows ``(seq, status, attempts)``: nothing lost or
     counted twice."""

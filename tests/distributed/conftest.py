@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.backends import chunk_rows, item_rows, postgres_database, require_service
-from tests.conftest import CONVEYOR, Server, start_server, wait_for
+from tests.conftest import CONVEYOR, Server, children_of, start_server, wait_for
 
 BROKERS = {
     "redis": ("Redis", "127.0.0.1", 6379, "redis://127.0.0.1:6379/0"),
@@ -42,20 +42,8 @@ class CeleryWorker:
         return self.log_path.read_text(errors="replace")
 
     def children(self) -> list[int]:
-        """Pids of the prefork pool's processes, read from /proc."""
-        found: list[int] = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # Fields after the command name, which may itself hold spaces or parentheses.
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[1]) == self.pid:
-                found.append(int(entry.name))
-        return found
+        """Pids of the prefork pool's processes."""
+        return children_of(self.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_counters_match_rows, run_cli, text_inputs, wait_for, wait_status
+from tests.conftest import assert_counters_match_rows, run_cli, submit_texts, wait_for, wait_status
 from tests.distributed.conftest import WORKER_CONCURRENCY, Cluster, start_worker
 from tests.integration.helpers_api import all_items, unique
 from tests.integration.test_remote_services import image_inputs
@@ -28,14 +28,7 @@ FINISHED = {"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"}
 
 
 def submit(cluster: Cluster, n: int, *, name: str, **body: Any) -> dict[str, Any]:
-    with cluster.server.client() as client:
-        response = client.post(
-            "/api/v2/jobs/?start_now=true",
-            json={"name": name, "pipeline": "test-delay", "inputs": text_inputs(n), **body},
-        )
-    assert response.status_code == 201, response.text
-    job: dict[str, Any] = response.json()
-    return job
+    return submit_texts(cluster.server, n, name=name, **body)
 
 
 def job_detail(cluster: Cluster, job_id: int) -> dict[str, Any]:

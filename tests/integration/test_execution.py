@@ -14,23 +14,12 @@ from tests.conftest import (
     Server,
     assert_counters_match_rows,
     start_server,
-    text_inputs,
     wait_for,
     wait_status,
 )
+from tests.conftest import submit_texts as submit
 
 SMALL_CHUNKS = {"CONVEYOR_CHUNK_SIZE": "5"}
-
-
-def submit(server: Server, n: int, *, name: str, **body: Any) -> dict[str, Any]:
-    with server.client() as client:
-        response = client.post(
-            "/api/v2/jobs/?start_now=true",
-            json={"name": name, "pipeline": "test-delay", "inputs": text_inputs(n), **body},
-        )
-    assert response.status_code == 201, response.text
-    job: dict[str, Any] = response.json()
-    return job
 
 
 def item_rows(server: Server, job_id: int) -> list[tuple[int, str, int]]:

@@ -12,29 +12,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tests.conftest import Server, text_inputs
+from tests.conftest import Server, children_of, submit_texts
+
+submit = submit_texts
 
 FINISHED = {"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"}
 
 #: Longer and repeated variants of the reliability tests (bigger jobs, more kills, more rounds).
 LONG = os.environ.get("CONVEYOR_TEST_LONG", "") not in ("", "0", "false")
-
-
-def children_of(pid: int) -> list[int]:
-    """Pids whose parent is ``pid``, read from /proc (no psutil)."""
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The fields after the command name, which may itself hold spaces or parentheses.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def cmdline(pid: int) -> str:
@@ -66,17 +51,6 @@ def kill_9(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def submit(server: Server, n: int, *, name: str, **body: Any) -> dict[str, Any]:
-    with server.client() as client:
-        response = client.post(
-            "/api/v2/jobs/?start_now=true",
-            json={"name": name, "pipeline": "test-delay", "inputs": text_inputs(n), **body},
-        )
-    assert response.status_code == 201, response.text
-    job: dict[str, Any] = response.json()
-    return job
 
 
 ItemRow = tuple[int, str, int, Any]
