@@ -32,7 +32,8 @@ def is_valid(secret: str, item_id: int, expires: int, signature: str, now: float
     """True when the signature is the server's for this item and expiry, and it has not expired."""
     if expires < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(_signature(secret, item_id, expires), signature)
+    # As bytes: compare_digest refuses str with non-ASCII characters (a forged URL may hold any).
+    return hmac.compare_digest(_signature(secret, item_id, expires).encode(), signature.encode())
 
 
 def media_type(data: bytes) -> str:
