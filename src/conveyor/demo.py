@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,10 +153,41 @@ def run_demo(*, count: int | None, workers: int, port: int, data_dir: Path) -> i
     """Run the demo; returns the process exit code (0: success with accuracy >= 90%)."""
     from conveyor.pipelines.digits import holdout_pngs
 
+    def classify(client: ConveyorClient) -> bool:
+        images = holdout_pngs(limit=count)
+        if count is not None and count > len(images):
+            err.print(f"[yellow]Only {len(images)} held-out images exist; submitting all of them.[/]")
+        labels = {name: label for name, _, label in images}
+        job = client.submit(
+            "digits",
+            [bytes_input(png, name) for name, png, _ in images],
+            name=f"demo: {len(images)} held-out handwritten digits",
+        )
+        err.print(f"Submitted job {job['id']}: {job['total']} PNG images to the `digits` pipeline.")
+        final = watch(client, job)
+        result = score(client.results(final["id"]), labels)
+        report(final, result)
+        return final["status"] == "SUCCESS" and result.accuracy >= MIN_ACCURACY
+
+    return with_demo_server("demo", classify, data_dir=data_dir, port=port, workers=workers)
+
+
+def with_demo_server(
+    what: str,
+    run: Callable[[ConveyorClient], bool],
+    *,
+    data_dir: Path,
+    port: int,
+    workers: int,
+    env: dict[str, str] | None = None,
+) -> int:
+    """Start a demo server, give ``run`` a client of it, stop the server; the exit code (0 only if
+    ``run`` succeeded and the server stopped cleanly)."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     server = DemoServer(data_dir, port or free_port(), workers)
-    err.print(f"Conveyor demo: data in {data_dir}, server log in {server.log_path}")
+    server.env.update(env or {})
+    err.print(f"Conveyor {what}: data in {data_dir}, server log in {server.log_path}")
     succeeded = False
     try:
         key = server.create_key()
@@ -163,26 +195,12 @@ def run_demo(*, count: int | None, workers: int, port: int, data_dir: Path) -> i
         with ConveyorClient(server.url, key) as client:
             server.wait_ready(client)
             err.print(f"Server ready at {server.url} with {workers} worker(s).")
-            images = holdout_pngs(limit=count)
-            if count is not None and count > len(images):
-                err.print(f"[yellow]Only {len(images)} held-out images exist; submitting all of them.[/]")
-            labels = {name: label for name, _, label in images}
-            job = client.submit(
-                "digits",
-                [bytes_input(png, name) for name, png, _ in images],
-                name=f"demo: {len(images)} held-out handwritten digits",
-            )
-            err.print(f"Submitted job {job['id']}: {job['total']} PNG images to the `digits` pipeline.")
-            final = watch(client, job)
-            rows = client.results(final["id"])
-        result = score(rows, labels)
-        report(final, result)
-        succeeded = final["status"] == "SUCCESS" and result.accuracy >= MIN_ACCURACY
+            succeeded = run(client)
     except (ConveyorClientError, RuntimeError, subprocess.SubprocessError) as exc:
         err.print(f"[red]Demo failed:[/] {escape(str(exc))}")
     finally:
         code = server.stop()
-    return outcome(succeeded, code, "Demo")
+    return outcome(succeeded, code, what[:1].upper() + what[1:])
 
 
 def outcome(succeeded: bool, stop_code: int | None, what: str) -> int:

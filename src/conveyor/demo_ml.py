@@ -8,7 +8,6 @@ served, saves them under the data directory, and stops the server with SIGTERM.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor.cli_jobs import err, out, print_summary, watch
-from conveyor.client import ConveyorClient, ConveyorClientError, bytes_input
-from conveyor.demo import DemoServer, free_port, outcome
+from conveyor.client import ConveyorClient, bytes_input
+from conveyor.demo import with_demo_server
 
 TOP_K = 5
 
@@ -31,39 +30,36 @@ def run_demo_ml(*, workers: int, port: int, data_dir: Path) -> int:
     except ImportError as exc:
         err.print(f"[red]The ML demo needs the conveyor[ml] extra:[/] {escape(str(exc))}")
         return 1
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     bundled = photos.bundled()
-    server = DemoServer(data_dir, port or free_port(), workers)
-    server.env["CONVEYOR_CHUNK_SIZE"] = str(max(1, -(-len(bundled) // max(1, workers))))
-    err.print(f"Conveyor ML demo: data in {data_dir}, server log in {server.log_path}")
-    succeeded = False
-    try:
-        key = server.create_key()
-        server.start()
-        with ConveyorClient(server.url, key) as client:
-            server.wait_ready(client)
-            err.print(f"Server ready at {server.url} with {workers} worker(s).")
-            job = client.submit(
-                "imagenet-classifier",
-                [bytes_input(photo.data, photo.name) for photo in bundled],
-                name=f"demo-ml: {len(bundled)} bundled photos",
-                explain=True,
-                config={"top_k": TOP_K},
-            )
-            err.print(
-                f"Submitted job {job['id']}: {job['total']} photos to `imagenet-classifier` (explain=true)."
-            )
-            final = watch(client, job)
-            items = client.items(final["id"], limit=len(bundled))["results"]
-            saved = save_artifacts(client, final["id"], items, data_dir / "demo-ml" / f"job-{final['id']}")
-        correct = report(server.url, final, items, bundled, saved)
-        succeeded = final["status"] == "SUCCESS" and correct and len(saved) == len(bundled)
-    except (ConveyorClientError, RuntimeError, subprocess.SubprocessError) as exc:
-        err.print(f"[red]Demo failed:[/] {escape(str(exc))}")
-    finally:
-        code = server.stop()
-    return outcome(succeeded, code, "ML demo")
+
+    def classify(client: ConveyorClient) -> bool:
+        job = client.submit(
+            "imagenet-classifier",
+            [bytes_input(photo.data, photo.name) for photo in bundled],
+            name=f"demo-ml: {len(bundled)} bundled photos",
+            explain=True,
+            config={"top_k": TOP_K},
+        )
+        err.print(
+            f"Submitted job {job['id']}: {job['total']} photos to `imagenet-classifier` (explain=true)."
+        )
+        final = watch(client, job)
+        items = client.items(final["id"], limit=len(bundled))["results"]
+        folder = data_dir.resolve() / "demo-ml" / f"job-{final['id']}"
+        saved = save_artifacts(client, final["id"], items, folder)
+        correct = report(client.url, final, items, bundled, saved)
+        return final["status"] == "SUCCESS" and correct and len(saved) == len(bundled)
+
+    # Chunks small enough that every worker gets a share of the photos.
+    chunk_size = max(1, -(-len(bundled) // max(1, workers)))
+    return with_demo_server(
+        "ML demo",
+        classify,
+        data_dir=data_dir,
+        port=port,
+        workers=workers,
+        env={"CONVEYOR_CHUNK_SIZE": str(chunk_size)},
+    )
 
 
 def save_artifacts(
