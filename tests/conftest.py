@@ -223,6 +223,18 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie answers ``kill(pid, 0)`` too, so its state is read)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def assert_counters_match_rows(job: dict[str, Any], rows: list[tuple[int, str, int]]) -> None:
     """A finished job's counters equal its item rows ``(seq, status, attempts)``: nothing lost or
     counted twice."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from tests.conftest import (
     Server,
+    alive,
     assert_counters_match_rows,
     start_server,
     wait_for,
@@ -179,7 +180,7 @@ def test_sigterm_stops_cleanly_and_a_restart_finishes_the_job(server_factory: Ca
         workers = [w["pid"] for w in client.get("/api/v2/workers/").json()]
     assert server.stop(signal.SIGTERM, timeout=30) == 0
     for pid in workers:  # the worker processes exited too
-        assert not _alive(pid)
+        assert not alive(pid)
     with sqlite3.connect(server.data_dir / "conveyor.db") as conn:
         leased = conn.execute("SELECT count(*) FROM chunks WHERE status='LEASED'").fetchone()[0]
     assert leased == 0  # unfinished chunks were handed back, not left to expire
@@ -192,16 +193,3 @@ def test_sigterm_stops_cleanly_and_a_restart_finishes_the_job(server_factory: Ca
         assert [a for _, _, a in item_rows(restarted, job["id"])] == [1] * 60
     finally:
         restarted.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); check the process state.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import Server, start_server, wait_status
+from tests.conftest import Server, start_server
+from tests.integration.helpers_api import all_items, finished, submit
 
 pytest.importorskip("torch", reason="the conveyor[ml] extra is not installed")
 from conveyor import photos  # after the skip: needs scikit-image
@@ -39,14 +40,10 @@ def b64(name: str, data: bytes) -> dict[str, str]:
 
 
 def run(client: httpx.Client, inputs: list[dict[str, str]], **body: Any) -> tuple[dict[str, Any], list[Any]]:
-    response = client.post(
-        f"{JOBS}?start_now=true",
-        json={"name": "imagenet", "pipeline": "imagenet-classifier", "inputs": inputs, **body},
-    )
-    assert response.status_code == 201, response.text
-    job = wait_status(client, response.json()["id"], {"SUCCESS", "FAILURE"}, timeout=180)
-    items = client.get(f"{JOBS}{job['id']}/items/").json()["results"]
-    return job, items
+    job = submit(client, name="imagenet", pipeline="imagenet-classifier", inputs=inputs, **body)
+    done = finished(client, job["id"], timeout=180)
+    items = all_items(client, done["id"])
+    return done, items
 
 
 @pytest.fixture(scope="module")
@@ -202,11 +199,9 @@ def test_any_image_classifier_gets_samples_from_the_worker(client: httpx.Client)
     from conveyor.pipelines.digits import holdout_pngs
 
     ((name, data, _),) = holdout_pngs(limit=1)
-    response = client.post(
-        f"{JOBS}?start_now=true", json={"name": "digits", "pipeline": "digits", "inputs": [b64(name, data)]}
-    )
-    job = wait_status(client, response.json()["id"], {"SUCCESS", "FAILURE"}, timeout=120)
-    (item,) = client.get(f"{JOBS}{job['id']}/items/").json()["results"]
+    job = submit(client, name="digits", pipeline="digits", inputs=[b64(name, data)])
+    job = finished(client, job["id"], timeout=120)
+    (item,) = all_items(client, job["id"])
     sample = client.get(f"{JOBS}{job['id']}/items/{item['id']}/sample")
     assert sample.status_code == 200 and sample.headers["content-type"] == "image/jpeg"
     with Image.open(io.BytesIO(sample.content)) as thumb:

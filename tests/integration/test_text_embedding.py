@@ -10,7 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import Server, start_server, wait_status
+from tests.conftest import Server, start_server
+from tests.integration.helpers_api import all_items, finished, submit
 
 pytest.importorskip("sentence_transformers", reason="the conveyor[ml] extra is not installed")
 
@@ -35,14 +36,10 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
 def run(
     client: httpx.Client, inputs: list[dict[str, str]], **body: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    response = client.post(
-        f"{JOBS}?start_now=true",
-        json={"name": "embed", "pipeline": "text-embedding", "inputs": inputs, **body},
-    )
-    assert response.status_code == 201, response.text
-    job = wait_status(client, response.json()["id"], {"SUCCESS", "FAILURE"}, timeout=180)
-    items = client.get(f"{JOBS}{job['id']}/items/").json()["results"]
-    return job, {item["name"]: item for item in items}
+    job = submit(client, name="embed", pipeline="text-embedding", inputs=inputs, **body)
+    done = finished(client, job["id"], timeout=180)
+    items = all_items(client, done["id"])
+    return done, {item["name"]: item for item in items}
 
 
 def test_similar_sentences_are_close_and_unrelated_ones_far(client: httpx.Client) -> None:

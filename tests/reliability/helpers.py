@@ -34,17 +34,6 @@ def local_worker_pids(server: Server) -> list[int]:
     return [pid for pid in children_of(server.process.pid) if "spawn_main" in cmdline(pid)]
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def kill_9(pid: int) -> bool:
     try:
         os.kill(pid, signal.SIGKILL)

@@ -29,12 +29,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.backends import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, postgres_database
-from tests.conftest import Server, free_port, start_server, text_inputs, wait_for, wait_status
+from tests.conftest import Server, alive, free_port, start_server, text_inputs, wait_for, wait_status
 from tests.distributed.conftest import CeleryWorker, start_worker
 from tests.reliability.helpers import (
     FINISHED,
     LONG,
-    alive,
     assert_exactly_once,
     engine_items,
     kill_9,
