@@ -67,17 +67,6 @@ def server(data_dir: Path, s3_endpoint: str) -> Iterator[Server]:
     started.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server: Server) -> ApiClient:
-    return ApiClient(base_url=f"{server.url}/api", api_key=server.key)
-
-
-@pytest.fixture(scope="module")
-def native(server: Server) -> Iterator[httpx.Client]:
-    with server.client() as c:
-        yield c
-
-
 def submit(client: ApiClient, model: str, sources: dict[str, Any]) -> Any:
     return client.jobs.submit_aws_s3(
         model, "1", sources, access_key_id="testing", secret_access_key=SECRET, region="us-east-1"

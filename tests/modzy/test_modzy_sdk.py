@@ -65,17 +65,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     started.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server: Server) -> ApiClient:
-    return ApiClient(base_url=f"{server.url}/api", api_key=server.key)
-
-
-@pytest.fixture(scope="module")
-def native(server: Server) -> Iterator[httpx.Client]:
-    with server.client() as c:
-        yield c
-
-
 def _block(client: ApiClient, job: Any) -> Any:
     return client.jobs.block_until_complete(job, timeout=60, poll_interval=POLL)
 
