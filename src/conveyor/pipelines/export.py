@@ -50,16 +50,12 @@ class DataExport(Pipeline):
         if not self.store.jobs.exists(source_job):
             return ItemResult.failure(f"job {source_job} no longer exists")
         buffer = io.BytesIO()
-        count = 0
+        count = 0  # rows written
         with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as out:
-            after = -1
-            while page := self.store.jobs.finished_items(source_job, after_seq=after, limit=PAGE):
-                if ctx.should_stop():
+            for count, item in enumerate(self.store.jobs.finished_items(source_job, page=PAGE), start=1):
+                if count % PAGE == 0 and ctx.should_stop():
                     raise ExportStopped(f"stopped while exporting job {source_job}")
-                for item in page:
-                    out.write((json.dumps(exports.row(source_job, item)) + "\n").encode())
-                count += len(page)
-                after = page[-1]["seq"]
+                out.write((json.dumps(exports.row(source_job, item)) + "\n").encode())
         data = buffer.getvalue()
         return ItemResult.success(
             {"job_id": source_job, "rows": count, "bytes": len(data)},

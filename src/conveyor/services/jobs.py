@@ -135,6 +135,12 @@ class JobService:
         row = self.store.pipelines.latest(export.SLUG)
         return self._create(principal, request, row, DataExport, start_now=True, job_type=JOB_TYPE_EXPORT)
 
+    def result_rows(self, principal: Principal, job_id: int) -> Iterator[dict[str, Any]]:
+        """The export rows of a job's finished items (404 now, before any row is read, if the key
+        cannot see the job)."""
+        self.store.jobs.get(scope_of(principal), job_id)
+        return (exports.row(job_id, item) for item in self.store.jobs.finished_items(job_id))
+
     def export_rows(
         self, principal: Principal, job_id: int
     ) -> tuple[exports.Format, Iterator[dict[str, Any]]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -318,23 +318,29 @@ class JobRepository:
                 ).mappings()
             )
 
-    def finished_items(self, job_id: int, *, after_seq: int, limit: int) -> list[RowMapping]:
-        """A page of a job's finished items (no tenant scope: for data_export workers, whose job was
-        checked against the caller's scope when it was created)."""
+    def finished_items(self, job_id: int, *, page: int = 1000) -> Iterator[RowMapping]:
+        """A job's finished items in ``seq`` order, read ``page`` rows at a time (no tenant scope:
+        the caller checked it — the results export, or a data_export job when it was created)."""
         columns = [c for c in items.c if c.name != "data"]
-        with self.db.read() as conn:
-            return list(
-                conn.execute(
-                    select(*columns)
-                    .where(
-                        items.c.job_id == job_id,
-                        items.c.seq > after_seq,
-                        items.c.status.in_(["SUCCESS", "FAILURE"]),
-                    )
-                    .order_by(items.c.seq)
-                    .limit(limit)
-                ).mappings()
-            )
+        after = -1
+        while True:
+            with self.db.read() as conn:
+                rows = list(
+                    conn.execute(
+                        select(*columns)
+                        .where(
+                            items.c.job_id == job_id,
+                            items.c.seq > after,
+                            items.c.status.in_(["SUCCESS", "FAILURE"]),
+                        )
+                        .order_by(items.c.seq)
+                        .limit(page)
+                    ).mappings()
+                )
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1]["seq"]
 
     def exists(self, job_id: int) -> bool:
         with self.db.read() as conn:

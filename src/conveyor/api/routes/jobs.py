@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -313,20 +312,8 @@ def export_results(
     principal: PrincipalDep,
     format: Literal["json", "jsonl", "csv"] = "json",
 ) -> StreamingResponse:
-    jobs.get(principal, job_id)  # 404 before streaming starts
-
-    def rows() -> Iterator[dict[str, Any]]:
-        after = -1
-        while True:
-            _, page = jobs.items(
-                principal, job_id, statuses=["SUCCESS", "FAILURE"], after_seq=after, limit=1000
-            )
-            if not page:
-                return
-            yield from (exports.row(job_id, item) for item in page)
-            after = page[-1]["seq"]
-
+    rows = jobs.result_rows(principal, job_id)  # 404 before streaming starts
     headers = {"Content-Disposition": f'attachment; filename="job-{job_id}-results.{format}"'}
     return StreamingResponse(
-        exports.encode(rows(), format), media_type=exports.MEDIA_TYPES[format], headers=headers
+        exports.encode(rows, format), media_type=exports.MEDIA_TYPES[format], headers=headers
     )
