@@ -14,7 +14,7 @@ TORCH  := torch==2.13.0
 LINT_PATHS := src tests $(wildcard bench)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup chromium demo demo-ml test lint typecheck pytest bench bench-quick clean distclean
+.PHONY: help setup chromium demo demo-ml test lint imports typecheck pytest bench bench-quick clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
@@ -41,15 +41,19 @@ demo: setup ## Start a server, classify held-out handwritten digits with live pr
 demo-ml: setup ## Start a server, classify real bundled photos with imagenet-classifier, save thumbnails
 	$(BIN)/conveyor demo-ml
 
-test: setup ## Lint, type-check and run the whole test suite
+test: setup ## Lint, type-check, check the import layers and run the whole test suite
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: setup ## ruff
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+
+imports: setup ## import-linter: the one-way layer contracts in pyproject.toml ([tool.importlinter])
+	$(BIN)/lint-imports
 
 typecheck: setup ## mypy (configured in pyproject.toml)
 	$(BIN)/mypy
@@ -64,7 +68,7 @@ bench-quick: setup ## All benchmarks at small sizes (~13 min), rendered into ben
 	$(BIN)/python bench/run_all.py --quick
 
 clean: ## Remove caches, build files and the demo's data directory (keeps .venv)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info conveyor-data bench/results
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache build dist src/*.egg-info conveyor-data bench/results
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean ## clean, and remove .venv too
