@@ -346,6 +346,7 @@ def _job_action(
         with api_errors(), connect(url, key) as client:
             report_outcome(client, act(client, job_id), wait=wait, as_json=as_json, wanted=wanted)
 
+    command.__name__ = command.__qualname__ = act.__name__
     command.__doc__ = doc
     return command
 
