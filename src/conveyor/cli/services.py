@@ -6,9 +6,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from conveyor.cli_jobs import (
+from conveyor.cli.common import (
     EXIT_API_ERROR,
     JsonOpt,
     KeyOpt,
@@ -18,6 +17,7 @@ from conveyor.cli_jobs import (
     err,
     out,
     print_json,
+    print_listing,
 )
 from conveyor.client import DEFAULT_URL, ConveyorClient
 
@@ -45,7 +45,10 @@ def _health(service: dict[str, Any]) -> str:
     return "[yellow]live, not ready[/]" if service["live"] else "[red]down[/]"
 
 
-def _print(service: dict[str, Any]) -> None:
+def _print(service: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(service)
+        return
     out.print(
         f"[bold]{escape(service['name'])}[/] (id {service['id']}) at {escape(service['endpoint_url'])}: "
         f"{_health(service)}"
@@ -69,33 +72,27 @@ def add(
     """Register a processing service: fetch its /info and list its pipelines as remote:<name>/<slug>."""
     with api_errors(), connect(url, key) as client:
         service = client.register_service(endpoint_url, name=name)
-    if as_json:
-        print_json(service)
-    else:
-        _print(service)
+    _print(service, as_json)
 
 
 @services_app.command("list")
 def list_services(as_json: JsonOpt = False, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None) -> None:
     """Processing services of the key's account, their pipelines and last health check."""
-    with api_errors(), connect(url, key) as client:
-        found = client.processing_services()
-    if as_json:
-        print_json(found)
-        return
-    table = Table(box=None, header_style="bold")
-    for column in ("ID", "Name", "Endpoint", "Health", "Pipelines", "Last error"):
-        table.add_column(column)
-    for s in found:
-        table.add_row(
+    print_listing(
+        url,
+        key,
+        ConveyorClient.processing_services,
+        as_json,
+        ("ID", "Name", "Endpoint", "Health", "Pipelines", "Last error"),
+        lambda s: (
             str(s["id"]),
             escape(s["name"]),
             escape(s["endpoint_url"]),
             _health(s),
             ", ".join(escape(p["slug"]) for p in s["pipelines"]),
             escape(s["last_error"] or ""),
-        )
-    out.print(table)
+        ),
+    )
 
 
 @services_app.command("check")
@@ -105,10 +102,7 @@ def check(
     """Check a service again (health and pipelines); new pipeline versions get registered."""
     with api_errors(), connect(url, key) as client:
         found = client.refresh_service(_find(client, service)["id"])
-    if as_json:
-        print_json(found)
-    else:
-        _print(found)
+    _print(found, as_json)
 
 
 @services_app.command("remove")

@@ -11,14 +11,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.markup import escape
 from rich.table import Table
 
-from conveyor.cli_jobs import err, out, print_summary, watch
+from conveyor.cli.common import err, out
+from conveyor.cli.progress import print_summary, watch
 from conveyor.client import ConveyorClient, bytes_input
-from conveyor.demo import with_demo_server
+from conveyor.demo import DataDirOpt, PortOpt, WorkersOpt, with_demo_server
 
 TOP_K = 5
+
+
+def demo_ml(
+    workers: WorkersOpt = 2,
+    port: PortOpt = 0,
+    data_dir: DataDirOpt = Path("conveyor-data"),
+) -> None:
+    """ML demo: classify real photos bundled in installed packages with `imagenet-classifier`.
+
+    Needs the conveyor[ml] extra. Starts `conveyor serve`, submits the photos with explain=true,
+    prints top-1 labels, whether each known photo's class is in its top 5, the model load time and
+    where thumbnails and saliency maps are served; saves them under DATA_DIR/demo-ml/. Exits 0
+    only if the job succeeded, every known photo was recognised and the server stopped cleanly.
+    """
+    raise typer.Exit(run_demo_ml(workers=workers, port=port, data_dir=data_dir))
 
 
 def run_demo_ml(*, workers: int, port: int, data_dir: Path) -> int:
