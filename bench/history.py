@@ -466,9 +466,9 @@ def store_first_pages(
 
 # --------------------------------------------------------------------------- main
 def run(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> dict[str, Any]:
+    from conveyor.domain.access import Scope
     from conveyor.settings import Settings
     from conveyor.store import Store
-    from conveyor.store.jobs import Scope
 
     env = bench_env(data_dir, database_url=database_url)
     run_cli(["db", "upgrade"], env)

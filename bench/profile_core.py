@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from conveyor.dispatch.base import NullDispatcher
     from conveyor.services.bootstrap import prepare
-    from conveyor.services.jobs import InputSpec, JobRequest, JobService
+    from conveyor.services.jobs import JobService
+    from conveyor.services.submission import InputSpec, JobRequest
     from conveyor.settings import Settings
     from conveyor.store import Store
     from conveyor.worker.executor import ChunkExecutor
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def service_scope(principal: Any) -> Any:
-    from conveyor.services.jobs import scope_of
+    from conveyor.domain.access import scope_of
 
     return scope_of(principal)
 

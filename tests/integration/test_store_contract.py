@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from conveyor.domain.access import Scope
 from conveyor.domain.status import JobStatus
 from conveyor.errors import Conflict
 from conveyor.services.bootstrap import prepare
 from conveyor.settings import Settings
 from conveyor.store import Store, lifecycle
 from conveyor.store.chunks import Claim, ItemOutcome
-from conveyor.store.jobs import Scope
+from conveyor.store.jobs import NewJob
 from conveyor.store.tables import items, job_events, jobs
 from tests.backends import postgres_database
 
@@ -64,8 +65,6 @@ def new_job(store: Store, n: int, *, start: bool = True, **values: Any) -> tuple
         "max_failed_ratio": 0.5,
         "config": {},
         "input_summary": {},
-        "total": n,
-        "pending": n,
         "input_byte_amount": n,
         "submitted_by": "test",
     }
@@ -82,7 +81,7 @@ def new_job(store: Store, n: int, *, start: bool = True, **values: Any) -> tuple
         }
         for i in range(n)
     ]
-    job_id, _ = store.jobs.create(row, item_rows, start=start)
+    job_id, _ = store.jobs.create(NewJob(**row), item_rows, start=start)
     return job_id, Scope(account_id)
 
 

@@ -35,13 +35,14 @@ from hypothesis.stateful import (
 from sqlalchemy import func, select, update
 
 from conveyor.clock import utcnow
+from conveyor.domain.access import Scope
 from conveyor.domain.status import TERMINAL, JobStatus, allowed_sources
 from conveyor.errors import ConveyorError
 from conveyor.services.bootstrap import prepare
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.chunks import Claim, ItemInput, ItemOutcome
-from conveyor.store.jobs import Scope
+from conveyor.store.jobs import NewJob
 from conveyor.store.tables import chunks, items, job_events, jobs
 
 LEASE_SECONDS = 30.0
@@ -100,8 +101,6 @@ class JobLifecycle(RuleBasedStateMachine):
             "max_failed_ratio": 0.5,
             "config": {},
             "input_summary": {},
-            "total": n,
-            "pending": n,
             "input_byte_amount": n,
             "submitted_by": "fsm",
         }
@@ -109,7 +108,7 @@ class JobLifecycle(RuleBasedStateMachine):
             {"seq": i, "name": f"i{i}", "kind": "text", "byte_size": 1, "data": b"x", "status": "PENDING"}
             for i in range(n)
         ]
-        job_id, _ = self.store.jobs.create(row, item_rows, start=start)
+        job_id, _ = self.store.jobs.create(NewJob(**row), item_rows, start=start)
         self.job_ids.append(job_id)
 
     def _job(self, index: int) -> int | None:

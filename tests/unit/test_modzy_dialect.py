@@ -8,15 +8,16 @@ import pytest
 
 from conveyor.api.routes.modzy_jobs import _human_size
 from conveyor.api.schemas.modzy import (
+    MODZY_STATUS,
     MODZY_STATUS_FILTERS,
     ModzyJobCreate,
     history_statuses,
     ordering,
     parse_date,
 )
-from conveyor.domain.status import ACTIVE, MODZY_STATUS, TERMINAL, JobStatus
+from conveyor.domain.access import Principal
+from conveyor.domain.status import ACTIVE, TERMINAL, JobStatus
 from conveyor.errors import InvalidInput
-from conveyor.store.auth import Principal
 
 
 def test_every_state_has_a_modzy_name_and_every_name_filters_back() -> None:

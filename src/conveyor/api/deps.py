@@ -6,20 +6,16 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from conveyor.api.schemas.common import DB_INT32_MAX, DB_INT_MAX
+from conveyor.domain.access import Principal
 from conveyor.errors import Unauthenticated
 from conveyor.services.jobs import JobService
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.auth import Principal
 
 SCHEMES = ("token", "apikey", "bearer")
 
-#: Ids and positions of the big tables (jobs, items, logs, events) are 64-bit integers in the
-#: database; those of accounts, projects, pipelines and collections, and item positions (`seq`),
-#: are 32-bit on PostgreSQL. A bigger number in a path, query or body is a 422 at the edge, never
-#: an overflow inside the driver (found by schemathesis).
-DB_INT_MAX = 2**63 - 1
-DB_INT32_MAX = 2**31 - 1
+# Path ids within the database's integer bounds (schemas/common.py says which are 32-bit).
 DbId = Annotated[int, Path(ge=-DB_INT_MAX, le=DB_INT_MAX)]
 SmallId = Annotated[int, Path(ge=-DB_INT32_MAX - 1, le=DB_INT32_MAX)]
 

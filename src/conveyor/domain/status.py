@@ -98,16 +98,3 @@ def resolve_status_filter(value: str) -> frozenset[JobStatus]:
             choices = ", ".join([*STATUS_GROUPS, *JobStatus])
             raise InvalidInput(f"Unknown status filter {token!r}; use one of: {choices}.") from None
     return frozenset(result)
-
-
-MODZY_STATUS: dict[JobStatus, str] = {
-    JobStatus.CREATED: "OPEN",
-    JobStatus.PENDING: "SUBMITTED",
-    JobStatus.STARTED: "IN_PROGRESS",
-    JobStatus.RETRY: "IN_PROGRESS",
-    JobStatus.CANCELING: "IN_PROGRESS",
-    JobStatus.SUCCESS: "COMPLETED",
-    JobStatus.FAILURE: "FAILED",
-    JobStatus.REVOKED: "CANCELED",
-    JobStatus.TIMEDOUT: "TIMEDOUT",
-}

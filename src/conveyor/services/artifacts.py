@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from conveyor.domain.access import Principal, scope_of
 from conveyor.domain.artifacts import ArtifactKind
-from conveyor.services.jobs import scope_of
 from conveyor.store import Store
 from conveyor.store.artifacts import StoredArtifact
-from conveyor.store.auth import Principal
 
 
 class ArtifactService:

@@ -9,13 +9,13 @@ from typing import Any
 
 from sqlalchemy import RowMapping
 
-from conveyor.errors import Forbidden, InvalidInput, TooLarge
+from conveyor.domain.access import Principal, require_write
+from conveyor.errors import InvalidInput, TooLarge
 from conveyor.inputs.inline import DecodedInput
 from conveyor.inputs.resolve import InputResolver
 from conveyor.inputs.upload import StagedFile
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.auth import Principal
 from conveyor.store.collections import CollectionScope
 
 
@@ -40,11 +40,11 @@ class CollectionService:
 
     # ---------------------------------------------------------------- writes
     def create(self, principal: Principal, name: str, project_id: int, description: str = "") -> int:
-        _require_write(principal)
+        require_write(principal)
         return self.store.collections.create(collection_scope(principal), project_id, name, description)
 
     def delete(self, principal: Principal, collection_id: int) -> None:
-        _require_write(principal)
+        require_write(principal)
         self.store.collections.delete(collection_scope(principal), collection_id)
 
     def add(
@@ -55,7 +55,7 @@ class CollectionService:
         files: Sequence[StagedFile] = (),
     ) -> list[int]:
         """Fetch or decode every input, check the caps, then store them all in one transaction."""
-        _require_write(principal)
+        require_write(principal)
         scope = collection_scope(principal)
         self.store.collections.get(scope, collection_id)  # 404 before any fetching
         if not specs and not files:
@@ -155,8 +155,3 @@ def _decoded(row: RowMapping) -> DecodedInput:
     return DecodedInput(
         row["name"], row["kind"], bytes(row["data"]), source=f"collection:{row['collection_id']}/{row['id']}"
     )
-
-
-def _require_write(principal: Principal) -> None:
-    if not principal.can_write:
-        raise Forbidden("This API key is read-only (role viewer).")

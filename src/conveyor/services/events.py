@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import RowMapping
 
 from conveyor.clock import utcnow
+from conveyor.domain.access import Scope
 from conveyor.store.changes import ChangeFeed, Changes, Cursor
-from conveyor.store.jobs import Scope
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import RowMapping
 
 from conveyor.clock import utcnow
+from conveyor.domain.access import Principal, require_owner
 from conveyor.errors import Forbidden, InvalidInput, NotFound
 from conveyor.store import Store
-from conveyor.store.auth import NewKey, Principal
+from conveyor.store.auth import NewKey
 
 MAX_KEY_DAYS = 36_500
 
@@ -25,13 +26,6 @@ class KeyRequest:
     role: str
     project: str | None = None  # project slug; a bound owner may only give its own
     expires_in_days: float | None = None
-
-
-def require_owner(principal: Principal) -> None:
-    if principal.role != "owner":
-        raise Forbidden(
-            f"Managing keys and projects needs an owner key; this key's role is {principal.role}."
-        )
 
 
 class KeyService:

@@ -16,22 +16,13 @@ from sqlalchemy import RowMapping
 
 from conveyor import media
 from conveyor.clock import utcnow
-from conveyor.errors import Forbidden, InputUnavailable, InvalidInput, UnknownPipeline
+from conveyor.domain.access import Principal, require_account_owner
+from conveyor.errors import InputUnavailable, InvalidInput, UnknownPipeline
 from conveyor.pipelines import remote
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.auth import Principal
 
 MAX_URL_CHARS = 2000
-
-
-def require_account_owner(principal: Principal) -> None:
-    if principal.role != "owner" or principal.project_roles is not None:
-        raise Forbidden(
-            "Registering, checking and removing processing services needs an account-wide owner key; "
-            f"this key's role is {principal.role}"
-            f"{' (bound to a project)' if principal.project_roles is not None else ''}."
-        )
 
 
 def check_endpoint(url: str) -> str:

@@ -11,10 +11,10 @@ import math
 from datetime import timedelta
 
 from conveyor.clock import utcnow
+from conveyor.domain.access import Principal
 from conveyor.errors import TooManyRequests
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.auth import Principal
 
 WINDOW = timedelta(minutes=1)
 

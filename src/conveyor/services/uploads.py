@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from conveyor.domain.access import Principal, scope_of
 from conveyor.domain.status import JobStatus
 from conveyor.errors import InvalidInput, TooLarge
 from conveyor.pipelines import registry
-from conveyor.services.jobs import JobService, scope_of
-from conveyor.store.auth import Principal
+from conveyor.services.jobs import JobService
 from conveyor.store.uploads import AssembledInput, UploadCaps
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
+
 from conveyor.settings import Settings
 from conveyor.store.artifacts import ArtifactRepository
 from conveyor.store.audit import AuditRepository
@@ -46,6 +48,11 @@ class Store:
         self.stats = StatsRepository(self.db)
         self.artifacts = ArtifactRepository(self.db)
         self.processing_services = ProcessingServiceRepository(self.db)
+
+    def ping(self) -> None:
+        """One round trip to the database (``/readyz``); raises whatever the driver raises."""
+        with self.db.read() as conn:
+            conn.execute(text("SELECT 1"))
 
     def close(self) -> None:
         self.db.dispose()

@@ -8,10 +8,11 @@ from datetime import datetime
 
 from sqlalchemy import Connection, delete, insert, select
 
+from conveyor.domain.access import Scope
 from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.errors import NotFound
 from conveyor.store.database import Database
-from conveyor.store.jobs import Scope
+from conveyor.store.jobs import scope_clauses
 from conveyor.store.tables import item_artifacts, items, jobs
 
 
@@ -52,7 +53,10 @@ class ArtifactRepository:
     def get(self, scope: Scope, job_id: int, item_id: int, kind: ArtifactKind) -> StoredArtifact:
         """The artifact, or NotFound naming what is missing: the job, the item or the artifact."""
         with self.db.read() as conn:
-            if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, *scope.clauses())).first() is None:
+            if (
+                conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, *scope_clauses(scope))).first()
+                is None
+            ):
                 raise NotFound(f"Job {job_id} not found.", job_id=job_id)
             item = conn.execute(
                 select(items.c.id, items.c.status).where(items.c.id == item_id, items.c.job_id == job_id)

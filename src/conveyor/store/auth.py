@@ -1,4 +1,7 @@
-"""Accounts, projects and API keys. Only a SHA-256 hash of a key's secret is stored."""
+"""Accounts, projects and API keys. Only a SHA-256 hash of a key's secret is stored.
+
+Authenticating a key gives a ``conveyor.domain.access.Principal`` (the roles and checks live there).
+"""
 
 from __future__ import annotations
 
@@ -6,56 +9,21 @@ import hashlib
 import hmac
 import secrets
 import string
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, RowMapping, insert, select, update
 
 from conveyor.clock import utcnow
+from conveyor.domain.access import ROLES, Principal
 from conveyor.errors import InvalidInput, NotFound, Unauthenticated
 from conveyor.store.database import Database
 from conveyor.store.tables import accounts, api_keys, memberships, projects
 
-ROLES = ("owner", "member", "viewer")
-WRITE_ROLES = ("owner", "member")
 DEFAULT_ACCOUNT = "default"
 DEFAULT_PROJECT = "default"
 _ALPHABET = string.ascii_letters + string.digits
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the key's account, role and (optionally) the one project it is bound to."""
-
-    key_id: int
-    key_prefix: str
-    key_name: str
-    account_id: int
-    account_slug: str
-    role: str
-    project_id: int | None
-    # Project-bound keys: project id -> role (the bound project, plus its memberships).
-    # None: an account-wide key, whose role holds in every project of the account.
-    project_roles: Mapping[int, str] | None = None
-
-    @property
-    def can_write(self) -> bool:
-        """May write somewhere (each action still checks the role in the job's project)."""
-        if self.project_roles is not None:
-            return any(r in WRITE_ROLES for r in self.project_roles.values())
-        return self.role in WRITE_ROLES
-
-    def visible_projects(self) -> frozenset[int] | None:
-        """The projects this key sees; None: all of its account's."""
-        return frozenset(self.project_roles) if self.project_roles is not None else None
-
-    def role_in(self, project_id: int) -> str | None:
-        """The key's role in one project of its account (None: it does not see the project)."""
-        if self.project_roles is not None:
-            return self.project_roles.get(project_id)
-        return self.role
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, or_, select
 
+from conveyor.domain.access import Scope
 from conveyor.store.database import Database
-from conveyor.store.jobs import JobRepository, Scope
+from conveyor.store.jobs import JobRepository, scope_clauses
 from conveyor.store.tables import job_events, job_logs, jobs
 
 POLL_BATCH = 1000
@@ -130,7 +131,7 @@ class ChangeFeed:
     ) -> Changes:
         """What a resuming stream missed: transitions and log lines past ``after`` in its scope,
         and the current rows of the jobs they belong to."""
-        where = scope.clauses()
+        where = scope_clauses(scope)
         if job_id is not None:
             where.append(jobs.c.id == job_id)
         if project_id is not None:

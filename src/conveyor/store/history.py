@@ -5,17 +5,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, bindparam, func, literal_column, select, tuple_
 
+from conveyor.domain.access import Scope
 from conveyor.domain.status import JobStatus
 from conveyor.errors import InvalidInput
 from conveyor.store.counting import JobCounter
 from conveyor.store.database import Database
-from conveyor.store.jobs import JobRepository, Scope
+from conveyor.store.jobs import JobRepository, scope_clauses
 from conveyor.store.tables import jobs, pipelines
 
 ORDERINGS: dict[str, Any] = {
@@ -56,7 +57,8 @@ class HistoryQuery:
     limit: int = 50
     offset: int | None = None
     cursor: str | None = None
-    extra: list[Any] = field(default_factory=list)
+    # Submitted by any of these key prefixes (Modzy's `user` filter: the keys of one name).
+    submitted_by_any: list[str] | None = None
 
 
 @dataclass
@@ -113,7 +115,9 @@ class HistoryRepository:
         )
 
     def filters(self, scope: Scope, q: HistoryQuery) -> list[ColumnElement[bool]]:
-        where: list[ColumnElement[bool]] = [*scope.clauses(), *q.extra]
+        where: list[ColumnElement[bool]] = scope_clauses(scope)
+        if q.submitted_by_any is not None:
+            where.append(jobs.c.submitted_by.in_(q.submitted_by_any))
         if q.statuses is not None and q.statuses != frozenset(JobStatus):
             where.append(status_clause(q.statuses))
         if q.pipeline:

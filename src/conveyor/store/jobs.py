@@ -1,16 +1,21 @@
-"""Job repository: the domain verbs on jobs (create, run, cancel, retry, delete) and reads."""
+"""Job repository: the domain verbs on jobs (create, run, cancel, retry, delete) and reads.
+
+``create`` takes a typed ``NewJob`` (built by ``conveyor.services.submission``); every query on
+``jobs`` is kept inside the caller's ``conveyor.domain.access.Scope`` by ``scope_clauses``.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, func, insert, select, update
 
 from conveyor.clock import utcnow
+from conveyor.domain.access import Scope
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, ChunkStatus, ItemStatus, JobStatus
 from conveyor.errors import Conflict, NotFound
 from conveyor.store import bulk, lifecycle
@@ -20,18 +25,42 @@ from conveyor.store.tables import chunks, items, job_events, job_logs, jobs, pip
 ITEM_INSERT_BATCH = 5000
 
 
+def scope_clauses(scope: Scope) -> list[Any]:
+    """The WHERE clauses that keep a query on ``jobs`` inside the caller's scope."""
+    out: list[Any] = [jobs.c.account_id == scope.account_id]
+    if scope.project_ids is not None:
+        out.append(jobs.c.project_id.in_(sorted(scope.project_ids)))
+    return out
+
+
 @dataclass(frozen=True)
-class Scope:
-    """Which jobs a caller may see: one account, optionally narrowed to some projects."""
+class NewJob:
+    """A job to create, as the submission built it; its items come alongside as rows, and its
+    counters (``total``, ``pending``) are the number of those rows."""
 
+    name: str
     account_id: int
-    project_ids: frozenset[int] | None = None
+    project_id: int
+    pipeline_id: int | None
+    job_type: str
+    dispatch_mode: str
+    max_failed_ratio: float
+    delay: float = 0.0
+    limit: int | None = None
+    shuffle: bool = False
+    timeout_ms: int | None = None
+    explain: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    input_summary: dict[str, Any] = field(default_factory=dict)  # kinds, count; `open` for uploads
+    input_byte_amount: int = 0
+    submitted_by: str | None = None  # the submitting key's public prefix
+    # What the job runs over when it comes from stored inputs (a collection, or one stored item).
+    source_collection_id: int | None = None
+    source_collection: dict[str, Any] | None = None
+    source_item: dict[str, Any] | None = None
 
-    def clauses(self) -> list[Any]:
-        out: list[Any] = [jobs.c.account_id == self.account_id]
-        if self.project_ids is not None:
-            out.append(jobs.c.project_id.in_(sorted(self.project_ids)))
-        return out
+    def values(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -51,13 +80,14 @@ class JobRepository:
     # ----------------------------------------------------------------- writes
     def create(
         self,
-        values: dict[str, Any],
+        job: NewJob,
         item_rows: Iterable[dict[str, Any]],
         *,
         start: bool,
     ) -> tuple[int, Queued | None]:
         """Insert the job and all its items in one transaction; optionally queue it at once."""
         now = utcnow()
+        rows = list(item_rows)
         with self.db.write() as conn:
             job_id = conn.execute(
                 insert(jobs)
@@ -67,11 +97,12 @@ class JobRepository:
                     created_at=now,
                     updated_at=now,
                     stage_params={},
-                    **values,
+                    total=len(rows),
+                    pending=len(rows),
+                    **job.values(),
                 )
                 .returning(jobs.c.id)
             ).scalar_one()
-            rows = list(item_rows)
             for first in range(0, len(rows), ITEM_INSERT_BATCH):
                 bulk.insert_items(conn, self.dialect, job_id, rows[first : first + ITEM_INSERT_BATCH])
             conn.execute(
@@ -79,7 +110,7 @@ class JobRepository:
                     job_id=job_id, created_at=now, from_status=None, to_status="CREATED", cause="submitted"
                 )
             )
-            lifecycle.add_log(conn, job_id, "INFO", f'Created job #{job_id} "{values["name"]}"', now)
+            lifecycle.add_log(conn, job_id, "INFO", f'Created job #{job_id} "{job.name}"', now)
             queued = self._run(conn, job_id, "start_now") if start else None
         return job_id, queued
 
@@ -228,7 +259,7 @@ class JobRepository:
     # ----------------------------------------------------------------- reads
     def _require(self, conn: Connection, scope: Scope, job_id: int) -> JobStatus:
         row = conn.execute(
-            select(jobs.c.status).where(jobs.c.id == job_id, *scope.clauses()).with_for_update()
+            select(jobs.c.status).where(jobs.c.id == job_id, *scope_clauses(scope)).with_for_update()
         ).first()
         if row is None:
             raise NotFound(f"Job {job_id} not found.", job_id=job_id)
@@ -237,14 +268,16 @@ class JobRepository:
     def id_for_uuid(self, scope: Scope, job_uuid: str) -> int:
         """The job id behind a ``jobIdentifier``; 404 when it is not the caller's to see."""
         with self.db.read() as conn:
-            found = conn.execute(select(jobs.c.id).where(jobs.c.uuid == job_uuid, *scope.clauses())).scalar()
+            found = conn.execute(
+                select(jobs.c.id).where(jobs.c.uuid == job_uuid, *scope_clauses(scope))
+            ).scalar()
         if found is None:
             raise NotFound(f"Job {job_uuid} not found.", job_identifier=job_uuid)
         return int(found)
 
     def get(self, scope: Scope, job_id: int) -> RowMapping:
         with self.db.read() as conn:
-            rows = self.fetch_rows(conn, [jobs.c.id == job_id, *scope.clauses()])
+            rows = self.fetch_rows(conn, [jobs.c.id == job_id, *scope_clauses(scope)])
         if not rows:
             raise NotFound(f"Job {job_id} not found.", job_id=job_id)
         return rows[0]
@@ -384,7 +417,7 @@ class JobRepository:
         return out
 
     def _exists(self, conn: Connection, scope: Scope, job_id: int) -> None:
-        if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, *scope.clauses())).first() is None:
+        if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, *scope_clauses(scope))).first() is None:
             raise NotFound(f"Job {job_id} not found.", job_id=job_id)
 
 

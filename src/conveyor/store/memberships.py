@@ -6,11 +6,10 @@ from __future__ import annotations
 from sqlalchemy import RowMapping, delete, insert, select, update
 
 from conveyor.clock import utcnow
+from conveyor.domain.access import ROLES
 from conveyor.errors import Conflict, InvalidInput, NotFound
 from conveyor.store.database import Database
 from conveyor.store.tables import api_keys, memberships
-
-ROLES = ("owner", "member", "viewer")
 
 
 class MembershipRepository:

@@ -14,11 +14,12 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from conveyor.clock import utcnow
+from conveyor.domain.access import Scope
 from conveyor.domain.status import JobStatus
 from conveyor.errors import Conflict, NotFound, TooLarge
 from conveyor.store import bulk
 from conveyor.store.database import Database
-from conveyor.store.jobs import ITEM_INSERT_BATCH, JobRepository, Queued, Scope
+from conveyor.store.jobs import ITEM_INSERT_BATCH, JobRepository, Queued, scope_clauses
 from conveyor.store.tables import job_uploads, jobs
 
 
@@ -57,7 +58,7 @@ class UploadRepository:
         """Lock an OPEN job's row; returns its input summary (which counts what is staged)."""
         row = conn.execute(
             select(jobs.c.status, jobs.c.input_summary)
-            .where(jobs.c.id == job_id, *scope.clauses())
+            .where(jobs.c.id == job_id, *scope_clauses(scope))
             .with_for_update()
         ).first()
         if row is None:

@@ -6,11 +6,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from conveyor.api.deps import BaseUrlDep, JobsDep, PrincipalDep, SmallId, StoreDep
-from conveyor.api.schemas.native import PipelineOut, ProjectOut, present_pipeline
+from conveyor.api.schemas.catalog import PipelineOut, ProjectOut, present_pipeline
 from conveyor.clock import isoformat
+from conveyor.domain.access import WRITE_ROLES, Principal
 from conveyor.errors import NotFound
 from conveyor.pipelines import registry, remote
-from conveyor.store.auth import WRITE_ROLES, Principal
 
 router = APIRouter(prefix="/api/v2", tags=["catalog"])
 

@@ -8,16 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from conveyor.api.deps import (
-    DB_INT32_MAX,
-    DB_INT_MAX,
-    BaseUrlDep,
-    DbId,
-    JobsDep,
-    PrincipalDep,
-    SettingsDep,
-    SmallId,
-)
+from conveyor.api.deps import BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep, SmallId
 from conveyor.api.routes.uploads import upload_limits
 from conveyor.api.schemas.collections import (
     CollectionCreate,
@@ -30,10 +21,11 @@ from conveyor.api.schemas.collections import (
     present_collection,
     present_stored_item,
 )
+from conveyor.api.schemas.common import DB_INT32_MAX, DB_INT_MAX
+from conveyor.domain.access import Principal
 from conveyor.errors import NotFound
 from conveyor.inputs.upload import receive_upload
 from conveyor.services.jobs import JobService
-from conveyor.store.auth import Principal
 
 router = APIRouter(prefix="/api/v2/collections", tags=["collections"])
 

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import RowMapping
 
-from conveyor.api.deps import DB_INT32_MAX, SCHEMES, BaseUrlDep, DbId, JobsDep, StoreDep
-from conveyor.api.schemas.native import format_log, present_job
+from conveyor.api.deps import SCHEMES, BaseUrlDep, DbId, JobsDep, StoreDep
+from conveyor.api.schemas.common import DB_INT32_MAX
+from conveyor.api.schemas.jobs import format_log, present_job
 from conveyor.clock import isoformat
+from conveyor.domain.access import Principal, scope_of
 from conveyor.errors import NotFound, Unauthenticated
 from conveyor.services.events import JOB, LOG, OVERFLOW, SHUTDOWN, STATUS, EventHub, EventStream, Outgoing
-from conveyor.services.jobs import scope_of
-from conveyor.store.auth import Principal
 from conveyor.store.changes import Cursor
 
 router = APIRouter(prefix="/api/v2", tags=["events"])

@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor import exports
-from conveyor.api.deps import DB_INT32_MAX, DB_INT_MAX, BaseUrlDep, DbId, JobsDep, PrincipalDep
-from conveyor.api.schemas.native import JobOut, present_job
+from conveyor.api.deps import BaseUrlDep, DbId, JobsDep, PrincipalDep
+from conveyor.api.schemas.common import DB_INT32_MAX, DB_INT_MAX
+from conveyor.api.schemas.jobs import JobOut, present_job
 from conveyor.services.jobs import MAX_EXPORT_JOBS
 
 router = APIRouter(prefix="/api/v2", tags=["exports"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from conveyor.api.deps import PrincipalDep, StoreDep
 
@@ -24,8 +23,7 @@ def livez() -> dict[str, str]:
 def readyz(request: Request, store: StoreDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        with store.db.read() as conn:
-            conn.execute(text("SELECT 1"))
+        store.ping()
         checks["database"] = "ok"
     except Exception as exc:  # reported, not raised: this endpoint exists to say what is wrong
         checks["database"] = f"error: {exc.__class__.__name__}"

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from conveyor import exports
-from conveyor.api.deps import DB_INT32_MAX, DB_INT_MAX, BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
-from conveyor.api.schemas.native import (
+from conveyor.api.deps import BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
+from conveyor.api.schemas.common import DB_INT32_MAX, DB_INT_MAX
+from conveyor.api.schemas.jobs import (
     EventOut,
     ItemPage,
     JobCreate,
@@ -22,10 +23,10 @@ from conveyor.api.schemas.native import (
     present_job,
 )
 from conveyor.clock import isoformat
+from conveyor.domain.access import Principal
 from conveyor.domain.status import resolve_status_filter
 from conveyor.errors import InvalidInput
 from conveyor.services.jobs import JobService
-from conveyor.store.auth import Principal
 from conveyor.store.history import HistoryQuery
 
 router = APIRouter(prefix="/api/v2/jobs", tags=["jobs"])

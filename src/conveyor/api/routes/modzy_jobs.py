@@ -25,12 +25,11 @@ from conveyor.api.schemas.modzy import (
     present_job,
     present_results,
 )
+from conveyor.domain.access import Principal, scope_of
 from conveyor.errors import NotFound, UnknownPipeline
-from conveyor.services.jobs import JobService, scope_of
+from conveyor.services.jobs import JobService
 from conveyor.services.uploads import UploadService
-from conveyor.store.auth import Principal
 from conveyor.store.history import HistoryQuery
-from conveyor.store.tables import jobs as jobs_table
 
 router = APIRouter(prefix="/api", tags=["modzy"])
 INPUTS_IN_DETAIL = 100  # jobInputs descriptors in one job's detail
@@ -117,11 +116,7 @@ def history(
     per_page: Annotated[int | None, Query(alias="per-page", ge=1)] = None,
 ) -> JSONResponse:
     size = min(per_page or settings.default_page_size, settings.max_page_size)
-    extra: list[Any] = []
-    if user is not None:
-        extra.append(
-            jobs_table.c.submitted_by.in_(jobs.store.auth.prefixes_named(principal.account_id, user))
-        )
+    named = jobs.store.auth.prefixes_named(principal.account_id, user) if user is not None else None
     query = HistoryQuery(
         statuses=history_statuses(status),
         pipeline=_model_slug(jobs, model) if model else None,
@@ -131,7 +126,7 @@ def history(
         ordering=ordering(sort_by, direction),
         limit=size,
         offset=(page - 1) * size,
-        extra=extra,
+        submitted_by_any=named,
     )
     page_rows = jobs.history(principal, query)
     return JSONResponse(_present(jobs, principal, page_rows.rows, INPUTS_IN_HISTORY))

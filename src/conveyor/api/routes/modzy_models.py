@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import RowMapping
 
-from conveyor.api.deps import DB_INT_MAX, PrincipalDep, SettingsDep, StoreDep
+from conveyor.api.deps import PrincipalDep, SettingsDep, StoreDep
+from conveyor.api.schemas.common import DB_INT_MAX
 from conveyor.api.schemas.modzy import present_model, present_version
 from conveyor.errors import InvalidInput, NotFound
 from conveyor.pipelines import registry

@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import RowMapping
 
-from conveyor.api.deps import DB_INT_MAX, BaseUrlDep, PrincipalDep, SettingsDep, SmallId, StoreDep
+from conveyor.api.deps import BaseUrlDep, PrincipalDep, SettingsDep, SmallId, StoreDep
+from conveyor.api.schemas.common import DB_INT_MAX
 from conveyor.clock import isoformat
 from conveyor.services.keys import KeyRequest, KeyService
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.deps import BaseUrlDep, JobsDep, PrincipalDep, SettingsDep
 from conveyor.api.routes.jobs import job_response
-from conveyor.api.schemas.native import JobCreate, JobOut
+from conveyor.api.schemas.jobs import JobCreate, JobOut
 from conveyor.errors import InvalidInput
 from conveyor.inputs.upload import UploadLimits, receive_upload
 from conveyor.settings import Settings

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import RowMapping
 
-from conveyor.api.schemas.native import InputIn, Page, SmallInt
+from conveyor.api.schemas.common import InputIn, Page, SmallInt
 from conveyor.clock import isoformat
 
 

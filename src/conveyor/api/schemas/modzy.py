@@ -2,6 +2,7 @@
 
 Field names are Modzy's camelCase; times are ISO 8601 UTC; durations are milliseconds. Where the
 published client (``modzy-sdk`` 0.11.6) and Modzy's documentation disagree, the client wins.
+Job states are shown by Modzy's status names (``MODZY_STATUS``): a dialect map, kept out of the domain.
 """
 
 from __future__ import annotations
@@ -15,15 +16,27 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import RowMapping
 
 from conveyor.clock import isoformat, ms_between, utcnow
-from conveyor.domain.status import MODZY_STATUS, TERMINAL, JobStatus, resolve_status_filter
+from conveyor.domain.status import TERMINAL, JobStatus, resolve_status_filter
 from conveyor.errors import InvalidInput
 from conveyor.inputs.s3 import S3Credentials
-from conveyor.services.jobs import InputSpec, JobRequest
+from conveyor.services.submission import InputSpec, JobRequest
 
 # Modzy input types this server reads inline, and the item kind each becomes.
 INPUT_KINDS = {"text": "text", "embedded": "base64"}
 S3_INPUT_TYPE = "aws-s3"  # sources name objects ({bucket, key}), fetched at submit like native `s3` inputs
 OUTPUT_NAME = "results.json"
+# Canonical state -> Modzy's status name (the dialect's only view of a job's state).
+MODZY_STATUS: dict[JobStatus, str] = {
+    JobStatus.CREATED: "OPEN",
+    JobStatus.PENDING: "SUBMITTED",
+    JobStatus.STARTED: "IN_PROGRESS",
+    JobStatus.RETRY: "IN_PROGRESS",
+    JobStatus.CANCELING: "IN_PROGRESS",
+    JobStatus.SUCCESS: "COMPLETED",
+    JobStatus.FAILURE: "FAILED",
+    JobStatus.REVOKED: "CANCELED",
+    JobStatus.TIMEDOUT: "TIMEDOUT",
+}
 # Modzy's own status names -> canonical states (the history filter accepts both).
 MODZY_STATUS_FILTERS: dict[str, frozenset[JobStatus]] = {}
 for _state, _name in MODZY_STATUS.items():

@@ -1,54 +1,36 @@
-"""Native ``/api/v2`` schemas (Antenna's snake_case job instance plus Modzy's counters and timings)."""
+"""Native ``/api/v2/jobs`` schemas (Antenna's snake_case job instance plus Modzy's counters and
+timings): the submission body, the job, item, log and event shapes, and their presenters."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, NotRequired, cast
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import RowMapping
-from typing_extensions import TypedDict
 
-from conveyor.api.deps import DB_INT32_MAX
+from conveyor.api.schemas.common import (
+    DB_INT32_MAX,
+    CollectionRef,
+    InputIn,
+    Page,
+    PipelineRef,
+    Ref,
+    SmallInt,
+    StoredItemRef,
+)
 from conveyor.clock import isoformat
 from conveyor.domain.stages import StageDef, derive_stages, overall_progress
 from conveyor.domain.status import JobStatus
 from conveyor.inputs.upload import StagedFile
-from conveyor.services.jobs import InputSpec, JobRequest
+from conveyor.services.submission import InputSpec, JobRequest
 
 JOB_TYPES = {"ml": "ML pipeline", "data_export": "Data export"}
 # Log levels shown in `progress.errors` and `logs.stderr`.
 PROBLEM_LEVELS = ("WARNING", "ERROR")
 
-#: An id or count the database stores as a 32-bit integer: anything bigger is a 422 at the edge.
-SmallInt = Annotated[int, Field(ge=-DB_INT32_MAX - 1, le=DB_INT32_MAX)]
-
 
 # --------------------------------------------------------------------------- requests
-class InputIn(TypedDict):
-    """One inline input. A TypedDict, not a model: a job may carry a million of them, and
-    validating plain dicts is several times faster than building model instances."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
-    kind: Annotated[
-        Literal["text", "base64", "url", "s3"],
-        Field(
-            description="`text` (UTF-8), `base64` (raw or `data:` URI), `url` (`http(s)://`, fetched at "
-            "submit) or `s3` (`s3://bucket/key`, or `s3://bucket/prefix/` for every object under it)."
-        ),
-    ]
-    data: Annotated[str, Field(description="The text, the base64-encoded bytes, the URL or the S3 address.")]
-    name: NotRequired[
-        Annotated[
-            str | None,
-            Field(
-                max_length=500,
-                description="Item name; default: the URL's or key's last part, or `input-<n>`.",
-            ),
-        ]
-    ]
-
-
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=500)
@@ -116,42 +98,6 @@ class JobCreate(BaseModel):
 
 
 # --------------------------------------------------------------------------- responses
-class Ref(BaseModel):
-    id: int
-    name: str
-    details: str
-    user_permissions: list[str] = []
-
-
-class CollectionRef(BaseModel):
-    id: int
-    name: str
-    details: str
-    method: str
-    user_permissions: list[str] = []
-
-
-class StoredItemRef(BaseModel):
-    id: int
-    name: str
-    details: str
-    collection_id: int
-    user_permissions: list[str] = []
-
-
-class PipelineRef(BaseModel):
-    id: int
-    details: str
-    name: str
-    slug: str
-    description: str
-    version: int
-    version_name: str
-    created_at: str | None
-    updated_at: str | None
-    user_permissions: list[str] = []
-
-
 class StageOut(BaseModel):
     status: str
     progress: float
@@ -232,12 +178,6 @@ class JobOut(BaseModel):
     account: str
 
 
-class Page(BaseModel):
-    count: int
-    next: str | None
-    previous: str | None
-
-
 class JobPage(Page):
     count_exact: bool = Field(
         description="False when `count` is an estimate: more jobs match than "
@@ -290,38 +230,6 @@ class EventOut(BaseModel):
     from_status: str | None
     to_status: str
     cause: str
-
-
-class PipelineOut(BaseModel):
-    id: int
-    details: str
-    slug: str
-    name: str
-    description: str
-    version: int
-    version_name: str
-    input_kinds: list[str]
-    stages: list[dict[str, str]]
-    image_classification_model: bool
-    supports_explain: bool
-    batch_size: int
-    created_at: str
-    updated_at: str
-    user_permissions: list[str] = []
-
-
-class ProjectOut(BaseModel):
-    id: int
-    details: str
-    slug: str
-    name: str
-    description: str
-    created_at: str
-    user_permissions: list[str] = Field(
-        default=[],
-        description="What the calling key may do here: `view`, `submit` (member and owner keys), "
-        "`manage` (owner keys: API keys).",
-    )
 
 
 class ActionOut(BaseModel):
@@ -452,26 +360,6 @@ def present_item(row: RowMapping) -> dict[str, Any]:
         "result": row["result"],
         "error": row["error"],
         "source": row.get("source"),
-    }
-
-
-def present_pipeline(row: RowMapping, base: str) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "details": f"{base}/api/v2/pipelines/{row['id']}/",
-        "slug": row["slug"],
-        "name": row["name"],
-        "description": row["description"],
-        "version": row["version"],
-        "version_name": row["version_name"],
-        "input_kinds": list(row["input_kinds"]),
-        "stages": list(row["stages"]),
-        "image_classification_model": row["image_classification_model"],
-        "supports_explain": row["supports_explain"],
-        "batch_size": row["batch_size"],
-        "created_at": isoformat(row["created_at"]),
-        "updated_at": isoformat(row["updated_at"]),
-        "user_permissions": [],
     }
 
 

@@ -1,0 +1,93 @@
+"""Who is calling and what they may touch: the principal, its job scope and the role checks.
+
+One place for the access rules the store, the services and the API all apply: roles (``owner``
+manages keys, projects and services; ``member`` submits and acts on jobs; ``viewer`` reads), a
+key's visible projects, and the 403s for keys that may not write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from conveyor.errors import Forbidden
+
+ROLES = ("owner", "member", "viewer")
+WRITE_ROLES = ("owner", "member")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's account, role and (optionally) the one project it is bound to."""
+
+    key_id: int
+    key_prefix: str
+    key_name: str
+    account_id: int
+    account_slug: str
+    role: str
+    project_id: int | None
+    # Project-bound keys: project id -> role (the bound project, plus its memberships).
+    # None: an account-wide key, whose role holds in every project of the account.
+    project_roles: Mapping[int, str] | None = None
+
+    @property
+    def can_write(self) -> bool:
+        """May write somewhere (each action still checks the role in the job's project)."""
+        if self.project_roles is not None:
+            return any(r in WRITE_ROLES for r in self.project_roles.values())
+        return self.role in WRITE_ROLES
+
+    def visible_projects(self) -> frozenset[int] | None:
+        """The projects this key sees; None: all of its account's."""
+        return frozenset(self.project_roles) if self.project_roles is not None else None
+
+    def role_in(self, project_id: int) -> str | None:
+        """The key's role in one project of its account (None: it does not see the project)."""
+        if self.project_roles is not None:
+            return self.project_roles.get(project_id)
+        return self.role
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which jobs a caller may see: one account, optionally narrowed to some projects."""
+
+    account_id: int
+    project_ids: frozenset[int] | None = None
+
+
+def scope_of(principal: Principal) -> Scope:
+    return Scope(principal.account_id, principal.visible_projects())
+
+
+def require_write(principal: Principal, project_id: int | None = None) -> None:
+    """403 for a read-only key: anywhere (no project given), or in ``project_id``.
+
+    An account-wide key's role holds in every project, so for it both questions are one.
+    """
+    if project_id is None or principal.project_roles is None:
+        if not principal.can_write:
+            raise Forbidden(f"This API key is read-only (role {principal.role}).")
+        return
+    role = principal.role_in(project_id)
+    if role not in WRITE_ROLES:
+        raise Forbidden(f"This API key is read-only in this project (role {role}).", project_id=project_id)
+
+
+def require_owner(principal: Principal) -> None:
+    """403 unless an owner key (of the account, or of the project it is bound to)."""
+    if principal.role != "owner":
+        raise Forbidden(
+            f"Managing keys and projects needs an owner key; this key's role is {principal.role}."
+        )
+
+
+def require_account_owner(principal: Principal) -> None:
+    """403 unless an account-wide owner key (processing services belong to the whole account)."""
+    if principal.role != "owner" or principal.project_roles is not None:
+        raise Forbidden(
+            "Registering, checking and removing processing services needs an account-wide owner key; "
+            f"this key's role is {principal.role}"
+            f"{' (bound to a project)' if principal.project_roles is not None else ''}."
+        )
