@@ -36,11 +36,11 @@ from sqlalchemy import func, select, update
 
 from conveyor.clock import utcnow
 from conveyor.domain.status import TERMINAL, JobStatus, allowed_sources
+from conveyor.domain.work import Claim, ItemInput, ItemOutcome
 from conveyor.errors import ConveyorError
 from conveyor.services.bootstrap import prepare
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.chunks import Claim, ItemInput, ItemOutcome
 from conveyor.store.jobs import Scope
 from conveyor.store.tables import chunks, items, job_events, jobs
 
@@ -186,7 +186,7 @@ class JobLifecycle(RuleBasedStateMachine):
                 .where(chunks.c.status == "LEASED")
                 .values(lease_expires_at=utcnow() - timedelta(seconds=1))
             )
-        self.store.chunks.reap_expired()
+        self.store.sweeping.reap_expired()
 
     @rule()
     def deadlines_pass(self) -> None:
@@ -196,11 +196,11 @@ class JobLifecycle(RuleBasedStateMachine):
                 .where(jobs.c.deadline_at.is_not(None))
                 .values(deadline_at=utcnow() - timedelta(seconds=1))
             )
-        self.store.chunks.time_out_jobs()
+        self.store.sweeping.time_out_jobs()
 
     @rule()
     def cancel_grace_ends(self) -> None:
-        self.store.chunks.settle_canceling(0.0)
+        self.store.sweeping.settle_canceling(0.0)
 
     # ------------------------------------------------------------------ invariants
     @invariant()
