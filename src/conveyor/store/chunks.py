@@ -180,60 +180,49 @@ class ChunkRepository:
         written, or the failure policy can no longer be met, the job is finished here too.
         """
         now = utcnow()
-        try:
-            return self._write_back(claim, outcomes, logs, lease_seconds, complete, stage_params, now)
-        except _LeaseLost:
-            return WriteBack(False, None)
-
-    def _write_back(
-        self,
-        claim: Claim,
-        outcomes: Sequence[ItemOutcome],
-        logs: Sequence[LogLine],
-        lease_seconds: float,
-        complete: bool,
-        stage_params: dict[str, list[dict[str, Any]]] | None,
-        now: datetime,
-    ) -> WriteBack:
         n_ok = sum(1 for o in outcomes if o.ok)
         n_failed = len(outcomes) - n_ok
         item_params = bulk.item_result_params(self.dialect, outcomes, now)  # before taking the write lock
-        with self.db.write() as conn:
-            # Job row first (lock order), then the chunk lease, then the items.
-            job = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == claim.job_id, jobs.c.status.in_(ACCEPTS_RESULTS))
-                .values(
-                    completed=jobs.c.completed + n_ok,
-                    failed=jobs.c.failed + n_failed,
-                    pending=jobs.c.pending - len(outcomes),
-                    updated_at=now,
-                )
-                .returning(jobs.c.status, jobs.c.stage_params)
-            ).first()
-            if job is None or not self._renew(conn, claim, now, lease_seconds, complete=complete):
-                raise _LeaseLost  # rolls the counter update back
-            if outcomes:
-                bulk.update_items(conn, self.dialect, item_params)
-                artifacts.replace(conn, claim.job_id, [(o.id, a) for o in outcomes for a in o.artifacts], now)
-            if logs:
-                conn.execute(
-                    insert(job_logs),
-                    [
-                        {
-                            "job_id": claim.job_id,
-                            "created_at": line.created_at,
-                            "level": line.level,
-                            "message": line.message,
-                        }
-                        for line in logs
-                    ],
-                )
-            if stage_params:
-                merged = {**dict(job.stage_params or {}), **stage_params}
-                conn.execute(update(jobs).where(jobs.c.id == claim.job_id).values(stage_params=merged))
-            finished = lifecycle.finish_if_complete(conn, claim.job_id)
-            status = finished.target if finished else JobStatus(job.status)
+        try:
+            with self.db.write() as conn:
+                # Job row first (lock order), then the chunk lease, then the items.
+                job = conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == claim.job_id, jobs.c.status.in_(ACCEPTS_RESULTS))
+                    .values(
+                        completed=jobs.c.completed + n_ok,
+                        failed=jobs.c.failed + n_failed,
+                        pending=jobs.c.pending - len(outcomes),
+                        updated_at=now,
+                    )
+                    .returning(jobs.c.status, jobs.c.stage_params)
+                ).first()
+                if job is None or not self._renew(conn, claim, now, lease_seconds, complete=complete):
+                    raise _LeaseLost  # rolls the counter update back
+                if outcomes:
+                    bulk.update_items(conn, self.dialect, item_params)
+                    made = [(o.id, a) for o in outcomes for a in o.artifacts]
+                    artifacts.replace(conn, claim.job_id, made, now)
+                if logs:
+                    conn.execute(
+                        insert(job_logs),
+                        [
+                            {
+                                "job_id": claim.job_id,
+                                "created_at": line.created_at,
+                                "level": line.level,
+                                "message": line.message,
+                            }
+                            for line in logs
+                        ],
+                    )
+                if stage_params:
+                    merged = {**dict(job.stage_params or {}), **stage_params}
+                    conn.execute(update(jobs).where(jobs.c.id == claim.job_id).values(stage_params=merged))
+                finished = lifecycle.finish_if_complete(conn, claim.job_id)
+                status = finished.target if finished else JobStatus(job.status)
+        except _LeaseLost:
+            return WriteBack(False, None)
         return WriteBack(True, status)
 
     def _renew(
