@@ -44,9 +44,9 @@ def inputs(n: int) -> list[dict[str, str]]:
 
 def plain_loop(n: int, repeat: int = 3) -> dict[str, Any]:
     """The same pipeline code with nothing around it: best of ``repeat`` runs."""
+    from conveyor.domain.work import ItemInput
     from conveyor.pipelines.base import BatchContext
     from conveyor.pipelines.delay import DelayPipeline
-    from conveyor.store.chunks import ItemInput
 
     made = time.perf_counter()
     items = [ItemInput(i, i, f"item-{i}", "text", f"payload {i}".encode()) for i in range(n)]

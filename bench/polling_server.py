@@ -11,7 +11,7 @@ from __future__ import annotations
 from conveyor.dispatch.local import LocalDispatcher
 
 
-def _no_wake(self: LocalDispatcher, job_id: int, chunk_ids: list[int]) -> None:
+def _no_wake(self: LocalDispatcher, chunk_ids: list[int]) -> None:
     return None
 
 

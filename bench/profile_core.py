@@ -29,7 +29,7 @@ from typing import Any
 
 from common import emit, log, machine_info, postgres_database, rnd, temp_dir
 
-STORE_CALLS = ("claim", "start_job", "job_context", "pending_items", "write_back", "release", "heartbeat")
+STORE_CALLS = ("claim", "pending_items", "write_back", "release", "heartbeat")
 
 
 class Profiler:

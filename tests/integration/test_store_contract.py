@@ -18,11 +18,11 @@ from sqlalchemy import func, select
 
 from conveyor.domain.access import Scope
 from conveyor.domain.status import JobStatus
+from conveyor.domain.work import Claim, ItemOutcome
 from conveyor.errors import Conflict
 from conveyor.services.bootstrap import prepare
 from conveyor.settings import Settings
 from conveyor.store import Store, lifecycle
-from conveyor.store.chunks import Claim, ItemOutcome
 from conveyor.store.jobs import NewJob
 from conveyor.store.tables import items, job_events, jobs
 from tests.backends import postgres_database
@@ -151,7 +151,7 @@ def test_a_worker_that_lost_its_lease_cannot_write(store: Store) -> None:
     first_two = outcomes(store, slow)[:2]
     assert store.chunks.write_back(slow, first_two, [], lease_seconds=0.2, complete=False).held
     time.sleep(0.4)
-    assert store.chunks.reap_expired() == [slow.chunk_id]
+    assert store.sweeping.reap_expired() == [slow.chunk_id]
     fresh = store.chunks.claim("fresh", 30)
     assert fresh is not None and fresh.chunk_id == slow.chunk_id and fresh.token != slow.token
     # Only the three unwritten items are redelivered.
@@ -295,9 +295,9 @@ def test_timeouts_end_the_job_and_keep_finished_items(store: Store) -> None:
     assert claim is not None
     store.chunks.start_job(job_id)
     store.chunks.write_back(claim, outcomes(store, claim)[:3], [], lease_seconds=30, complete=False)
-    assert store.chunks.time_out_jobs() == []
+    assert store.sweeping.time_out_jobs() == []
     time.sleep(0.2)
-    assert store.chunks.time_out_jobs() == [job_id]
+    assert store.sweeping.time_out_jobs() == [job_id]
     job = status_of(store, job_id)
     assert (job["status"], job["completed"], job["canceled"], job["pending"]) == ("TIMEDOUT", 3, 7, 0)
     assert not store.chunks.write_back(

@@ -37,11 +37,11 @@ from sqlalchemy import func, select, update
 from conveyor.clock import utcnow
 from conveyor.domain.access import Scope
 from conveyor.domain.status import TERMINAL, JobStatus, allowed_sources
+from conveyor.domain.work import Claim, ItemInput, ItemOutcome
 from conveyor.errors import ConveyorError
 from conveyor.services.bootstrap import prepare
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.chunks import Claim, ItemInput, ItemOutcome
 from conveyor.store.jobs import NewJob
 from conveyor.store.tables import chunks, items, job_events, jobs
 
@@ -185,7 +185,7 @@ class JobLifecycle(RuleBasedStateMachine):
                 .where(chunks.c.status == "LEASED")
                 .values(lease_expires_at=utcnow() - timedelta(seconds=1))
             )
-        self.store.chunks.reap_expired()
+        self.store.sweeping.reap_expired()
 
     @rule()
     def deadlines_pass(self) -> None:
@@ -195,11 +195,11 @@ class JobLifecycle(RuleBasedStateMachine):
                 .where(jobs.c.deadline_at.is_not(None))
                 .values(deadline_at=utcnow() - timedelta(seconds=1))
             )
-        self.store.chunks.time_out_jobs()
+        self.store.sweeping.time_out_jobs()
 
     @rule()
     def cancel_grace_ends(self) -> None:
-        self.store.chunks.settle_canceling(0.0)
+        self.store.sweeping.settle_canceling(0.0)
 
     # ------------------------------------------------------------------ invariants
     @invariant()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conveyor.domain.work import ItemInput
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.chunks import ItemInput
 from conveyor.worker.executor import ChunkExecutor, _failure_warning
 
 

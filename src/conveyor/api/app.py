@@ -69,8 +69,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         prepare(store)
-        if isinstance(dispatcher, CeleryDispatcher):
-            dispatcher.recover(store)  # chunks queued while no API server was publishing
+        dispatcher.recover(store)  # chunks queued while no API server was publishing
         if pool is not None:
             pool.start()
         if run_sweeper:

@@ -19,8 +19,13 @@ class Dispatcher(ABC):
     mode: str = "internal"
 
     @abstractmethod
-    def enqueue(self, job_id: int, chunk_ids: list[int]) -> None:
-        """Chunks of ``job_id`` became QUEUED (after commit)."""
+    def enqueue(self, chunk_ids: list[int]) -> None:
+        """These chunks became QUEUED (after commit); they may belong to several jobs."""
+
+    def recover(self, store: Store) -> int:
+        """Called once when an API server starts: send what was queued while none was running.
+        Returns a count (default: nothing to send, workers find queued chunks in the store)."""
+        return 0
 
     def retry_pending(self) -> None:  # noqa: B027 - default: nothing is ever left unsent
         """Called by the sweeper each period: send what an earlier ``enqueue`` could not."""
@@ -43,5 +48,5 @@ class Dispatcher(ABC):
 class NullDispatcher(Dispatcher):
     """For processes that only write (CLI, tests): workers find queued chunks by polling."""
 
-    def enqueue(self, job_id: int, chunk_ids: list[int]) -> None:
+    def enqueue(self, chunk_ids: list[int]) -> None:
         return None

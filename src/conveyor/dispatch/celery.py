@@ -35,13 +35,12 @@ class CeleryDispatcher(Dispatcher):
         #: Chunk id -> (seen QUEUED since, how long to wait before sending it again).
         self._waiting: dict[int, tuple[float, float]] = {}
 
-    def enqueue(self, job_id: int, chunk_ids: list[int]) -> None:
+    def enqueue(self, chunk_ids: list[int]) -> None:
         """Publish; if the broker is down, keep the ids and let the sweeper retry.
 
         The job is already committed, so a submission never fails because of the broker: its
         chunks stay QUEUED in the store and are sent once the broker answers again.
         """
-        # job_id is 0 when the sweeper re-queues chunks of several jobs; chunk ids suffice.
         if not chunk_ids:
             return
         try:
@@ -55,19 +54,19 @@ class CeleryDispatcher(Dispatcher):
         with self._lock:
             pending, self._unsent = sorted(self._unsent), set()
         if pending:
-            self.enqueue(0, pending)
+            self.enqueue(pending)
 
     def recover(self, store: Store) -> int:
         """Publish every QUEUED chunk again, e.g. after the broker lost messages or was replaced.
 
         Safe at any time: a chunk is claimed once, so extra messages are no-ops.
         """
-        chunk_ids = store.chunks.queued_chunk_ids()
+        chunk_ids = store.sweeping.queued_chunk_ids()
         if not chunk_ids:
             return 0
         log.info("re-publishing %d queued chunk(s) to %s", len(chunk_ids), self.queue)
         try:
-            self.enqueue(0, chunk_ids)
+            self.enqueue(chunk_ids)
         except Exception:  # the API must come up even when the broker is down; retried next start
             log.exception("could not re-publish queued chunks to %s", self.queue)
             return 0
@@ -89,7 +88,7 @@ class CeleryDispatcher(Dispatcher):
         if now < self._next_check:
             return 0
         self._next_check = now + self.stale_seconds
-        queued = store.chunks.queued_chunk_ids()
+        queued = store.sweeping.queued_chunk_ids()
         self._waiting = {c: self._waiting.get(c, (now, self.stale_seconds)) for c in queued}
         stale = [c for c, (since, wait) in self._waiting.items() if now - since >= wait]
         if not stale or self.queue_depth() != 0:
@@ -99,7 +98,7 @@ class CeleryDispatcher(Dispatcher):
             len(stale),
             self.queue,
         )
-        self.enqueue(0, stale)
+        self.enqueue(stale)
         for chunk_id in stale:
             wait = self._waiting[chunk_id][1]
             self._waiting[chunk_id] = (now, min(wait * 2, 64 * self.stale_seconds))

@@ -20,14 +20,13 @@ from typing import Any
 from celery import Celery, Task, bootsteps
 from celery.signals import worker_process_init, worker_shutting_down
 from kombu import Queue
-from sqlalchemy import select
 
-from conveyor.domain.status import RUNNABLE, ChunkStatus
 from conveyor.errors import BrokerNotConfigured
+from conveyor.pipelines import torch_runtime
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.tables import chunks, jobs
 from conveyor.worker.executor import ChunkExecutor, StopReason
+from conveyor.worker.pool import model_threads
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +104,6 @@ def _runtime_for(settings: Settings) -> _Runtime:
     return _runtime
 
 
-def _waits_for_another_worker(store: Store, chunk_id: int) -> bool:
-    """The chunk is still queued for a runnable job: some other worker should take it."""
-    with store.db.read() as conn:
-        status = conn.execute(
-            select(chunks.c.status)
-            .join(jobs, jobs.c.id == chunks.c.job_id)
-            .where(chunks.c.id == chunk_id, jobs.c.status.in_([s.value for s in RUNNABLE]))
-        ).scalar_one_or_none()
-    return status == ChunkStatus.QUEUED.value
-
-
 def _register_tasks(app: Celery, settings: Settings, pipelines: tuple[str, ...]) -> None:
     @app.task(
         name=RUN_CHUNK,
@@ -131,7 +119,7 @@ def _register_tasks(app: Celery, settings: Settings, pipelines: tuple[str, ...])
             runtime.executor.worker_name, settings.lease_seconds, chunk_id=chunk_id, pipeline_slugs=pipelines
         )
         if claim is None:
-            if pipelines and _waits_for_another_worker(runtime.store, chunk_id):
+            if pipelines and runtime.store.chunks.waits_for_another_worker(chunk_id):
                 raise self.retry(countdown=FOREIGN_CHUNK_RETRY_SECONDS, queue=settings.queue)
             log.info("run_chunk chunk=%d skipped (not queued: done, dropped or held elsewhere)", chunk_id)
             return {"chunk_id": chunk_id, "ran": False}
@@ -195,8 +183,7 @@ def run_worker(
     """Run a Celery worker (prefork pool) on ``settings.queue`` until it is told to stop."""
     app = make_celery(settings, pipelines=pipelines)
     # Pool processes inherit this: each model gets its share of the host's cores.
-    threads = settings.model_threads or max(1, (os.cpu_count() or 1) // max(1, concurrency))
-    os.environ["CONVEYOR_MODEL_THREADS"] = str(threads)
+    torch_runtime.use_model_threads(model_threads(settings, concurrency))
     app.steps["worker"].add(HandBackRunningChunks)
     worker_process_init.connect(_on_pool_process_start, weak=False)
     worker_shutting_down.connect(hand_back_running_chunks, weak=False)

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 from conveyor.domain.artifacts import Artifact
 from conveyor.domain.stages import StageDef
+from conveyor.domain.work import ItemInput
 from conveyor.errors import InvalidInput
-from conveyor.store.chunks import ItemInput
 
 log = logging.getLogger(__name__)
 

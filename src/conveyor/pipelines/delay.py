@@ -7,9 +7,9 @@ import time
 from typing import Any, ClassVar
 
 from conveyor.domain.stages import StageDef
+from conveyor.domain.work import ItemInput
 from conveyor.errors import InvalidInput
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
-from conveyor.store.chunks import ItemInput
 
 
 class DelayPipeline(Pipeline):

@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 
 from conveyor.domain.stages import StageDef
+from conveyor.domain.work import ItemInput
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
 from conveyor.pipelines.imaging import DECODE_ERRORS, decode_error, open_image
-from conveyor.store.chunks import ItemInput
 
 log = logging.getLogger(__name__)
 

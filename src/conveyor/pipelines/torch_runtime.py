@@ -9,7 +9,7 @@ import importlib.util
 import os
 from typing import Any
 
-#: Set by the worker process (``Settings.model_threads``; see dispatch/local.py).
+#: Set by ``use_model_threads`` in each worker process (its share: ``worker.pool.model_threads``).
 THREADS_ENV = "CONVEYOR_MODEL_THREADS"
 
 
@@ -24,6 +24,11 @@ def missing(*modules: str) -> list[str]:
         if not found:
             absent.append(name)
     return absent
+
+
+def use_model_threads(threads: int) -> None:
+    """Give the models loaded in this process (and its children) ``threads`` CPU threads."""
+    os.environ[THREADS_ENV] = str(threads)
 
 
 def model_threads() -> int:

@@ -165,7 +165,7 @@ class JobService:
 
     def _dispatch(self, queued: Queued | None) -> None:
         if queued is not None and queued.chunk_ids:
-            self.dispatcher.enqueue(queued.job_id, queued.chunk_ids)
+            self.dispatcher.enqueue(queued.chunk_ids)
 
     # ----------------------------------------------------------------- reads
     def get(self, principal: Principal, job_id: int) -> RowMapping:

@@ -1,5 +1,6 @@
 """Processing-service use cases: register a remote service by URL, check it, list, remove; and
-the pipeline classes and worker endpoints of its ``remote:<name>/<slug>`` pipelines.
+the pipeline classes its ``remote:<name>/<slug>`` pipelines are submitted with (resolved by
+``pipelines.remote.resolve``, the one resolver, which workers use too).
 
 Services belong to an account: every key of the account can see them and run their pipelines;
 only an account-wide owner key registers, refreshes or removes one. Registering fetches the
@@ -14,10 +15,9 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import RowMapping
 
-from conveyor import media
 from conveyor.clock import utcnow
 from conveyor.domain.access import Principal, require_account_owner
-from conveyor.errors import InputUnavailable, InvalidInput, UnknownPipeline
+from conveyor.errors import InputUnavailable, InvalidInput
 from conveyor.pipelines import remote
 from conveyor.settings import Settings
 from conveyor.store import Store
@@ -106,22 +106,8 @@ class ProcessingServices:
 
     def pipeline_class(self, account_id: int, slug: str) -> type[remote.RemotePipeline]:
         """The class a submission validates with; 400 unknown_pipeline if the account has no such one."""
-        service_name, pipeline_slug = remote.split_slug(slug)
-        row = self.store.processing_services.by_name(service_name, account_id)
-        if row is None:
-            raise UnknownPipeline(
-                f"Unknown pipeline {slug!r}: no processing service named {service_name!r} is registered.",
-                pipeline=slug,
-            )
-        for pipeline in row["info"]["pipelines"]:
-            if pipeline["slug"] == pipeline_slug:
-                return remote.pipeline_class(row, pipeline)
-        offered = ", ".join(p["slug"] for p in row["info"]["pipelines"]) or "none"
-        raise UnknownPipeline(
-            f"Processing service {service_name!r} has no pipeline {pipeline_slug!r} (it offers: {offered}); "
-            "refresh the service if it changed.",
-            pipeline=slug,
-        )
+        cls, _ = remote.resolve(slug, lambda name: self.store.processing_services.by_name(name, account_id))
+        return cls
 
     # ---------------------------------------------------------------- helpers
     def _fetch(self, endpoint_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -136,24 +122,3 @@ class ProcessingServices:
             return info, client.health()
         finally:
             client.close()
-
-
-def worker_endpoint(
-    store: Store, settings: Settings, slug: str
-) -> tuple[type[remote.RemotePipeline], remote.Endpoint]:
-    """The class and endpoint a worker runs a chunk of ``slug`` with (RuntimeError if it cannot)."""
-    service_name, pipeline_slug = remote.split_slug(slug)
-    row = store.processing_services.by_name(service_name)
-    if row is None:
-        raise RuntimeError(f"processing service {service_name!r} is no longer registered")
-    cls = next(
-        (remote.pipeline_class(row, p) for p in row["info"]["pipelines"] if p["slug"] == pipeline_slug), None
-    )
-    if cls is None:
-        raise RuntimeError(f"processing service {service_name!r} no longer offers pipeline {pipeline_slug!r}")
-    endpoint = remote.Endpoint(
-        url=row["endpoint_url"],
-        media_base_url=settings.media_base_url or settings.public_url,
-        media_secret=store.processing_services.secret(media.SECRET_NAME),
-    )
-    return cls, endpoint

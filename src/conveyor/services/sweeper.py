@@ -1,8 +1,8 @@
 """The sweeper: periodic upkeep that no single worker can be trusted to do.
 
 It re-queues chunks whose lease ran out (a worker was killed), times jobs out, and settles
-canceled jobs. Every step is a guarded compare-and-set, so several sweepers (one per API
-server) may run at once.
+canceled jobs (the store's verbs in ``store/sweeping.py``). Every step is a guarded
+compare-and-set, so several sweepers (one per API server) may run at once.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ class Sweeper:
     def sweep_once(self) -> dict[str, list[int]]:
         self.dispatcher.retry_pending()
         self.dispatcher.reconcile(self.store)
-        requeued = self.store.chunks.reap_expired()
+        requeued = self.store.sweeping.reap_expired()
         if requeued:
             log.warning("re-queued %d chunk(s) whose lease expired", len(requeued))
-            self.dispatcher.enqueue(0, requeued)
-        timed_out = self.store.chunks.time_out_jobs()
+            self.dispatcher.enqueue(requeued)
+        timed_out = self.store.sweeping.time_out_jobs()
         for job_id in timed_out:
             self.dispatcher.revoke(job_id)
-        revoked = self.store.chunks.settle_canceling(self.cancel_grace)
+        revoked = self.store.sweeping.settle_canceling(self.cancel_grace)
         return {"requeued": requeued, "timed_out": timed_out, "revoked": revoked}
 
     def _run(self) -> None:

@@ -1,4 +1,5 @@
-"""Persistence: one SQLAlchemy Core store for SQLite and PostgreSQL, split into repositories."""
+"""Persistence: one SQLAlchemy Core store for SQLite and PostgreSQL, split into repositories
+(workers' verbs in ``chunks``, the sweeper's in ``sweeping``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from conveyor.store.pipelines import PipelineRepository
 from conveyor.store.processing_services import ProcessingServiceRepository
 from conveyor.store.quotas import QuotaRepository
 from conveyor.store.stats import StatsRepository
+from conveyor.store.sweeping import SweepRepository
 from conveyor.store.uploads import UploadRepository
 
 
@@ -32,6 +34,7 @@ class Store:
         self.db = Database(settings.resolved_database_url, pool_size=pool_size)
         self.jobs = JobRepository(self.db, chunk_size=settings.chunk_size)
         self.chunks = ChunkRepository(self.db)
+        self.sweeping = SweepRepository(self.db)
         self.auth = AuthRepository(self.db)
         self.pipelines = PipelineRepository(self.db)
         self.history = HistoryRepository(

@@ -1,7 +1,9 @@
 """Running one claimed chunk: load items, process them in batches, write results back.
 
-The same executor serves every dispatcher: a local worker process claims the next queued
-chunk, a Celery task claims the chunk named in its message; both then call ``run``.
+The same executor serves every dispatcher: a local worker process (``worker/process.py``)
+claims the next queued chunk, a Celery task claims the chunk named in its message; both then
+call ``run``. The claim already carries the job's state (and started the job), so a chunk
+costs no extra look-up before its first batch.
 """
 
 from __future__ import annotations
@@ -13,18 +15,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from conveyor import media
 from conveyor.clock import utcnow
 from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
+from conveyor.domain.work import Claim, ItemInput, ItemOutcome, JobContext, LogLine
 from conveyor.pipelines import export, imaging, remote
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
 from conveyor.pipelines.export import DataExport
 from conveyor.pipelines.registry import WarmPipelines
 from conveyor.pipelines.remote import RemotePipeline
-from conveyor.services import processing
 from conveyor.settings import Settings
 from conveyor.store import Store
-from conveyor.store.chunks import Claim, ItemInput, ItemOutcome, JobContext, LogLine
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +137,10 @@ class ChunkExecutor:
         """The warm pipeline for ``slug`` (and its load time if loaded now). A remote pipeline is
         looked up each chunk, so a re-registered service's new URL takes effect at once."""
         if slug == export.SLUG:
-            return DataExport(self.settings.data_dir, self.store), None
+            return DataExport(self.settings.data_dir, self.store.jobs), None
         if not remote.is_remote(slug):
             return self.warm.get(slug)
-        cls, endpoint = processing.worker_endpoint(self.store, self.settings, slug)
+        cls, endpoint = self._remote_endpoint(slug)
         cached = self._remote.get(slug)
         if cached is not None and type(cached).version == cls.version and cached.endpoint == endpoint:
             return cached, None
@@ -147,6 +149,16 @@ class ChunkExecutor:
         self._remote[slug] = cls(endpoint, self.settings)
         return self._remote[slug], None
 
+    def _remote_endpoint(self, slug: str) -> tuple[type[RemotePipeline], remote.Endpoint]:
+        """The class and endpoint a chunk of ``slug`` runs with (UnknownPipeline if it cannot)."""
+        cls, service = remote.resolve(slug, self.store.processing_services.by_name)
+        endpoint = remote.Endpoint(
+            url=service["endpoint_url"],
+            media_base_url=self.settings.media_base_url or self.settings.public_url,
+            media_secret=self.store.processing_services.secret(media.SECRET_NAME),
+        )
+        return cls, endpoint
+
     def claim_and_run(self, *, chunk_id: int | None = None) -> ChunkReport | None:
         claim = self.store.chunks.claim(self.worker_name, self.settings.lease_seconds, chunk_id=chunk_id)
         if claim is None:
@@ -154,10 +166,7 @@ class ChunkExecutor:
         return self.run(claim)
 
     def run(self, claim: Claim) -> ChunkReport:
-        job = self.store.chunks.job_context(claim.job_id)
-        if job is not None and job.status == JobStatus.PENDING:
-            self.store.chunks.start_job(claim.job_id)  # the first chunk of the job: PENDING -> STARTED
-            job = self.store.chunks.job_context(claim.job_id)
+        job = claim.job if claim.job is not None else self.store.chunks.job_context(claim.job_id)
         with _Watch(self.store, claim, self.settings, self.shutdown) as watch:
             watch.observe(job)
             if job is None or watch.should_stop():
@@ -325,6 +334,6 @@ class ChunkExecutor:
             if wrote.held:
                 processed += len(buffer)
         if reason is StopReason.DEADLINE:
-            self.store.chunks.time_out_jobs()
+            self.store.sweeping.time_out_jobs()
         self.store.chunks.release(claim, requeue=reason is StopReason.SHUTDOWN)
         return ChunkReport(claim.chunk_id, claim.job_id, processed, reason, [])

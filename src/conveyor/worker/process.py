@@ -1,4 +1,8 @@
-"""The local worker process: claim a chunk, run it, repeat; sleep until woken when idle."""
+"""The local worker process: claim a chunk, run it, repeat; sleep until woken when idle.
+
+Started in a slot of ``worker/pool.py``; it talks to the pool only through the pipes of
+``worker/wakeup.py``.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from conveyor import logs
-from conveyor.dispatch.local import READY, WAKE_ALL, send
-from conveyor.pipelines import registry
+from conveyor.pipelines import registry, torch_runtime
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.worker.executor import ChunkExecutor
+from conveyor.worker.wakeup import READY, WAKE_ALL, drain, send
 
 log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0
@@ -43,7 +47,7 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbo
     _watch_parent(os.getppid(), slot, on_term, shutdown)
     settings = Settings(**settings_data)
     if settings.model_threads:  # read by the model pipelines when they load
-        os.environ["CONVEYOR_MODEL_THREADS"] = str(settings.model_threads)
+        torch_runtime.use_model_threads(settings.model_threads)
     store = Store(settings, pool_size=2)
     registry.available()
     executor = ChunkExecutor(
@@ -55,7 +59,7 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbo
     log.info("worker %d ready (pid %d)", slot, os.getpid())
     try:
         while not shutdown.is_set():
-            if not _drain(wake_fd):  # before looking, so a wake-up during the claim is not lost
+            if not drain(wake_fd):  # before looking, so a wake-up during the claim is not lost
                 log.warning("worker %d: the server closed its wake-up pipe; stopping", slot)
                 on_term()
                 break
@@ -72,18 +76,6 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbo
     finally:
         store.close()
         log.info("worker %d stopped", slot)
-
-
-def _drain(fd: int) -> bool:
-    """Read every pending wake-up. False when the pipe is closed: the server is gone."""
-    try:
-        while True:
-            if not os.read(fd, 4096):
-                return False
-    except (BlockingIOError, InterruptedError):
-        return True
-    except OSError:
-        return False
 
 
 def _watch_parent(parent: int, slot: int, stop: Callable[[], None], shutdown: threading.Event) -> None:

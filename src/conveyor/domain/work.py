@@ -1,0 +1,80 @@
+"""The worker/pipeline contract: what a worker holds (a claim on a chunk and its job's state),
+what a pipeline is handed (item inputs) and what comes back to the store (item outcomes, log
+lines, the write-back's answer).
+
+Plain values, no I/O: ``store.chunks`` makes and takes them, ``worker`` moves them, and the
+pipeline plugins (``pipelines/*``) depend on this module only, never on the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from conveyor.clock import utcnow
+from conveyor.domain.artifacts import Artifact
+from conveyor.domain.status import ChunkKind, JobStatus
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a worker needs to know about the job of a chunk."""
+
+    job_id: int
+    status: JobStatus
+    pipeline_slug: str | None
+    config: dict[str, Any]
+    explain: bool
+    delay: float
+    deadline_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A chunk leased to one worker under ``token``; ``job`` is its job's state as the claim found
+    it (already STARTED when this was the job's first chunk)."""
+
+    chunk_id: int
+    job_id: int
+    kind: ChunkKind
+    first_seq: int
+    last_seq: int
+    token: str
+    attempt: int
+    job: JobContext | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    id: int
+    seq: int
+    name: str
+    kind: str
+    data: bytes
+
+
+@dataclass
+class ItemOutcome:
+    id: int
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    artifacts: tuple[Artifact, ...] = ()
+
+
+@dataclass
+class LogLine:
+    level: str
+    message: str
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class WriteBack:
+    """Outcome of a write-back: whether the lease still held, and the job's state after it."""
+
+    held: bool
+    job_status: JobStatus | None
