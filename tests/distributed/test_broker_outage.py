@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import postgres_database
-from tests.conftest import free_port, start_server, text_inputs, wait_status
-from tests.distributed.conftest import start_worker
+from tests.helpers import free_port, start_server, text_inputs, wait_status
+from tests.helpers.backends import postgres_database
+from tests.helpers.celery import start_worker
 
 
 def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tests.conftest import (
+from tests.helpers import (
     Server,
     alive,
     assert_counters_match_rows,
@@ -18,7 +18,7 @@ from tests.conftest import (
     wait_for,
     wait_status,
 )
-from tests.conftest import submit_texts as submit
+from tests.helpers import submit_texts as submit
 
 SMALL_CHUNKS = {"CONVEYOR_CHUNK_SIZE": "5"}
 

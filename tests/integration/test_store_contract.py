@@ -24,7 +24,7 @@ from conveyor.store import Store, lifecycle
 from conveyor.store.chunks import Claim, ItemOutcome
 from conveyor.store.jobs import Scope
 from conveyor.store.tables import items, job_events, jobs
-from tests.backends import postgres_database
+from tests.helpers.backends import postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

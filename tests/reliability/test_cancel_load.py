@@ -15,10 +15,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.backends import postgres_database, require_service
-from tests.conftest import Server, start_server, wait_for, wait_status
-from tests.distributed.conftest import WORKER_CONCURRENCY, delete_queue, start_worker
-from tests.reliability.helpers import (
+from tests.helpers import Server, start_server, wait_for, wait_status
+from tests.helpers.backends import postgres_database, require_service
+from tests.helpers.celery import WORKER_CONCURRENCY, delete_queue, start_worker
+from tests.helpers.reliability import (
     FINISHED,
     LONG,
     ItemRow,

@@ -28,10 +28,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.backends import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, postgres_database
-from tests.conftest import Server, alive, free_port, start_server, text_inputs, wait_for, wait_status
-from tests.distributed.conftest import CeleryWorker, start_worker
-from tests.reliability.helpers import (
+from tests.helpers import Server, alive, free_port, start_server, text_inputs, wait_for, wait_status
+from tests.helpers.backends import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, postgres_database
+from tests.helpers.celery import CeleryWorker, start_worker
+from tests.helpers.reliability import (
     FINISHED,
     LONG,
     assert_exactly_once,
