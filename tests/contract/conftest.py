@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from tests.helpers import TEST_ENV, Server, start_server
 from tests.helpers.backends import postgres_database, require_service
-from tests.helpers.celery import BROKERS, CeleryWorker, delete_queue, start_worker
+from tests.helpers.celery import BROKERS, CeleryWorker, delete_queue, start_celery_server, start_worker
 from tests.helpers.deployments import Deployment
 
 CONTRACT_ENV = {**TEST_ENV, "CONVEYOR_CHUNK_SIZE": "5"}
@@ -55,17 +55,13 @@ def _local(data_dir: Path, database_url: str | None, name: str) -> Iterator[Depl
 def _celery(data_dir: Path, database_url: str, broker: str, name: str) -> Iterator[Deployment]:
     _, _, _, broker_url = BROKERS[broker]
     queue = f"conveyor-contract-{broker}-{uuid.uuid4().hex[:10]}"
-    extra = {
-        **CONTRACT_ENV,
-        "CONVEYOR_DATABASE_URL": database_url,
-        "CONVEYOR_BROKER_URL": broker_url,
-        "CONVEYOR_QUEUE": queue,
-    }
     server: Server | None = None
     worker: CeleryWorker | None = None
     engine = sa.create_engine(database_url)
     try:
-        server = start_server(data_dir, workers=0, extra_env=extra)
+        server = start_celery_server(
+            data_dir, database_url=database_url, broker_url=broker_url, queue=queue, extra_env=CONTRACT_ENV
+        )
         worker = start_worker(server.env, queue, data_dir / "worker.log")
         yield Deployment(name, server, engine, f"ct-{name}-{uuid.uuid4().hex[:8]}", worker=worker)
     finally:

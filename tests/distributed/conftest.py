@@ -14,9 +14,15 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import start_server
 from tests.helpers.backends import postgres_database, require_service
-from tests.helpers.celery import BROKERS, CeleryWorker, Cluster, delete_queue, start_worker
+from tests.helpers.celery import (
+    BROKERS,
+    CeleryWorker,
+    Cluster,
+    delete_queue,
+    start_celery_server,
+    start_worker,
+)
 
 
 @pytest.fixture(scope="module", params=sorted(BROKERS))
@@ -26,13 +32,13 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     queue = f"conveyor-test-{request.param}-{uuid.uuid4().hex[:10]}"
     data_dir = tmp_path_factory.mktemp(f"celery-{request.param}")
     with postgres_database() as database_url:
-        extra = {
-            "CONVEYOR_DATABASE_URL": database_url,
-            "CONVEYOR_BROKER_URL": broker_url,
-            "CONVEYOR_QUEUE": queue,
-            "CONVEYOR_CHUNK_SIZE": "5",
-        }
-        server = start_server(data_dir, workers=0, extra_env=extra)
+        server = start_celery_server(
+            data_dir,
+            database_url=database_url,
+            broker_url=broker_url,
+            queue=queue,
+            extra_env={"CONVEYOR_CHUNK_SIZE": "5"},
+        )
         workers: list[CeleryWorker] = []
         engine = sa.create_engine(database_url)
         try:

@@ -1,21 +1,27 @@
-"""`conveyor worker` (Celery) processes and the brokers they use, for the distributed suites.
+"""Distributed deployments for the suites: a server without local workers, `conveyor worker`
+(Celery) processes, and the brokers they use.
 
-A worker is started in its own session like a server (``conveyor.testing``), with the shared
-free-port and process-group helpers; it is ready once Celery says so and its prefork pool runs.
+A worker is started in its own session like a server (``conveyor.testing``) and stopped with
+the shared process-group kill; it is ready once Celery says so and its prefork pool runs.
+``PrivateRedis`` is a broker of one test, on a free port, for tests that stop their broker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
+import socket
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
-from tests.helpers import CONVEYOR, Server, children_of, kill_process_group, wait_for
+from tests.helpers import CONVEYOR, Server, children_of, kill_process_group, start_server, wait_for
 from tests.helpers.backends import chunk_rows, item_rows
 
 BROKERS = {
@@ -72,6 +78,26 @@ class Cluster:
         return chunk_rows(self.engine, job_id)
 
 
+def start_celery_server(
+    data_dir: Path,
+    *,
+    database_url: str,
+    broker_url: str,
+    queue: str,
+    extra_env: Mapping[str, str] | None = None,
+    **kw: Any,
+) -> Server:
+    """``conveyor serve --workers 0`` on ``database_url`` that sends its chunks to ``queue`` on
+    ``broker_url``, for `conveyor worker` processes to run (``start_worker``)."""
+    env = {
+        "CONVEYOR_DATABASE_URL": database_url,
+        "CONVEYOR_BROKER_URL": broker_url,
+        "CONVEYOR_QUEUE": queue,
+        **(extra_env or {}),
+    }
+    return start_server(data_dir, workers=0, extra_env=env, **kw)
+
+
 def start_worker(
     env: Mapping[str, str], queue: str, log_path: Path, *, pipelines: str | None = None
 ) -> CeleryWorker:
@@ -111,3 +137,37 @@ def delete_queue(broker_url: str, queue: str) -> None:
 
         with contextlib.suppress(Exception), redis.Redis.from_url(broker_url) as client:
             client.delete(f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+
+
+class PrivateRedis:
+    """A redis-server of this test only, on a free port, without persistence (a restart loses
+    every message, as a crashed broker without AOF does). Never the shared 6379."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"redis-server did not start on port {self.port}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
