@@ -42,6 +42,7 @@ from common import (
     temp_dir,
     wait_terminal,
 )
+from conveyor.testing import kill_process_group
 
 TARGET_RATIO = 20
 BROKERS = {"redis": "redis://127.0.0.1:6379/0", "rabbitmq": "amqp://guest:guest@127.0.0.1:5672//"}
@@ -70,13 +71,11 @@ def celery_worker(argv: list[str], env: dict[str, str], log_path: Path, ready_ma
             time.sleep(0.1)
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+        kill_process_group(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            kill_process_group(process.pid)
             process.wait(timeout=10)
 
 

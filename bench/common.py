@@ -1,8 +1,9 @@
-"""Shared helpers for the benchmarks: a Conveyor server in a subprocess, keys, machine facts, stats.
+"""Shared helpers for the benchmarks: a Conveyor server in a subprocess, machine facts, stats.
 
-Standalone on purpose (nothing from ``tests/``): the benchmarks must run from a plain checkout
-with only the package installed. Every script prints one JSON document on stdout; progress
-and diagnostics go to stderr so that ``run_all.py`` can collect the figures.
+Nothing from ``tests/``: the benchmarks must run from a plain checkout with only the package
+installed, so servers, keys and PostgreSQL databases come from ``conveyor.testing`` (which
+ships in the package) with production timings. Every script prints one JSON document on
+stdout; progress and diagnostics go to stderr so that ``run_all.py`` can collect the figures.
 """
 
 from __future__ import annotations
@@ -13,25 +14,25 @@ import math
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import make_url
+
+from conveyor import testing
+from conveyor.testing import CONVEYOR, TERMINAL_STATUSES, ServerProcess
+
+__all__ = ["CONVEYOR", "TERMINAL_STATUSES", "ServerProcess"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-CONVEYOR = [sys.executable, "-m", "conveyor"]
-TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"})
 
 
 # --------------------------------------------------------------------------- output
@@ -130,12 +131,6 @@ def machine_info() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- environment
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def temp_dir(prefix: str = "conveyor-bench-", keep: bool = False) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix=prefix))
@@ -161,73 +156,24 @@ def bench_env(
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([*CONVEYOR, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    """``conveyor <args>``; RuntimeError with its error output when it fails."""
+    done = testing.run_cli(args, env, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"conveyor {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
     return done
 
 
-def create_key(env: dict[str, str], name: str = "bench") -> str:
-    """``conveyor keys create`` (migrates and creates the default account/project too); the secret."""
-    return run_cli(["keys", "create", "--name", name], env).stdout.strip().splitlines()[-1]
-
-
 @contextlib.contextmanager
 def postgres_database(url: str) -> Iterator[str]:
-    """Create the database named in a ``postgresql+psycopg://…/<db>`` URL and drop it afterwards.
-
-    ``<db>`` gets a random suffix so that concurrent runs never share a database.
-    """
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    name = f"{parsed.database or 'conveyor_bench'}_{uuid.uuid4().hex[:8]}"
-    admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield parsed.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A fresh database on the server of a ``postgresql+psycopg://…/<db>`` URL, dropped afterwards;
+    named ``<db>_<random>`` so that concurrent runs never share one."""
+    with testing.postgres_database(url, prefix=make_url(url).database or "conveyor_bench") as fresh:
+        yield fresh
 
 
 # --------------------------------------------------------------------------- server
-@dataclass
-class BenchServer:
-    url: str
-    key: str
-    data_dir: Path
-    env: dict[str, str]
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    command: list[str] = field(default_factory=list)
-
-    def client(self, timeout: float = 600) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Token {self.key}"}, timeout=timeout
-        )
-
-    def log_tail(self, lines: int = 40) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self, timeout: float = 40) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log("server did not stop on SIGTERM; killing its process group")
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        return self.process.returncode
-
-
-def start_server(
+@contextlib.contextmanager
+def running_server(
     data_dir: Path,
     *,
     workers: int = 2,
@@ -235,46 +181,21 @@ def start_server(
     key: str | None = None,
     command: list[str] | None = None,
     ready_timeout: float = 120,
-) -> BenchServer:
-    """Start ``conveyor serve`` (or ``command`` taking the same options) and wait for /readyz."""
-    env = dict(env or bench_env(data_dir))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if key is None:
-        key = create_key(env)
-    port = free_port()
-    log_path = data_dir / f"server-{port}.log"
-    argv = [
-        *(command or CONVEYOR),
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-    ]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = BenchServer(f"http://127.0.0.1:{port}", key, data_dir, env, process, log_path, argv)
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early ({process.returncode}):\n{server.log_tail()}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.stop(timeout=5)
-    raise RuntimeError(f"server did not become ready in {ready_timeout:.0f} s:\n{server.log_tail()}")
-
-
-@contextlib.contextmanager
-def running_server(data_dir: Path, **kw: Any) -> Iterator[BenchServer]:
-    server = start_server(data_dir, **kw)
+) -> Iterator[ServerProcess]:
+    """``conveyor serve`` (or ``command`` taking the same options) with ``bench_env`` unless
+    ``env`` is given, once ready; stopped afterwards (its log's tail if it did not exit cleanly).
+    Its clients wait up to 600 s for an answer (a big submission takes a while)."""
+    server = ServerProcess(
+        data_dir,
+        workers=workers,
+        env=env or bench_env(data_dir),
+        key=key,
+        key_name="bench",
+        command=command,
+        ready_timeout=ready_timeout,
+        client_timeout=600,
+    )
+    server.start()
     try:
         yield server
     finally:
@@ -293,7 +214,7 @@ def wait_terminal(
         seen = time.monotonic()
         response.raise_for_status()
         job: dict[str, Any] = response.json()
-        if job["status"] in TERMINAL:
+        if job["status"] in TERMINAL_STATUSES:
             return job, seen
         if seen > deadline:
             raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f} s")

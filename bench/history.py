@@ -32,8 +32,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from common import (
+    TERMINAL_STATUSES,
     bench_env,
-    create_key,
     emit,
     log,
     machine_info,
@@ -44,6 +44,7 @@ from common import (
     summarize,
     temp_dir,
 )
+from conveyor.testing import create_key
 
 SEED_BATCH = 5000
 SECOND_PROJECT = "research"
@@ -59,7 +60,6 @@ STATUS_WEIGHTS = {
     "RETRY": 0.3,
     "CANCELING": 0.2,
 }
-TERMINAL = {"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"}
 NAME_TEMPLATES = [
     ("nightly-{pipeline}-{day}", 30),
     ("moth-survey-{site}-{n}", 20),
@@ -95,7 +95,7 @@ def job_rows(
         created = start + timedelta(seconds=span * (index + rng.random()) / count)
         age = (now - created).total_seconds()
         status = rng.choices(statuses, status_w)[0]
-        if age > 86400 and status not in TERMINAL:  # old jobs are finished
+        if age > 86400 and status not in TERMINAL_STATUSES:  # old jobs are finished
             status = "SUCCESS" if rng.random() < 0.9 else "FAILURE"
         slug = slugs[0] if rng.random() < 0.6 else slugs[-1]
         total = rng.choice((1, 3, 10, 40, 100, 899, 1000, 5000))
@@ -115,7 +115,7 @@ def job_rows(
         if status not in ("CREATED", "PENDING") and submitted is not None:
             queue_ms = rng.randrange(2, 3000)
             started = submitted + timedelta(milliseconds=queue_ms)
-        if status in TERMINAL and started is not None:
+        if status in TERMINAL_STATUSES and started is not None:
             elapsed_ms = int(total * rng.uniform(0.05, 40)) + rng.randrange(0, 500)
             finished = started + timedelta(milliseconds=elapsed_ms)
             if status == "SUCCESS":
@@ -472,7 +472,7 @@ def run(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> d
 
     env = bench_env(data_dir, database_url=database_url)
     run_cli(["db", "upgrade"], env)
-    key = create_key(env)
+    key = create_key(env, name="bench")
     settings = Settings(data_dir=data_dir, database_url=database_url)
     store = Store(settings)
     try:

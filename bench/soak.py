@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from common import (
-    TERMINAL,
+    TERMINAL_STATUSES,
     bench_env,
     emit,
     log,
@@ -269,12 +269,14 @@ def run(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:
                 )
                 warm.raise_for_status()
                 deadline = time.monotonic() + 120
-                while client.get(f"/api/v2/jobs/{warm.json()['id']}/").json()["status"] not in TERMINAL:
+                while (
+                    client.get(f"/api/v2/jobs/{warm.json()['id']}/").json()["status"] not in TERMINAL_STATUSES
+                ):
                     if time.monotonic() > deadline:
                         raise TimeoutError("warm-up job did not finish")
                     time.sleep(0.1)
             started = time.monotonic()
-            timeline = [sample(server.process.pid, started)]
+            timeline = [sample(server.pid, started)]
             log(f"start: server {timeline[0]['server_mb']} MB, total {timeline[0]['total_mb']} MB")
             threads: list[threading.Thread] = []
             recorder_open = threading.Event()
@@ -301,7 +303,7 @@ def run(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:
             end = started + args.seconds
             while time.monotonic() < end:
                 time.sleep(min(args.sample_every, max(0.0, end - time.monotonic())))
-                timeline.append(sample(server.process.pid, started))
+                timeline.append(sample(server.pid, started))
                 counts = {k: len(v) for k, v in soak.latency.items()}
                 log(f"t={timeline[-1]['t']} s: total RSS {timeline[-1]['total_mb']} MB, requests {counts}")
             soak.stop.set()
@@ -314,7 +316,7 @@ def run(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:
                 for job_id in sorted(soak.submitted):
                     while True:
                         status = client.get(f"/api/v2/jobs/{job_id}/").json()["status"]
-                        if status in TERMINAL or time.monotonic() > drain_deadline:
+                        if status in TERMINAL_STATUSES or time.monotonic() > drain_deadline:
                             break
                         time.sleep(0.1)
                     statuses[status] = statuses.get(status, 0) + 1

@@ -26,7 +26,7 @@ from typing import Any
 
 from common import (
     BENCH_DIR,
-    TERMINAL,
+    TERMINAL_STATUSES,
     bench_env,
     emit,
     log,
@@ -37,7 +37,7 @@ from common import (
     wait_terminal,
 )
 
-SEEN_STARTED = TERMINAL | {"STARTED", "CANCELING"}
+SEEN_STARTED = TERMINAL_STATUSES | {"STARTED", "CANCELING"}
 
 
 def one_job(client: Any, index: int, poll: float) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def one_job(client: Any, index: int, poll: float) -> dict[str, Any]:
         t_seen = time.monotonic()
         if t_seen - t0 > 60:
             raise TimeoutError(f"job {job['id']} not started after 60 s ({job['status']})")
-    if job["status"] not in TERMINAL:
+    if job["status"] not in TERMINAL_STATUSES:
         job, _ = wait_terminal(client, job["id"], interval=0.005)
     return {
         "queue_time_ms": job["queue_time_ms"],

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 # moto accepts any credentials; the test client (boto3) signs with these.
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}

@@ -23,7 +23,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from PIL import Image, ImageStat, UnidentifiedImageError
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 PIPELINES = ("brightness", "flaky", "slow")
 

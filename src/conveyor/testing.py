@@ -35,6 +35,7 @@ __all__ = [
     "ServerProcess",
     "create_key",
     "free_port",
+    "kill_process_group",
     "postgres_database",
     "run_cli",
 ]
@@ -50,6 +51,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def kill_process_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal the whole process group led by ``pid`` (a server or worker started in its own
+    session, with its children); nothing if it is gone already."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
 def run_cli(
     args: Sequence[str], env: Mapping[str, str], *, timeout: float = 120, **kw: Any
 ) -> subprocess.CompletedProcess[str]:
@@ -60,16 +68,22 @@ def run_cli(
 
 
 def create_key(
-    env: Mapping[str, str], *, name: str = "tests", role: str | None = None, project: str | None = None
+    env: Mapping[str, str],
+    *,
+    name: str = "tests",
+    role: str | None = None,
+    project: str | None = None,
+    account: str | None = None,
+    **options: str,
 ) -> str:
     """``conveyor keys create`` on the data directory/database of ``env`` (it migrates and creates
-    the default account and project first); the new secret. RuntimeError with the command's
-    error output when it fails."""
+    the default account and project first); the new secret. ``options`` are further options of
+    the command (``expires_days="30"`` is ``--expires-days 30``). RuntimeError with the
+    command's error output when it fails."""
     args = ["keys", "create", "--name", name]
-    if role:
-        args += ["--role", role]
-    if project:
-        args += ["--project", project]
+    for option, value in {"role": role, "project": project, "account": account, **options}.items():
+        if value:
+            args += [f"--{option.replace('_', '-')}", value]
     done = run_cli(args, env)
     if done.returncode != 0:
         raise RuntimeError(f"`conveyor {' '.join(args)}` failed ({done.returncode}):\n{done.stderr.strip()}")
@@ -106,7 +120,8 @@ class ServerProcess:
     and ``CONVEYOR_KEY``); ``extra_env`` is laid over it, and ``CONVEYOR_DATA_DIR`` is always
     ``data_dir``. Once started, ``env`` also holds ``CONVEYOR_URL`` and ``CONVEYOR_KEY``, so
     ``run_cli(args, server.env)`` talks to this server. ``ready_path`` is ``/livez`` for a
-    server that is expected not to be ready (e.g. with its broker down).
+    server that is expected not to be ready (e.g. with its broker down). ``client_timeout`` is
+    the default timeout of :meth:`client`.
     """
 
     def __init__(
@@ -125,6 +140,7 @@ class ServerProcess:
         ready_timeout: float = 60,
         log_path: Path | None = None,
         command: Sequence[str] | None = None,
+        client_timeout: float = 60,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.workers = workers
@@ -142,6 +158,7 @@ class ServerProcess:
         self.ready_timeout = ready_timeout
         self.log_path = log_path or self.data_dir / f"server-{self.port}.log"
         self.command = list(command or CONVEYOR)
+        self.client_timeout = client_timeout
         self.process: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------------ life cycle
@@ -215,8 +232,7 @@ class ServerProcess:
         """SIGKILL the server's whole process group (its local workers too) and reap it."""
         if self.process is None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        kill_process_group(self.process.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
 
@@ -229,15 +245,24 @@ class ServerProcess:
         self.stop()
 
     # ------------------------------------------------------------------ use
-    def client(self, key: str | None = None, timeout: float = 60) -> httpx.Client:
+    def client(self, key: str | None = None, timeout: float | None = None) -> httpx.Client:
         """An httpx client of the native API with ``key`` (default: the server's own key)."""
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Token {key or self.key}"}, timeout=timeout
+            base_url=self.url,
+            headers={"Authorization": f"Token {key or self.key}"},
+            timeout=self.client_timeout if timeout is None else timeout,
         )
 
-    def create_key(self, role: str = "owner", project: str | None = None, name: str = "test") -> str:
-        """Another key on this server's database (``conveyor keys create``)."""
-        return create_key(self.env, name=name, role=role, project=project)
+    def create_key(
+        self,
+        role: str = "owner",
+        project: str | None = None,
+        name: str = "test",
+        account: str | None = None,
+        **options: str,
+    ) -> str:
+        """Another key on this server's database (``conveyor keys create``); see :func:`create_key`."""
+        return create_key(self.env, name=name, role=role, project=project, account=account, **options)
 
     def log(self) -> str:
         try:

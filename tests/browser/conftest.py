@@ -1,7 +1,8 @@
 """Browser tests: Playwright driving Debian's chromium (``/usr/bin/chromium``), headless, no download.
 
 A missing chromium skips locally and FAILS under ``CI=true`` (``make setup`` installs it).
-Set ``CONVEYOR_SCREENSHOTS_DIR=docs/screenshots`` to save screenshots of the main pages.
+Set ``CONVEYOR_SCREENSHOTS_DIR=docs/screenshots`` to save screenshots of the main pages
+(``tests.helpers.browser.snap``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server
+from tests.helpers import Server
 
 CHROMIUM = Path(os.environ.get("CONVEYOR_CHROMIUM", "/usr/bin/chromium"))
 VIEWPORT = {"width": 1280, "height": 860}
@@ -61,18 +62,3 @@ def page(browser: Any) -> Iterator[Any]:
     yield opened
     context.close()
     assert blocked == [], f"the Content-Security-Policy blocked: {blocked}"
-
-
-def login(page: Any, server: Server, key: str | None = None) -> None:
-    page.goto(f"{server.url}/login")
-    page.get_by_label("API key").fill(key or server.key)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{server.url}/")
-
-
-def snap(page: Any, name: str) -> None:
-    """Save a screenshot when CONVEYOR_SCREENSHOTS_DIR is set (docs/screenshots in the README)."""
-    target = os.environ.get("CONVEYOR_SCREENSHOTS_DIR")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=False)

@@ -7,9 +7,9 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import login, snap
-from tests.conftest import Server, wait_status
-from tests.integration.helpers_api import JOBS, submit, unique
+from tests.helpers import Server, wait_status
+from tests.helpers.api import JOBS, submit, unique
+from tests.helpers.browser import login, snap
 
 
 def test_login_submit_and_watch_the_progress_bar_reach_100_live(page: Any, web_server: Server) -> None:

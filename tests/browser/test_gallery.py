@@ -9,9 +9,9 @@ import pytest
 from playwright.sync_api import expect
 
 from conveyor.pipelines.digits import holdout_pngs
-from tests.browser.conftest import login, snap
-from tests.conftest import Server, wait_status
-from tests.integration.helpers_api import JOBS, unique
+from tests.helpers import Server, wait_status
+from tests.helpers.api import JOBS, unique
+from tests.helpers.browser import login, snap
 
 
 def _b64(name: str, data: bytes) -> dict[str, str]:

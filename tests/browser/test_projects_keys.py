@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 from playwright.sync_api import expect
 
-from tests.browser.conftest import login, snap
-from tests.conftest import Server
-from tests.integration.helpers_api import JOBS, submit, unique
+from tests.helpers import Server
+from tests.helpers.api import JOBS, submit, unique
+from tests.helpers.browser import login, snap
 
 
 def test_project_switcher_filters_the_jobs_and_preselects_the_submit_project(

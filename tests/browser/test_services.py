@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import login, snap
-from tests.conftest import Server
-from tests.integration.helpers_api import unique
+from tests.helpers import Server
+from tests.helpers.api import unique
+from tests.helpers.browser import login, snap
 from tests.processing_service import ProcessingService
 
 

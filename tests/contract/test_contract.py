@@ -18,10 +18,9 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 
 from conveyor.pipelines.digits import holdout_pngs
-from tests.conftest import assert_counters_match_rows, wait_for, wait_status
-from tests.contract.conftest import Deployment
-
-FINISHED = {"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"}
+from tests.helpers import TERMINAL_STATUSES as FINISHED
+from tests.helpers import assert_counters_match_rows, wait_for, wait_status
+from tests.helpers.deployments import Deployment
 
 
 def ts(value: str) -> datetime:

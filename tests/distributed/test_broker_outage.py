@@ -3,38 +3,31 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.backends import postgres_database
-from tests.conftest import free_port, start_server, text_inputs, wait_status
-from tests.distributed.conftest import start_worker
+from tests.helpers import free_port, text_inputs, wait_status
+from tests.helpers.backends import postgres_database
+from tests.helpers.celery import PrivateRedis, start_celery_server, start_worker
 
 
 def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: Path) -> None:
-    redis_server = shutil.which("redis-server")
-    if redis_server is None:
+    if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed; the outage test starts its own Redis")
-    port = free_port()
+    broker = PrivateRedis(free_port())
     queue = f"conveyor-outage-{uuid.uuid4().hex[:8]}"
     with postgres_database() as database_url:
-        server = start_server(
+        server = start_celery_server(
             tmp_path / "data",
-            workers=0,
-            extra_env={
-                "CONVEYOR_DATABASE_URL": database_url,
-                "CONVEYOR_BROKER_URL": f"redis://127.0.0.1:{port}/0",
-                "CONVEYOR_QUEUE": queue,
-                "CONVEYOR_CHUNK_SIZE": "4",
-            },
+            database_url=database_url,
+            broker_url=broker.url,
+            queue=queue,
+            extra_env={"CONVEYOR_CHUNK_SIZE": "4"},
             ready_path="/livez",  # not ready: its broker is down
         )
-        broker: subprocess.Popen[bytes] | None = None
         worker = None
         try:
             with server.client() as client:
@@ -49,22 +42,7 @@ def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: P
                 down = client.get("/readyz")
                 assert down.status_code == 503, down.text
                 assert down.json()["checks"]["broker"].startswith("error"), down.text
-                broker = subprocess.Popen(
-                    [
-                        redis_server,
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                _wait_for_port(port)
+                broker.start()
                 worker = start_worker(server.env, queue, tmp_path / "worker.log")
                 final = wait_status(client, job_id, {"SUCCESS", "FAILURE"}, timeout=60)
                 back = client.get("/readyz")
@@ -75,17 +53,4 @@ def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: P
             if worker is not None:
                 worker.stop()
             server.stop()
-            if broker is not None:
-                broker.terminate()
-                broker.wait(timeout=10)
-
-
-def _wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"redis-server did not start on port {port}")
+            broker.kill()

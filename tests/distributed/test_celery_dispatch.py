@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_counters_match_rows, run_cli, submit_texts, wait_for, wait_status
-from tests.distributed.conftest import WORKER_CONCURRENCY, Cluster, start_worker
-from tests.integration.helpers_api import all_items, unique
+from tests.helpers import TERMINAL_STATUSES as FINISHED
+from tests.helpers import assert_counters_match_rows, run_cli, submit_texts, wait_for, wait_status
+from tests.helpers.api import all_items, unique
+from tests.helpers.celery import WORKER_CONCURRENCY, Cluster, start_worker
 from tests.integration.test_remote_services import image_inputs
 from tests.processing_service import ProcessingService
-
-FINISHED = {"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"}
 
 
 def submit(cluster: Cluster, n: int, *, name: str, **body: Any) -> dict[str, Any]:

@@ -14,9 +14,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import CONVEYOR, Server, free_port, run_cli, wait_status
-
-TERMINAL = {"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"}
+from tests.helpers import CONVEYOR, Server, free_port, run_cli, wait_status
+from tests.helpers import TERMINAL_STATUSES as TERMINAL
 
 
 def unique(prefix: str) -> str:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import Server, wait_for, wait_status
-from tests.integration.helpers_api import (
+from tests.helpers import Server, wait_for, wait_status
+from tests.helpers.api import (
     JOBS,
     all_items,
     assert_error,

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server
-from tests.integration.helpers_api import (
+from tests.helpers import Server
+from tests.helpers.api import (
     JOBS,
     all_items,
     assert_error,

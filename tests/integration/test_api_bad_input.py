@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from conveyor.pipelines.digits import holdout_pngs
-from tests.conftest import Server, text_inputs
-from tests.integration.helpers_api import JOBS, assert_error, b64, count_named, finished, submit, unique
+from tests.helpers import Server, text_inputs
+from tests.helpers.api import JOBS, assert_error, b64, count_named, finished, submit, unique
 
 CAPS = {
     "CONVEYOR_MAX_INPUTS_PER_JOB": "5",

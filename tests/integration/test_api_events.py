@@ -13,8 +13,8 @@ from conveyor.clock import utcnow
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.tables import accounts
-from tests.conftest import Server
-from tests.integration.helpers_api import JOBS, all_logs, assert_error, finished, submit, unique
+from tests.helpers import Server
+from tests.helpers.api import JOBS, all_logs, assert_error, finished, submit, unique
 from tests.sse import SseEvent, SseReader
 
 SLOW = {"config": {"item_seconds": 0.15}}

@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from conveyor.pipelines.digits import holdout_pngs
-from tests.conftest import Server, text_inputs
-from tests.integration.helpers_api import (
+from tests.helpers import TERMINAL_STATUSES as TERMINAL
+from tests.helpers import Server, text_inputs
+from tests.helpers.api import (
     JOBS,
-    TERMINAL,
     assert_error,
     b64,
     finished,

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server, text_inputs, wait_for
-from tests.integration.helpers_api import JOBS, all_items, all_logs, finished, get_job, submit, unique
+from tests.helpers import Server, text_inputs, wait_for
+from tests.helpers.api import JOBS, all_items, all_logs, finished, get_job, submit, unique
 
 ITEM_TO_COUNTER = {"SUCCESS": "completed", "FAILURE": "failed", "CANCELED": "canceled", "PENDING": "pending"}
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from conveyor.pipelines.digits import holdout_pngs
-from tests.conftest import Server
-from tests.integration.helpers_api import (
+from tests.helpers import Server
+from tests.helpers.api import (
     ANTENNA_JOB_KEYS,
     JOBS,
     MODZY_JOB_KEYS,

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Server, run_cli
-from tests.integration.helpers_api import JOBS, all_items, assert_error, finished, submit, unique
+from tests.helpers import Server, run_cli
+from tests.helpers.api import JOBS, all_items, assert_error, finished, submit, unique
 
 EXPORTS = "/api/v2/exports/"
 

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tests.conftest import (
+from tests.helpers import (
+    TERMINAL_STATUSES,
     Server,
     alive,
     assert_counters_match_rows,
@@ -18,7 +19,7 @@ from tests.conftest import (
     wait_for,
     wait_status,
 )
-from tests.conftest import submit_texts as submit
+from tests.helpers import submit_texts as submit
 
 SMALL_CHUNKS = {"CONVEYOR_CHUNK_SIZE": "5"}
 
@@ -53,7 +54,7 @@ def test_kill_9_of_a_worker_mid_chunk_loses_and_doubles_nothing(
         workers = client.get("/api/v2/workers/").json()
         victim = workers[0]["pid"]
         os.kill(victim, signal.SIGKILL)
-        final = wait_status(client, job["id"], {"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"}, timeout=90)
+        final = wait_status(client, job["id"], TERMINAL_STATUSES, timeout=90)
         assert final["status"] == "SUCCESS"
         assert (final["completed"], final["failed"], final["canceled"]) == (40, 0, 0)
         assert_counters_match_items(server, final)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import Server, start_server
-from tests.integration.helpers_api import all_items, finished, submit
+from tests.helpers import Server, start_server
+from tests.helpers.api import all_items, finished, submit
 
 pytest.importorskip("torch", reason="the conveyor[ml] extra is not installed")
 from conveyor import photos  # after the skip: needs scikit-image

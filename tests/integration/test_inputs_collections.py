@@ -15,9 +15,9 @@ from conveyor.pipelines.digits import holdout_pngs
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.tables import accounts
-from tests.conftest import Server, run_cli
-from tests.integration.helpers_api import JOBS, all_items, assert_error, b64, count_named, finished, unique
-from tests.integration.helpers_inputs import (
+from tests.helpers import Server, run_cli
+from tests.helpers.api import JOBS, all_items, assert_error, b64, count_named, finished, unique
+from tests.helpers.inputs import (
     INPUT_CAP,
     FileServer,
     module_fixture,

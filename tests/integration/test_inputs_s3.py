@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from conveyor.pipelines.digits import holdout_pngs
-from tests.conftest import Server, start_server
-from tests.integration.helpers_api import JOBS, all_items, assert_error, count_named, finished, unique
+from tests.helpers import Server, start_server
+from tests.helpers.api import JOBS, all_items, assert_error, count_named, finished, unique
 from tests.moto_s3 import CREDENTIALS, moto_s3_server
 
 boto3 = pytest.importorskip("boto3")

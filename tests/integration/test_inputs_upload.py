@@ -11,9 +11,9 @@ import pytest
 
 from conveyor.client import ConveyorClient
 from conveyor.pipelines.digits import holdout_pngs
-from tests.conftest import Server
-from tests.integration.helpers_api import all_items, assert_error, count_named, finished, unique
-from tests.integration.helpers_inputs import (
+from tests.helpers import Server, run_cli
+from tests.helpers.api import all_items, assert_error, count_named, finished, unique
+from tests.helpers.inputs import (
     INPUT_CAP,
     REQUEST_CAP,
     module_fixture,
@@ -164,8 +164,6 @@ def test_bad_upload_requests_are_clear_errors(client: httpx.Client, inputs_serve
 
 
 def test_python_client_and_cli_upload_files(inputs_server: Server, tmp_path: Any) -> None:
-    from tests.conftest import run_cli
-
     folder = tmp_path / "pngs"
     folder.mkdir()
     for file_name, data, _ in holdout_pngs(limit=3):

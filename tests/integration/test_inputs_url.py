@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from conveyor.pipelines.digits import holdout_pngs
-from tests.conftest import Server
-from tests.integration.helpers_api import JOBS, all_items, assert_error, count_named, finished, unique
-from tests.integration.helpers_inputs import (
+from tests.helpers import Server
+from tests.helpers.api import JOBS, all_items, assert_error, count_named, finished, unique
+from tests.helpers.inputs import (
     INPUT_CAP,
     FileServer,
     module_fixture,

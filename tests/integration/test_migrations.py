@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, inspect
 
 from conveyor.store import migrate
 from conveyor.store.tables import metadata
-from tests.backends import postgres_database
+from tests.helpers.backends import postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

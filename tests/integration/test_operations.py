@@ -9,8 +9,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Server
-from tests.integration.helpers_api import JOBS, finished, submit, unique
+from tests.helpers import Server
+from tests.helpers.api import JOBS, finished, submit, unique
 from tests.sse import SseReader
 
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Server, start_server
-from tests.integration.helpers_api import JOBS, assert_error, count_named, submit, unique
+from tests.helpers import Server, start_server
+from tests.helpers.api import JOBS, assert_error, count_named, submit, unique
 
 
 @pytest.fixture(scope="module")

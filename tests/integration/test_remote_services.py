@@ -14,8 +14,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import Server, free_port, run_cli, start_server
-from tests.integration.helpers_api import (
+from tests.helpers import Server, free_port, run_cli, start_server
+from tests.helpers.api import (
     JOBS,
     all_items,
     all_logs,
@@ -297,9 +297,7 @@ def test_cli_adds_lists_checks_and_removes_a_service(server: Server, service: Pr
 def test_another_account_sees_and_runs_none_of_them(
     server: Server, registered: dict[str, Any], tmp_path: Path
 ) -> None:
-    made = run_cli(["keys", "create", "--name", "other", "--account", unique("acct")], server.env)
-    assert made.returncode == 0, made.stderr
-    other = made.stdout.strip().splitlines()[-1]
+    other = server.create_key(name="other", account=unique("acct"))
     slug = f"remote:{registered['name']}/brightness"
     with server.client(other) as client:
         assert client.get(SERVICES).json() == []

@@ -25,7 +25,7 @@ from conveyor.settings import Settings
 from conveyor.store import Store, lifecycle
 from conveyor.store.jobs import NewJob
 from conveyor.store.tables import items, job_events, jobs
-from tests.backends import postgres_database
+from tests.helpers.backends import postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -10,19 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server, run_cli
-from tests.integration.helpers_api import JOBS, assert_error, finished, submit, unique
+from tests.helpers import Server, run_cli
+from tests.helpers.api import JOBS, assert_error, finished, submit, unique
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def _key_in_account(server: Server, account: str, role: str = "owner", **extra: str) -> str:
-    args = ["keys", "create", "--name", unique("tenant"), "--role", role, "--account", account]
-    for option, value in extra.items():
-        args += [f"--{option.replace('_', '-')}", value]
-    done = run_cli(args, server.env)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
+    return server.create_key(role=role, name=unique("tenant"), account=account, **extra)
 
 
 def _routes(server: Server) -> list[tuple[str, str]]:

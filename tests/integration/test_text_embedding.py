@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import Server, start_server
-from tests.integration.helpers_api import all_items, finished, submit
+from tests.helpers import Server, start_server
+from tests.helpers.api import all_items, finished, submit
 
 pytest.importorskip("sentence_transformers", reason="the conveyor[ml] extra is not installed")
 

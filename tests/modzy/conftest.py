@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from modzy import ApiClient
-from tests.conftest import Server
+from tests.helpers import Server
 
 
 @pytest.fixture(scope="module")

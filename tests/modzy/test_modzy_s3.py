@@ -17,7 +17,7 @@ from modzy.error import BadRequestError
 
 from conveyor.pipelines.digits import holdout_pngs
 from modzy import ApiClient
-from tests.conftest import Server, start_server
+from tests.helpers import Server, start_server
 from tests.moto_s3 import CREDENTIALS, moto_s3_server
 
 boto3 = pytest.importorskip("boto3")

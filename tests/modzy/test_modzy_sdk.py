@@ -19,8 +19,8 @@ from modzy.error import BadRequestError, ConflictError, NotFoundError, RequestEn
 
 from conveyor.pipelines.digits import holdout_pngs
 from modzy import ApiClient
-from tests.conftest import Server, start_server, wait_for
-from tests.integration.helpers_api import unique
+from tests.helpers import Server, start_server, wait_for
+from tests.helpers.api import unique
 
 CHUNK_BYTES = 64
 MAX_INPUT_BYTES = 4096

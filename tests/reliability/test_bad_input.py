@@ -27,9 +27,9 @@ from conveyor.errors import AddressNotAllowed
 from conveyor.inputs import url as url_inputs
 from conveyor.pipelines import imaging
 from conveyor.pipelines.digits import holdout_pngs
-from tests.conftest import Server
-from tests.integration.helpers_api import JOBS, all_items, assert_error, count_named, finished, unique
-from tests.integration.helpers_inputs import FileServer
+from tests.helpers import Server
+from tests.helpers.api import JOBS, all_items, assert_error, count_named, finished, unique
+from tests.helpers.inputs import FileServer
 
 
 @pytest.fixture

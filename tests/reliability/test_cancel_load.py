@@ -15,10 +15,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.backends import postgres_database, require_service
-from tests.conftest import Server, start_server, wait_for, wait_status
-from tests.distributed.conftest import WORKER_CONCURRENCY, delete_queue, start_worker
-from tests.reliability.helpers import (
+from tests.helpers import Server, wait_for, wait_status
+from tests.helpers.backends import postgres_database, require_service
+from tests.helpers.celery import WORKER_CONCURRENCY, delete_queue, start_celery_server, start_worker
+from tests.helpers.reliability import (
     FINISHED,
     LONG,
     ItemRow,
@@ -109,15 +109,12 @@ def test_cancel_20_jobs_on_postgres_and_celery(tmp_path: Path) -> None:
     queue = f"conveyor-cancel-{uuid.uuid4().hex[:8]}"
     broker = "redis://127.0.0.1:6379/0"
     with postgres_database() as database_url:
-        server = start_server(
+        server = start_celery_server(
             tmp_path / "data",
-            workers=0,
-            extra_env={
-                "CONVEYOR_DATABASE_URL": database_url,
-                "CONVEYOR_BROKER_URL": broker,
-                "CONVEYOR_QUEUE": queue,
-                "CONVEYOR_CHUNK_SIZE": "10",
-            },
+            database_url=database_url,
+            broker_url=broker,
+            queue=queue,
+            extra_env={"CONVEYOR_CHUNK_SIZE": "10"},
         )
         engine = sa.create_engine(database_url)
         worker = None

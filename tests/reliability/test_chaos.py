@@ -15,7 +15,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import time
@@ -28,10 +27,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.backends import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, postgres_database
-from tests.conftest import Server, alive, free_port, start_server, text_inputs, wait_for, wait_status
-from tests.distributed.conftest import CeleryWorker, start_worker
-from tests.reliability.helpers import (
+from tests.helpers import Server, alive, free_port, start_server, text_inputs, wait_for, wait_status
+from tests.helpers.backends import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, postgres_database
+from tests.helpers.celery import CeleryWorker, PrivateRedis, start_celery_server, start_worker
+from tests.helpers.reliability import (
     FINISHED,
     LONG,
     assert_exactly_once,
@@ -183,40 +182,6 @@ def test_postgres_connections_terminated_mid_run(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- Celery: workers and broker
 
 
-class PrivateRedis:
-    """A redis-server of this test only, on a free port, without persistence (a restart loses
-    every message, as a crashed broker without AOF does). Never the shared 6379."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"redis-server did not start on port {self.port}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
 @dataclass
 class CeleryCluster:
     server: Server
@@ -243,15 +208,12 @@ def celery_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryC
     queue = f"conveyor-chaos-{uuid.uuid4().hex[:8]}"
     try:
         with postgres_database() as database_url:
-            server = start_server(
+            server = start_celery_server(
                 tmp_path_factory.mktemp("celery-chaos"),
-                workers=0,
-                extra_env={
-                    "CONVEYOR_DATABASE_URL": database_url,
-                    "CONVEYOR_BROKER_URL": redis.url,
-                    "CONVEYOR_QUEUE": queue,
-                    "CONVEYOR_CHUNK_SIZE": "25",
-                },
+                database_url=database_url,
+                broker_url=redis.url,
+                queue=queue,
+                extra_env={"CONVEYOR_CHUNK_SIZE": "25"},
             )
             cluster = CeleryCluster(server, redis, queue, sa.create_engine(database_url), [])
             try:

@@ -37,9 +37,9 @@ from schemathesis.checks import (
 from schemathesis.core.failures import FailureGroup
 from schemathesis.pytest.lazy import get_all_tests
 
-from tests.backends import postgres_database
-from tests.conftest import Server, start_server
-from tests.integration.helpers_api import JOBS, unique
+from tests.helpers import Server, start_server
+from tests.helpers.api import JOBS, unique
+from tests.helpers.backends import postgres_database
 
 EXAMPLES = int(os.environ.get("CONVEYOR_TEST_FUZZ_EXAMPLES", "4"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

@@ -16,8 +16,8 @@ from conveyor.services.bootstrap import prepare
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store import auth as auth_module
-from tests.conftest import Server
-from tests.integration.helpers_api import JOBS, submit, unique
+from tests.helpers import Server
+from tests.helpers.api import JOBS, submit, unique
 
 DASHBOARD = "https://dash.example"
 

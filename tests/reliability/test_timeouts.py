@@ -7,8 +7,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tests.conftest import Server, wait_status
-from tests.reliability.helpers import FINISHED, LONG, assert_exactly_once, sqlite_items, submit
+from tests.helpers import Server, wait_status
+from tests.helpers.reliability import FINISHED, LONG, assert_exactly_once, sqlite_items, submit
 
 TIMEOUTS_MS = [200, 350, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000]
 SLACK_SECONDS = 1.0

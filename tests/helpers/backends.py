@@ -1,19 +1,24 @@
-"""Real backing services for the contract suite. Under CI=true a missing service is a failure."""
+"""Real backing services for the suites, and rows read straight from a deployment's database.
+
+Under CI=true a missing service is a failure (``require_service``), locally a skip.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
 
+from conveyor import testing
+
 POSTGRES_HOST = os.environ.get("CONVEYOR_TEST_PG_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("CONVEYOR_TEST_PG_PORT", "5432"))
 POSTGRES_USER = os.environ.get("CONVEYOR_TEST_PG_USER", "postgres")
+POSTGRES_ADMIN_URL = f"postgresql://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/postgres"
 
 
 def require_service(name: str, host: str, port: int) -> None:
@@ -30,19 +35,11 @@ def require_service(name: str, host: str, port: int) -> None:
 
 @contextmanager
 def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test; dropped afterwards."""
+    """A fresh PostgreSQL database for one test (``conveyor.testing.postgres_database`` on the
+    test server); dropped afterwards."""
     require_service("PostgreSQL", POSTGRES_HOST, POSTGRES_PORT)
-    import psycopg
-
-    name = f"conveyor_test_{uuid.uuid4().hex[:12]}"
-    admin = f"host={POSTGRES_HOST} port={POSTGRES_PORT} user={POSTGRES_USER} dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with testing.postgres_database(POSTGRES_ADMIN_URL) as url:
+        yield url
 
 
 def item_rows(engine: sa.Engine, job_id: int) -> list[tuple[int, str, int]]:

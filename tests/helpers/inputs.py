@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.backends import postgres_database
-from tests.conftest import Server, start_server
+from tests.helpers import Server, start_server
+from tests.helpers.backends import postgres_database
 
 # Small caps so that "over the cap" costs a few kilobytes.
 INPUT_CAP = 2000

@@ -1,4 +1,4 @@
-"""Small helpers shared by the native API integration tests (``tests/integration/test_api_*.py``).
+"""Small helpers for tests that call the native API (``tests/integration/test_api_*.py`` and others).
 
 Every test talks to a real server over HTTP. The shared server keeps its history across
 tests, so each test names its jobs with a unique tag and filters the history by it.
@@ -13,10 +13,9 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import text_inputs, wait_status
+from tests.helpers import TERMINAL_STATUSES, text_inputs, wait_status
 
 JOBS = "/api/v2/jobs/"
-TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"})
 ANTENNA_JOB_KEYS = frozenset(
     {
         "id",
@@ -108,7 +107,7 @@ def submit(
 
 
 def finished(client: httpx.Client, job_id: int, timeout: float = 60) -> dict[str, Any]:
-    return wait_status(client, job_id, set(TERMINAL), timeout)
+    return wait_status(client, job_id, TERMINAL_STATUSES, timeout)
 
 
 def get_job(client: httpx.Client, job_id: int) -> dict[str, Any]:

@@ -12,11 +12,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tests.conftest import Server, children_of, submit_texts
+from tests.helpers import TERMINAL_STATUSES, Server, assert_counters_match_rows, children_of, submit_texts
 
 submit = submit_texts
 
-FINISHED = {"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"}
+FINISHED = TERMINAL_STATUSES
 
 #: Longer and repeated variants of the reliability tests (bigger jobs, more kills, more rounds).
 LONG = os.environ.get("CONVEYOR_TEST_LONG", "") not in ("", "0", "false")
@@ -31,7 +31,7 @@ def cmdline(pid: int) -> str:
 
 def local_worker_pids(server: Server) -> list[int]:
     """The server's local worker processes (multiprocessing spawn children, not its resource tracker)."""
-    return [pid for pid in children_of(server.process.pid) if "spawn_main" in cmdline(pid)]
+    return [pid for pid in children_of(server.pid) if "spawn_main" in cmdline(pid)]
 
 
 def kill_9(pid: int) -> bool:
@@ -73,8 +73,6 @@ def engine_items(engine: sa.Engine, job_id: int) -> list[ItemRow]:
 def assert_exactly_once(job: dict[str, Any], rows: list[ItemRow], *, prefix: str = "item") -> None:
     """Counters equal the item rows, every item was written back once, and every successful item
     has its own result (``test-delay`` returns the byte size of the input ``f"{prefix} {seq}"``)."""
-    from tests.conftest import assert_counters_match_rows
-
     assert_counters_match_rows(job, [(seq, status, attempts) for seq, status, attempts, _ in rows])
     assert [seq for seq, *_ in rows] == list(range(job["total"]))
     twice = [(seq, attempts) for seq, status, attempts, _ in rows if status != "CANCELED" and attempts != 1]
