@@ -86,7 +86,7 @@ def worker(
         raise typer.Exit(2)
     if queue:
         settings = settings.model_copy(update={"queue": queue})
-    from conveyor.dispatch.celery_app import run_worker
+    from conveyor.worker.celery import run_worker
 
     slugs = [slug.strip() for slug in (pipelines or "").split(",") if slug.strip()]
     os.environ.setdefault("CONVEYOR_LOG_LEVEL", loglevel.upper())

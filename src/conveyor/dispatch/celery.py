@@ -14,7 +14,7 @@ import time
 from celery import Celery
 
 from conveyor.dispatch.base import Dispatcher
-from conveyor.dispatch.celery_app import make_celery, publish
+from conveyor.worker.celery import make_celery, publish
 from conveyor.settings import Settings
 from conveyor.store import Store
 
