@@ -14,9 +14,9 @@ import time
 from celery import Celery
 
 from conveyor.dispatch.base import Dispatcher
-from conveyor.worker.celery import make_celery, publish
 from conveyor.settings import Settings
 from conveyor.store import Store
+from conveyor.worker.celery import make_celery, publish
 
 log = logging.getLogger(__name__)
 
