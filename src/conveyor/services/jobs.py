@@ -171,6 +171,10 @@ class JobService:
     def get(self, principal: Principal, job_id: int) -> RowMapping:
         return self.store.jobs.get(scope_of(principal), job_id)
 
+    def tag(self, principal: Principal, job_id: int) -> tuple[str, int, int]:
+        """(uuid, row version, newest log id) of a job the key can see: the inputs of its ETags."""
+        return self.store.jobs.tag(scope_of(principal), job_id)
+
     def history(self, principal: Principal, query: HistoryQuery) -> HistoryPage:
         visible = principal.visible_projects()
         if query.project_id is not None and visible is not None and query.project_id not in visible:

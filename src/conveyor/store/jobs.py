@@ -282,6 +282,24 @@ class JobRepository:
             raise NotFound(f"Job {job_id} not found.", job_id=job_id)
         return rows[0]
 
+    def tag(self, scope: Scope, job_id: int) -> tuple[str, int, int]:
+        """What the job's ETags are made of, in one indexed read: its uuid, its row ``version``
+        (bumped by every update) and its newest log id (0 without logs). 404 outside the scope."""
+        newest_log = (
+            select(func.coalesce(func.max(job_logs.c.id), 0))
+            .where(job_logs.c.job_id == jobs.c.id)
+            .scalar_subquery()
+        )
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(jobs.c.uuid, jobs.c.version, newest_log).where(
+                    jobs.c.id == job_id, *scope_clauses(scope)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"Job {job_id} not found.", job_id=job_id)
+        return str(row[0]), int(row[1]), int(row[2])
+
     @staticmethod
     def fetch_rows(
         conn: Connection,

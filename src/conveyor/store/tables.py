@@ -136,6 +136,16 @@ jobs = Table(
     Column("source_collection_id", Integer, nullable=True),
     Column("source_collection", JSONType, nullable=True),
     Column("source_item", JSONType, nullable=True),
+    # Bumped by every UPDATE of the row through SQLAlchemy Core (migration 0008): the job's
+    # representation version, behind the API's ETags (api/conditional.py).
+    Column(
+        "version",
+        BigInteger,
+        nullable=False,
+        default=1,
+        server_default=text("1"),
+        onupdate=literal_column("version + 1"),
+    ),
 )
 # History: the scope always pins account_id, so each filter's index starts with it and ends in
 # the ordering column + id (keyset pages walk the index; no sort).

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from conveyor import exports
+from conveyor.api import conditional
+from conveyor.api.conditional import NOT_MODIFIED_DOC
 from conveyor.api.deps import BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
 from conveyor.api.schemas.common import DB_INT32_MAX, DB_INT_MAX
 from conveyor.api.schemas.jobs import (
@@ -38,12 +40,32 @@ def _permissions(principal: Principal) -> list[str]:
 
 
 def job_response(
-    jobs: JobService, principal: Principal, job_id: int, base: str, status_code: int = 200
+    jobs: JobService,
+    principal: Principal,
+    job_id: int,
+    base: str,
+    status_code: int = 200,
+    request: Request | None = None,
 ) -> JSONResponse:
+    """The job's detail; with ``request`` (a GET) tagged with its ETag."""
     row = jobs.get(principal, job_id)
     logs = jobs.store.jobs.recent_logs(job_id, jobs.settings.job_log_lines_in_detail)  # newest first
     body = present_job(row, base, logs=logs, permissions=_permissions(principal))
-    return JSONResponse(body, status_code=status_code)
+    response = JSONResponse(body, status_code=status_code)
+    if request is None:
+        return response
+    etag = _detail_etag(request, principal, base, row["uuid"], row["version"], logs[0]["id"] if logs else 0)
+    return conditional.tagged(response, etag)
+
+
+def _detail_etag(
+    request: Request, principal: Principal, base: str, uuid: str, version: int, newest_log: int
+) -> str:
+    """The detail's weak ETag: the job's row version and newest log id (the detail shows recent
+    lines), the URL, base and the caller's permissions (both shape the body)."""
+    return conditional.make_etag(
+        "job", str(request.url), base, _permissions(principal), uuid, version, newest_log
+    )
 
 
 def _page_link(request: Request, **changes: Any) -> str:
@@ -56,7 +78,14 @@ def _page_link(request: Request, **changes: Any) -> str:
     return str(request.url.replace_query_params(**params))
 
 
-@router.get("/", response_model=JobPage, summary="Job history: filter, order and page through jobs")
+@router.get(
+    "/",
+    response_model=JobPage,
+    summary="Job history: filter, order and page through jobs",
+    description="Answers with a weak `ETag` over the page (its jobs' versions, the count, the links); "
+    "with a matching `If-None-Match` the answer is `304 Not Modified` without a body.",
+    responses=NOT_MODIFIED_DOC,
+)
 def list_jobs(
     request: Request,
     jobs: JobsDep,
@@ -93,7 +122,7 @@ def list_jobs(
         int | None, Query(ge=0, le=DB_INT_MAX, description="Offset paging (slow deep down; prefer `cursor`).")
     ] = None,
     cursor: Annotated[str | None, Query(description="Opaque keyset cursor from `next`/`previous`.")] = None,
-) -> JSONResponse:
+) -> Response:
     size = min(limit or settings.default_page_size, settings.max_page_size)
     query = HistoryQuery(
         statuses=resolve_status_filter(status) if status else None,
@@ -127,15 +156,28 @@ def list_jobs(
         prev_link = (
             _page_link(request, cursor=page.previous_cursor, limit=size) if page.previous_cursor else None
         )
-    return JSONResponse(
-        {
-            "count": page.count,
-            "count_exact": page.count_exact,
-            "next": next_link,
-            "previous": prev_link,
-            "results": [present_job(row, base, permissions=permissions) for row in page.rows],
-        }
+    etag = conditional.make_etag(
+        "history",
+        str(request.url),
+        base,
+        permissions,
+        page.count,
+        page.count_exact,
+        next_link,
+        prev_link,
+        [(row["id"], row["uuid"], row["version"]) for row in page.rows],
     )
+    hit = conditional.not_modified(request, etag)  # no presenting or serialising for a 304
+    if hit is not None:
+        return hit
+    body = {
+        "count": page.count,
+        "count_exact": page.count_exact,
+        "next": next_link,
+        "previous": prev_link,
+        "results": [present_job(row, base, permissions=permissions) for row in page.rows],
+    }
+    return conditional.tagged(JSONResponse(body), etag)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -165,9 +207,27 @@ def create_job(
     return job_response(jobs, principal, job_id, base, status_code=201)
 
 
-@router.get("/{job_id}/", response_model=JobOut, summary="One job with progress, counters and recent logs")
-def get_job(job_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
-    return job_response(jobs, principal, job_id, base)
+@router.get(
+    "/{job_id}/",
+    response_model=JobOut,
+    summary="One job with progress, counters and recent logs",
+    description="Answers with a weak `ETag`; send it back in `If-None-Match` to get `304 Not Modified` "
+    "(no body) while nothing visible changed: counters, status, stages, recent log lines, timestamps.",
+    responses=NOT_MODIFIED_DOC,
+)
+def get_job(
+    request: Request, job_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+) -> Response:
+    if request.headers.get("if-none-match"):  # one indexed read decides a 304
+        uuid, version, newest_log = jobs.tag(principal, job_id)
+        if jobs.settings.job_log_lines_in_detail <= 0:
+            newest_log = 0
+        hit = conditional.not_modified(
+            request, _detail_etag(request, principal, base, uuid, version, newest_log)
+        )
+        if hit is not None:
+            return hit
+    return job_response(jobs, principal, job_id, base, request=request)
 
 
 @router.delete(
@@ -213,7 +273,12 @@ def _item_statuses(status: str | None) -> list[str] | None:
 
 
 @router.get(
-    "/{job_id}/items/", response_model=ItemPage, summary="The job's items with status, result and error"
+    "/{job_id}/items/",
+    response_model=ItemPage,
+    summary="The job's items with status, result and error",
+    description="Answers with a weak `ETag` (every item change bumps the job's version); with a "
+    "matching `If-None-Match` the answer is `304 Not Modified` without a body.",
+    responses=NOT_MODIFIED_DOC,
 )
 def list_items(
     request: Request,
@@ -228,16 +293,24 @@ def list_items(
         int, Query(ge=-1, le=DB_INT32_MAX, description="Return items with `seq` greater than this.")
     ] = -1,
     limit: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
-) -> JSONResponse:
+) -> Response:
     size = min(limit or settings.default_page_size, settings.max_page_size)
+    # Every item write (write-back, finish, retry, upload close) updates the job row in the same
+    # transaction, so the job's version tags the items. Read before the items: a write landing in
+    # between gives an older tag for a newer body, which only costs one more 200 later.
+    uuid, version, _ = jobs.tag(principal, job_id)
+    _item_statuses(status)  # a bad filter is a 422 even when the tag would match
+    etag = conditional.make_etag("items", str(request.url), uuid, version)
+    hit = conditional.not_modified(request, etag)
+    if hit is not None:
+        return hit
     count, rows = jobs.items(
         principal, job_id, statuses=_item_statuses(status), after_seq=after, limit=size + 1
     )
     more, rows = len(rows) > size, rows[:size]  # one extra row tells whether a next page exists
     next_link = _page_link(request, after=rows[-1]["seq"], limit=size) if more else None
-    return JSONResponse(
-        {"count": count, "next": next_link, "previous": None, "results": [present_item(r) for r in rows]}
-    )
+    body = {"count": count, "next": next_link, "previous": None, "results": [present_item(r) for r in rows]}
+    return conditional.tagged(JSONResponse(body), etag)
 
 
 @router.get(
