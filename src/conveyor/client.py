@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+CACHED_URLS = 64  # conditional GETs: the last ETag and body of this many URLs are kept
 TERMINAL_STATUSES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"})
 ExportFormat = Literal["json", "jsonl", "csv"]
 Job = dict[str, Any]
@@ -113,6 +114,8 @@ class ConveyorClient:
         if self.key:
             headers["Authorization"] = f"Token {self.key}"
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        # URL -> (ETag, body bytes) of the last 200 of a job read; oldest first (bounded).
+        self._cached: dict[str, tuple[str, bytes]] = {}
 
     def __enter__(self) -> ConveyorClient:
         return self
@@ -143,6 +146,31 @@ class ConveyorClient:
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         return self._request(method, path, **kw).json()
+
+    def _get_revalidated(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET with ``If-None-Match``: the server's ``304 Not Modified`` reuses the body kept
+        with that ETag (the job reads answer with one); a poll of an unchanged job costs the
+        server one small read and sends no body. The cache is per URL and bounded."""
+        request = self._http.build_request("GET", path, params=_clean(params))
+        url = str(request.url)
+        kept = self._cached.get(url)
+        if kept is not None:
+            request.headers["If-None-Match"] = kept[0]
+        try:
+            response = self._http.send(request)
+        except httpx.TransportError as exc:
+            raise ConveyorConnectionError(f"Cannot reach Conveyor at {self.url}: {exc}") from exc
+        if response.status_code == 304 and kept is not None:
+            self._cached[url] = self._cached.pop(url)  # most recently used last
+            return json.loads(kept[1])
+        _raise_for_status(response)
+        etag = response.headers.get("ETag")
+        self._cached.pop(url, None)
+        if etag:
+            self._cached[url] = (etag, response.content)
+            while len(self._cached) > CACHED_URLS:
+                del self._cached[next(iter(self._cached))]
+        return response.json()
 
     @contextmanager
     def _stream(self, path: str, params: Mapping[str, Any]) -> Iterator[httpx.Response]:
@@ -316,7 +344,7 @@ class ConveyorClient:
     # ------------------------------------------------------------------ jobs: reads
     def get_job(self, job_id: int) -> Job:
         """One job with counters, progress (``progress.summary``, ``progress.stages``) and timings."""
-        job: Job = self._json("GET", f"/api/v2/jobs/{job_id}/")
+        job: Job = self._get_revalidated(f"/api/v2/jobs/{job_id}/")
         return job
 
     def list_jobs(
@@ -360,7 +388,7 @@ class ConveyorClient:
             "offset": offset,
             "cursor": cursor,
         }
-        page: dict[str, Any] = self._json("GET", "/api/v2/jobs/", params=params)
+        page: dict[str, Any] = self._get_revalidated("/api/v2/jobs/", params)
         return page
 
     def iter_jobs(self, *, page_size: int = 200, **filters: Any) -> Iterator[Job]:
@@ -379,8 +407,8 @@ class ConveyorClient:
         self, job_id: int, *, status: str | None = None, after: int = -1, limit: int | None = None
     ) -> dict[str, Any]:
         """One page of the job's items (``seq`` greater than ``after``), with result and error."""
-        page: dict[str, Any] = self._json(
-            "GET", f"/api/v2/jobs/{job_id}/items/", params={"status": status, "after": after, "limit": limit}
+        page: dict[str, Any] = self._get_revalidated(
+            f"/api/v2/jobs/{job_id}/items/", {"status": status, "after": after, "limit": limit}
         )
         return page
 
