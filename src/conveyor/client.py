@@ -12,6 +12,9 @@ Every call returns the server's JSON as plain dicts (the shapes are documented i
 server's OpenAPI page, ``/docs``). A non-2xx answer raises :class:`ConveyorAPIError` with
 the server's own error code and message; a server that cannot be reached raises
 :class:`ConveyorConnectionError`. Only ``httpx`` and the standard library are needed.
+
+The job reads (``get_job``, ``list_jobs``, ``items``) revalidate: the last ETag and body of each
+URL are kept and sent as ``If-None-Match``; a ``304 Not Modified`` reuses the kept body.
 """
 
 from __future__ import annotations

@@ -203,3 +203,10 @@ def test_client_polls_reuse_cached_bodies(server: Server, client: httpx.Client) 
             assert read() == read()
             assert transport.statuses == [200, 304]
         assert wait_for(lambda: conveyor.list_jobs(search=job["name"])["count"] == 1, timeout=5)
+
+
+def test_openapi_documents_the_304(client: httpx.Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/v2/jobs/", "/api/v2/jobs/{job_id}/", "/api/v2/jobs/{job_id}/items/"):
+        assert "304" in paths[path]["get"]["responses"], path
+        assert "ETag" in paths[path]["get"]["description"], path
