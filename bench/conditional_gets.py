@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from api_reads import seed_jobs
 from common import bench_env, emit, log, machine_info, postgres_database, running_server, summarize, temp_dir
 
 
@@ -62,21 +63,7 @@ def main(argv: list[str] | None = None) -> None:
             env = bench_env(data_dir, database_url=database_url)
             with running_server(data_dir, workers=1, env=env) as server, server.client() as client:
                 log(f"seeding {args.jobs} jobs")
-                ids = []
-                for index in range(args.jobs):
-                    body = {
-                        "name": f"etag-{index}",
-                        "pipeline": "test-delay",
-                        "inputs": [{"name": f"in-{i}", "kind": "text", "data": f"x{i}"} for i in range(5)],
-                    }
-                    response = client.post("/api/v2/jobs/?start_now=true", json=body)
-                    response.raise_for_status()
-                    ids.append(response.json()["id"])
-                deadline = time.monotonic() + 300
-                while client.get("/api/v2/jobs/", params={"status": "pending"}).json()["count"]:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("seed jobs did not finish")
-                    time.sleep(0.1)
+                ids = [job["id"] for job in seed_jobs(client, args.jobs, items=5)]
                 reads = {
                     "detail": f"/api/v2/jobs/{ids[0]}/",
                     "items": f"/api/v2/jobs/{ids[0]}/items/",
