@@ -61,13 +61,48 @@ class Settings(BaseSettings):
     # Input caps (a request over any of them gets 413, nothing is stored)
     max_inputs_per_job: int = Field(default=1_000_000, ge=1)
     max_input_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
-    max_job_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    max_job_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Cap of the bytes one job's inputs bring with the request (inline, uploads); "
+        "default: none, the blob store's disk and the per-request cap are the limits.",
+    )
     max_request_bytes: int = Field(default=768 * 1024 * 1024, ge=1)
     max_form_field_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1, description="Cap of a non-file field (the job JSON) of an upload."
     )
 
-    # Inputs given by reference (fetched at submit; see conveyor.inputs)
+    # Bytes that arrive with a request (inline base64, uploads, Modzy chunks) go to the blob store;
+    # items keep only a ref, size and sha256 (conveyor.blobs).
+    blob_url: str | None = Field(
+        default=None,
+        description="Blob store: `file:///path` or `s3://bucket/prefix` (distributed mode: every "
+        "worker must reach it); default: file:// under data_dir/blobs.",
+    )
+    blob_inline_bytes: int = Field(
+        default=1024,
+        ge=0,
+        description="Inline inputs up to this many bytes stay in the item row instead of the blob store.",
+    )
+
+    # Inputs given by reference: checked at submit, listed by the `collect` stage, fetched by workers
+    # (see conveyor.inputs and conveyor.worker.fetching).
+    fetch_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Inputs a worker process fetches at once ahead of its model (bounded prefetch).",
+    )
+    fetch_retries: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="Retries of a fetch that failed on a connection error, timeout, 429 or 5xx "
+        "(exponential backoff); then the item fails with `input_unavailable`.",
+    )
+    fetch_backoff_seconds: float = Field(
+        default=0.25, ge=0, description="First fetch retry's wait; it doubles per retry, capped at 10 s."
+    )
     allow_private_urls: bool = Field(
         default=False,
         description="Let URL inputs reach loopback, private, link-local and multicast addresses.",
@@ -159,6 +194,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'conveyor.db').resolve()}"
+
+    @property
+    def job_bytes_cap(self) -> int:
+        """``max_job_bytes``, or no practical cap when it is unset."""
+        return self.max_job_bytes if self.max_job_bytes is not None else 2**62
 
     @property
     def resolved_heartbeat_seconds(self) -> float:

@@ -70,6 +70,7 @@ class ChunkStatus(StrEnum):
 class ChunkKind(StrEnum):
     ITEMS = "items"
     DELAY = "delay"
+    COLLECT = "collect"  # lists the job's S3 prefixes and manifests into items (inputs by reference)
 
 
 # History filter groups (Modzy's names) on top of every canonical state.

@@ -28,6 +28,8 @@ class JobContext:
     explain: bool
     delay: float
     deadline_at: datetime | None
+    output: dict[str, Any] | None = None  # where finished items go as sharded JSONL: {"uri": ...}
+    secret: str | None = field(default=None, repr=False)  # per-job S3 credentials, encrypted
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,15 @@ class Claim:
 
 @dataclass(frozen=True)
 class ItemInput:
+    """An item as a pipeline sees it. ``ref`` (http(s)://, s3://, blob:, collection-item:) is
+    where its bytes are read just before the model needs them, when they are not in ``data``."""
+
     id: int
     seq: int
     name: str
     kind: str
     data: bytes
+    ref: str | None = None
 
 
 @dataclass

@@ -66,9 +66,9 @@ class CollectionService:
             if len(rows) >= self.settings.max_inputs_per_job:
                 raise TooLarge(f"More than {self.settings.max_inputs_per_job} inputs in one request.")
             total += len(decoded.data)
-            if total > self.settings.max_job_bytes:
+            if total > self.settings.job_bytes_cap:
                 raise TooLarge(
-                    f"The inputs exceed the cap of {self.settings.max_job_bytes} bytes per request."
+                    f"The inputs exceed the cap of {self.settings.job_bytes_cap} bytes per request."
                 )
             rows.append(
                 {
@@ -127,7 +127,7 @@ class CollectionService:
                 method=method,
                 limit=limit,
                 max_items=self.settings.max_inputs_per_job,
-                max_bytes=self.settings.max_job_bytes,
+                max_bytes=self.settings.job_bytes_cap,
             )
             if not rows:
                 raise InvalidInput(f"Collection {collection_id} has no items to run over.")

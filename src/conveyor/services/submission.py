@@ -69,6 +69,8 @@ class JobRequest:
     method: str = "all"
     source_item_id: int | None = None  # ... or over one stored item
     s3_credentials: S3Credentials | None = field(default=None, repr=False)  # this request's S3 inputs only
+    output: dict[str, Any] | None = None  # {"uri": "s3://bucket/prefix/" | "file:///..."}: sharded JSONL
+    fetch: str = "by_reference"  # or "at_submit": fetch URL/S3 inputs now, a 4xx if one cannot be read
 
 
 @dataclass(frozen=True)
@@ -286,8 +288,8 @@ class Submissions:
                 raise TooLarge(f"More than the cap of {self.settings.max_inputs_per_job} inputs per job.")
             decoded = as_pipeline_kind(acquired, accepted, pipeline_cls.slug)
             total_bytes += len(decoded.data)
-            if total_bytes > self.settings.max_job_bytes:
-                raise TooLarge(f"The job's inputs exceed the cap of {self.settings.max_job_bytes} bytes.")
+            if total_bytes > self.settings.job_bytes_cap:
+                raise TooLarge(f"The job's inputs exceed the cap of {self.settings.job_bytes_cap} bytes.")
             kinds[decoded.kind] = kinds.get(decoded.kind, 0) + 1
             rows.append(
                 {

@@ -27,7 +27,7 @@ class UploadService:
         if not data:
             raise InvalidInput("Empty chunk: send the bytes of the input as the multipart field `input`.")
         caps = UploadCaps(
-            self.settings.max_input_bytes, self.settings.max_job_bytes, self.settings.max_inputs_per_job
+            self.settings.max_input_bytes, self.settings.job_bytes_cap, self.settings.max_inputs_per_job
         )
         return self.store.uploads.append(scope_of(principal), job_id, item, input_name, data, caps)
 

@@ -39,7 +39,19 @@ class Dialect:
 
 
 # The order of the tuples insert_items builds; used by both the INSERT and the COPY.
-ITEM_COLUMNS = ("job_id", "seq", "name", "kind", "byte_size", "data", "status", "attempts", "source")
+ITEM_COLUMNS = (
+    "job_id",
+    "seq",
+    "name",
+    "kind",
+    "byte_size",
+    "data",
+    "status",
+    "attempts",
+    "source",
+    "ref",
+    "sha256",
+)
 
 
 def item_insert_sql(dialect: Dialect) -> str:
@@ -55,10 +67,12 @@ def insert_items(conn: Connection, dialect: Dialect, job_id: int, rows: Sequence
             r["name"],
             r["kind"],
             r["byte_size"],
-            r["data"],
+            r.get("data"),
             r["status"],
             r.get("attempts", 0),
             r.get("source"),
+            r.get("ref"),
+            r.get("sha256"),
         )
         for r in rows
     ]
@@ -160,7 +174,7 @@ def pending_items(
 ) -> list[tuple[Any, ...]]:
     m = dialect.mark
     sql = (
-        f"SELECT id, seq, name, kind, data FROM items WHERE job_id={m} AND seq >= {m} AND seq <= {m} "
+        f"SELECT id, seq, name, kind, data, ref FROM items WHERE job_id={m} AND seq >= {m} AND seq <= {m} "
         f"AND status='PENDING' ORDER BY seq"
     )
     return list(conn.exec_driver_sql(sql, (job_id, first, last)).fetchall())

@@ -146,7 +146,7 @@ class ChunkRepository:
     def pending_items(self, claim: Claim) -> list[ItemInput]:
         with self.db.read() as conn:
             rows = bulk.pending_items(conn, self.dialect, claim.job_id, claim.first_seq, claim.last_seq)
-        return [ItemInput(r[0], r[1], r[2], r[3], bytes(r[4] or b"")) for r in rows]
+        return [ItemInput(r[0], r[1], r[2], r[3], bytes(r[4] or b""), r[5]) for r in rows]
 
     def heartbeat(
         self, claim: Claim, lease_seconds: float, *, delay_progress: float | None = None
@@ -319,6 +319,8 @@ def _context(conn: Connection, job_id: int) -> JobContext | None:
             jobs.c.explain,
             jobs.c.delay,
             jobs.c.deadline_at,
+            jobs.c.output,
+            jobs.c.secret,
             pipelines.c.slug,
         )
         .select_from(jobs.outerjoin(pipelines, pipelines.c.id == jobs.c.pipeline_id))
@@ -334,6 +336,8 @@ def _context(conn: Connection, job_id: int) -> JobContext | None:
         bool(row.explain),
         float(row.delay or 0),
         row.deadline_at,
+        output=row.output,
+        secret=row.secret,
     )
 
 

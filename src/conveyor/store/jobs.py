@@ -58,6 +58,12 @@ class NewJob:
     source_collection_id: int | None = None
     source_collection: dict[str, Any] | None = None
     source_item: dict[str, Any] | None = None
+    # Inputs by reference (migration 0009): what the `collect` stage lists, where results go,
+    # the blob-store prefix of the request's bytes, encrypted per-job credentials.
+    collect: dict[str, Any] | None = None
+    output: dict[str, Any] | None = None
+    blob_prefix: str | None = None
+    secret: str | None = field(default=None, repr=False)
 
     def values(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

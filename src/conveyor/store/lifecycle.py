@@ -108,6 +108,7 @@ def finish(conn: Connection, job_id: int, target: JobStatus, cause: str) -> Tran
             "canceled": jobs.c.canceled + canceled,
             "finished_at": now,
             "elapsed_time_ms": ms_between(started_at, now),
+            "secret": None,  # per-job credentials are erased when the job ends
         },
     )
     if done is not None:

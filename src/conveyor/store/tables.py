@@ -136,6 +136,14 @@ jobs = Table(
     Column("source_collection_id", Integer, nullable=True),
     Column("source_collection", JSONType, nullable=True),
     Column("source_item", JSONType, nullable=True),
+    # Inputs by reference (migration 0009): what the `collect` stage still has to list (S3
+    # prefixes, manifests) and how far it got; where results are written (sharded JSONL); the
+    # blob-store prefix of the bytes that came with the request (deleted with the job); per-job
+    # credentials (Modzy aws-s3), encrypted under the server secret, erased when the job ends.
+    Column("collect", JSONType, nullable=True),
+    Column("output", JSONType, nullable=True),
+    Column("blob_prefix", String(200), nullable=True),
+    Column("secret", Text, nullable=True),
     # Bumped by every UPDATE of the row through SQLAlchemy Core (migration 0008): the job's
     # representation version, behind the API's ETags (api/conditional.py).
     Column(
@@ -208,6 +216,10 @@ items = Table(
     Column("result", JSONType, nullable=True),
     Column("error", Text, nullable=True),
     Column("source", Text, nullable=True),  # where the bytes came from: URL, s3://…, upload:, collection:
+    # Where a worker reads the bytes when ``data`` is NULL (migration 0009): http(s)://…, s3://…,
+    # blob:<key> (the blob store), collection-item:<id>. ``sha256`` of blob-stored bytes.
+    Column("ref", Text, nullable=True),
+    Column("sha256", String(64), nullable=True),
     UniqueConstraint("job_id", "seq"),
 )
 Index("ix_items_job_status_seq", items.c.job_id, items.c.status, items.c.seq)
@@ -339,11 +351,28 @@ collection_items = Table(
     Column("name", String(500), nullable=False),
     Column("kind", String(20), nullable=False),
     Column("byte_size", Integer, nullable=False),
-    Column("data", LargeBinary, nullable=False),
+    Column("data", LargeBinary, nullable=False),  # empty when the bytes are in the blob store (ref)
     Column("source", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("ref", Text, nullable=True),
+    Column("sha256", String(64), nullable=True),
 )
 Index("ix_collection_items_collection_id", collection_items.c.collection_id, collection_items.c.id)
+
+# Result shards written to a job's output (migration 0009): one row per shard file, upserted by
+# name, so a shard rewritten after a worker's crash is counted once.
+output_shards = Table(
+    "output_shards",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("chunk_id", BigId, nullable=True),
+    Column("items", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("written_at", UTCDateTime, nullable=False),
+    UniqueConstraint("job_id", "name"),
+)
 
 # Remote processing services (migration 0007): HTTP services speaking Antenna's processing-service
 # protocol, registered by an account's owner. Their pipelines are mirrored into ``pipelines`` as

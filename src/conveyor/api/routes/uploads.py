@@ -50,7 +50,7 @@ UPLOAD_BODY: dict[str, Any] = {
 def upload_limits(settings: Settings) -> UploadLimits:
     return UploadLimits(
         max_file_bytes=settings.max_input_bytes,
-        max_total_bytes=settings.max_job_bytes,
+        max_total_bytes=settings.job_bytes_cap,
         max_request_bytes=settings.max_request_bytes,
         max_field_bytes=settings.max_form_field_bytes,
         max_files=settings.max_inputs_per_job,
