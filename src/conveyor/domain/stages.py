@@ -24,6 +24,7 @@ class Stage:
 
 
 DELAY_STAGE = StageDef("delay", "Delay")
+COLLECT_STAGE = StageDef("collect", "Collect")
 RESULTS_STAGE = StageDef("results", "Results")
 
 
@@ -40,8 +41,13 @@ def derive_stages(
     total: int,
     done: int,
     params: dict[str, list[dict[str, Any]]],
+    collect: dict[str, Any] | None = None,
 ) -> list[Stage]:
-    """Stage list: [delay] + the pipeline's own stages + results.
+    """Stage list: [delay] + [collect] + the pipeline's own stages + results.
+
+    ``collect`` (a job over S3 prefixes or manifests) lists inputs while items are processed:
+    STARTED until listing ends (its params count what was listed), then SUCCESS; its progress
+    is 0 until then, since the length of a listing is not known before its end.
 
     The item-processing stages share the item progress; a stage is CREATED until work
     reaches it, STARTED while it runs, and takes the job's terminal state at the end.
@@ -57,7 +63,31 @@ def derive_stages(
         else:
             delay_status = "CREATED" if not_started and delay_progress == 0 else "STARTED"
         stages.append(Stage(DELAY_STAGE.key, DELAY_STAGE.name, delay_status, round(delay_progress, 4)))
+    if collect is not None:
+        collected = bool(collect.get("done"))
+        if collected:
+            collect_status = "SUCCESS"
+        elif finished:
+            collect_status = _terminal_stage_status(status)
+        else:
+            collect_status = "CREATED" if not_started else "STARTED"
+        stages.append(
+            Stage(
+                COLLECT_STAGE.key,
+                COLLECT_STAGE.name,
+                collect_status,
+                1.0 if collected else 0.0,
+                [
+                    {"name": "sources", "value": len(collect.get("sources", []))},
+                    {"name": "entries_listed", "value": int(collect.get("listed", 0))},
+                    {"name": "bytes_declared", "value": int(collect.get("bytes", 0))},
+                ],
+            )
+        )
+    listing = collect is not None and not collect.get("done")
     items_progress = 1.0 if total == 0 else done / total
+    if listing and not finished:
+        items_progress = min(items_progress, 0.99)  # more items may still be listed
     delay_done = delay <= 0 or delay_progress >= 1.0
     for definition in pipeline_stages:
         if finished:
@@ -77,7 +107,7 @@ def derive_stages(
         )
     )
     for stage in stages:
-        stage.params = list(params.get(stage.key, []))
+        stage.params = stage.params + list(params.get(stage.key, []))
     return stages
 
 

@@ -17,6 +17,11 @@ class DecodedInput:
     kind: str
     data: bytes
     source: str | None = None  # where the bytes came from (a URL, an S3 key, a file name)
+    #: Inputs by reference: where a worker reads the bytes (``data`` is then empty), and the
+    #: size a listing declared (0 when unknown).
+    ref: str | None = None
+    size: int = 0
+    error: str | None = None  # a manifest line that is not an input: its item fails with this
 
 
 def decode(index: int, name: str | None, kind: str, data: str, *, max_bytes: int) -> DecodedInput:

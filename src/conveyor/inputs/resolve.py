@@ -8,6 +8,7 @@ job's transaction, so a bad reference is a 4xx naming the input and nothing is s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -80,13 +81,16 @@ def as_pipeline_kind(decoded: DecodedInput, accepted: set[str], pipeline: str) -
     """
     if decoded.kind in accepted:
         return decoded
+    if decoded.kind == BINARY and "text" in accepted and (decoded.ref is not None or decoded.error):
+        # Read by a worker later: it checks then that the bytes are UTF-8 text.
+        return dataclasses.replace(decoded, kind="text")
     if decoded.kind == BINARY and "text" in accepted:
         try:
             decoded.data.decode("utf-8")
         except UnicodeDecodeError:
             pass
         else:
-            return DecodedInput(decoded.name, "text", decoded.data, decoded.source)
+            return dataclasses.replace(decoded, kind="text")
     raise InvalidInput(
         f"Pipeline {pipeline!r} accepts inputs of kind {', '.join(sorted(accepted))}; "
         f"input {decoded.name!r} is {decoded.kind!r}.",

@@ -12,6 +12,7 @@ fetched at submit under the per-input byte cap; a prefix expands to at most
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,63 @@ class S3Source:
                 yield self._get(bucket, key_name, key_name.rsplit("/", 1)[-1] or key_name)
             return
         yield self._get(bucket, key, name or key.rsplit("/", 1)[-1] or f"input-{index}")
+
+    def check_bucket(self, bucket: str, label: str) -> None:
+        """The one call made at submit for a reference into ``bucket``: it exists and answers."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            reason = "no such bucket" if code in ("404", "NoSuchBucket", "NotFound") else str(exc)
+            raise InputUnavailable(f"Input {label!r}: s3://{bucket}: {reason}.", input=label) from None
+        except BotoCoreError as exc:
+            raise InputUnavailable(
+                f"Input {label!r}: cannot reach s3://{bucket}: {exc}", input=label
+            ) from None
+
+    def list_page(
+        self, bucket: str, prefix: str, start_after: str | None, max_keys: int, label: str
+    ) -> tuple[list[tuple[str, int]], str | None, bool]:
+        """One page of ``(key, size)`` under ``prefix`` after ``start_after`` (folder markers
+        skipped), the last key listed (the resume point) and whether more follow."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if start_after:
+            params["StartAfter"] = start_after
+        try:
+            page = self.client.list_objects_v2(**params)
+        except (BotoCoreError, ClientError) as exc:
+            raise InputUnavailable(
+                f"Input {label!r}: cannot list s3://{bucket}/{prefix}: {exc}", input=label
+            ) from None
+        contents = page.get("Contents", [])
+        last = contents[-1]["Key"] if contents else start_after
+        keys = [(obj["Key"], int(obj.get("Size", 0))) for obj in contents if not obj["Key"].endswith("/")]
+        return keys, last, bool(page.get("IsTruncated"))
+
+    @contextmanager
+    def lines(self, bucket: str, key: str, label: str) -> Iterator[Iterator[bytes]]:
+        """The lines of one object, streamed (a manifest)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            missing = code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
+            reason = "no such object" if missing else str(exc)
+            raise InputUnavailable(f"Input {label!r}: s3://{bucket}/{key}: {reason}.", input=label) from None
+        except BotoCoreError as exc:
+            raise InputUnavailable(
+                f"Input {label!r}: cannot fetch s3://{bucket}/{key}: {exc}", input=label
+            ) from None
+        try:
+            yield body.iter_lines()
+        finally:
+            body.close()
 
     def _expand(self, bucket: str, prefix: str, label: str) -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError

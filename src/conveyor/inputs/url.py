@@ -13,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -65,6 +67,17 @@ def resolve(host: str, port: int, label: str) -> list[IPAddress]:
 def fetch(url: str, label: str, policy: UrlPolicy) -> bytes:
     """The bytes at ``url``; a clear 4xx error naming the input when that is not possible."""
     deadline = time.monotonic() + policy.timeout
+    with stream(url, label, policy) as response:
+        try:
+            return _read_capped(response, label, policy, deadline)
+        except httpx.HTTPError as exc:
+            raise _unavailable(exc, label, url, policy) from None
+
+
+@contextmanager
+def stream(url: str, label: str, policy: UrlPolicy) -> Iterator[httpx.Response]:
+    """The open ``200`` response of ``url`` after its redirects, every hop checked; the body is
+    not read yet (a manifest is read as a stream of lines). A clear 4xx error otherwise."""
     timeout = httpx.Timeout(policy.timeout)
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         current = url
@@ -84,9 +97,8 @@ def fetch(url: str, label: str, policy: UrlPolicy) -> bytes:
                         input=label,
                         status=response.status_code,
                     )
-                return _read_capped(response, label, policy, deadline)
-            except httpx.HTTPError as exc:
-                raise _unavailable(exc, label, current, policy) from None
+                yield response
+                return
             finally:
                 response.close()
     raise InputUnavailable(

@@ -14,15 +14,18 @@ import random
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NotRequired
+from typing import Any, NotRequired, cast
 
 from sqlalchemy import RowMapping
 from typing_extensions import TypedDict
 
 from conveyor.domain.access import Principal, require_write
+from conveyor.domain.status import ItemStatus
 from conveyor.errors import InvalidInput, NotFound, TooLarge, UnknownPipeline
+from conveyor.inputs.collect import Collector
 from conveyor.inputs.inline import DecodedInput
-from conveyor.inputs.resolve import REFERENCE_KINDS, InputResolver, as_pipeline_kind
+from conveyor.inputs.references import Planned, ReferencePlanner
+from conveyor.inputs.resolve import BINARY, REFERENCE_KINDS, InputResolver, as_pipeline_kind
 from conveyor.inputs.s3 import S3Credentials
 from conveyor.inputs.upload import StagedFile
 from conveyor.pipelines import registry, remote
@@ -36,16 +39,21 @@ from conveyor.store.auth import DEFAULT_PROJECT
 from conveyor.store.jobs import NewJob
 
 JOB_TYPE_ML = "ml"
+FETCH_BY_REFERENCE = "by_reference"  # the default: items keep references, workers fetch them
+FETCH_AT_SUBMIT = "at_submit"  # fetch URL/S3 inputs during the request: a 4xx if one cannot be read
+FETCH_MODES = (FETCH_BY_REFERENCE, FETCH_AT_SUBMIT)
 JOB_TYPE_EXPORT = "data_export"
 FETCH_AHEAD = 8  # URL / S3 inputs fetched at once during a submission
 
 
 class InputSpec(TypedDict):
-    """One input as submitted: ``kind`` (text | base64 | url | s3), ``data``, optional ``name``."""
+    """One input as submitted: ``kind`` (text | base64 | url | s3 | manifest), ``data``, optional
+    ``name`` (and ``format`` for a manifest: jsonl | csv | text)."""
 
     kind: str
     data: str
     name: NotRequired[str | None]
+    format: NotRequired[str | None]
 
 
 @dataclass
@@ -70,7 +78,7 @@ class JobRequest:
     source_item_id: int | None = None  # ... or over one stored item
     s3_credentials: S3Credentials | None = field(default=None, repr=False)  # this request's S3 inputs only
     output: dict[str, Any] | None = None  # {"uri": "s3://bucket/prefix/" | "file:///..."}: sharded JSONL
-    fetch: str = "by_reference"  # or "at_submit": fetch URL/S3 inputs now, a 4xx if one cannot be read
+    fetch: str = FETCH_BY_REFERENCE
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,16 @@ class Submissions:
                 f"{len(request.inputs) + len(request.files)} inputs is more than the cap of "
                 f"{self.settings.max_inputs_per_job} per job."
             )
-        acquired = iter(stored.inputs) if stored is not None else self._acquire(request)
+        sources: list[dict[str, Any]] = []
+        if stored is not None:
+            acquired: Iterable[DecodedInput] = iter(stored.inputs)
+        elif request.fetch == FETCH_AT_SUBMIT:
+            acquired = self._acquire(request)
+        else:
+            planned = self._plan_references(request)
+            acquired, sources = itertools.chain(planned.items, self._staged(request)), planned.sources
+        if sources and request.shuffle:
+            raise InvalidInput("`shuffle` cannot be combined with S3 prefixes or manifests (listed later).")
         rows, total_bytes, kinds = self._item_rows(pipeline_cls, acquired, request.limit)
         self.quotas.check(principal, total_bytes)
         if request.shuffle:
@@ -170,7 +187,9 @@ class Submissions:
                 "kinds": kinds,
                 "count": len(rows),
                 **({"open": True} if open_for_uploads else {}),
+                **({"collect_sources": len(sources)} if sources else {}),
             },
+            collect=self._collect_plan(pipeline_cls, sources, len(rows), request.limit),
             input_byte_amount=total_bytes,
             submitted_by=principal.key_prefix,
             **(stored.job_values if stored is not None else {}),
@@ -220,6 +239,35 @@ class Submissions:
         return project_id
 
     # ------------------------------------------------------------ inputs
+    def _plan_references(self, request: JobRequest) -> Planned:
+        """The request's inputs by reference: checked, not fetched (see inputs/references.py)."""
+        specs = request.inputs[: request.limit] if request.limit is not None else request.inputs
+        collector = Collector(self.settings, credentials=request.s3_credentials)
+        return ReferencePlanner(self.resolver, collector).plan(cast("list[dict[str, Any]]", specs))
+
+    def _collect_plan(
+        self, pipeline_cls: type[Pipeline], sources: list[dict[str, Any]], listed: int, limit: int | None
+    ) -> dict[str, Any] | None:
+        """What the job's collect stage lists, after the ``listed`` items given directly."""
+        if not sources or (limit is not None and listed >= limit):
+            return None
+        accepted = pipeline_cls.input_kinds
+        return {
+            "sources": sources,
+            "item_kind": BINARY if BINARY in accepted else "text",
+            "limit": limit,
+            "max_items": self.settings.max_inputs_per_job,
+            "next_seq": listed,
+            "cursor": {"source": 0, "position": {}},
+            "listed": 0,
+            "bytes": 0,
+            "done": False,
+        }
+
+    def _staged(self, request: JobRequest) -> Iterator[DecodedInput]:
+        for staged in request.files:
+            yield self.resolver.staged(staged)
+
     def _stored_source(self, principal: Principal, request: JobRequest) -> StoredSource | None:
         given = [
             request.collection_id is not None,
@@ -291,15 +339,18 @@ class Submissions:
             if total_bytes > self.settings.job_bytes_cap:
                 raise TooLarge(f"The job's inputs exceed the cap of {self.settings.job_bytes_cap} bytes.")
             kinds[decoded.kind] = kinds.get(decoded.kind, 0) + 1
+            by_reference = decoded.ref is not None or decoded.error is not None
             rows.append(
                 {
                     "seq": index,
                     "name": decoded.name,
                     "kind": decoded.kind,
-                    "byte_size": len(decoded.data),
-                    "data": decoded.data,
+                    "byte_size": decoded.size if by_reference else len(decoded.data),
+                    "data": None if by_reference else decoded.data,
                     "source": decoded.source,
-                    "status": "PENDING",
+                    "ref": decoded.ref,
+                    "status": ItemStatus.FAILURE.value if decoded.error else ItemStatus.PENDING.value,
+                    "error": f"invalid_input: {decoded.error}" if decoded.error else None,
                     "attempts": 0,
                 }
             )

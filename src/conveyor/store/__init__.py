@@ -11,6 +11,7 @@ from conveyor.store.audit import AuditRepository
 from conveyor.store.auth import AuthRepository
 from conveyor.store.changes import ChangeFeed
 from conveyor.store.chunks import ChunkRepository
+from conveyor.store.collecting import CollectRepository
 from conveyor.store.collections import CollectionRepository
 from conveyor.store.database import Database
 from conveyor.store.history import HistoryRepository
@@ -34,6 +35,7 @@ class Store:
         self.db = Database(settings.resolved_database_url, pool_size=pool_size)
         self.jobs = JobRepository(self.db, chunk_size=settings.chunk_size)
         self.chunks = ChunkRepository(self.db)
+        self.collecting = CollectRepository(self.db)
         self.sweeping = SweepRepository(self.db)
         self.auth = AuthRepository(self.db)
         self.pipelines = PipelineRepository(self.db)

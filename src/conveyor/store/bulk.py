@@ -51,6 +51,7 @@ ITEM_COLUMNS = (
     "source",
     "ref",
     "sha256",
+    "error",
 )
 
 
@@ -73,6 +74,7 @@ def insert_items(conn: Connection, dialect: Dialect, job_id: int, rows: Sequence
             r.get("source"),
             r.get("ref"),
             r.get("sha256"),
+            r.get("error"),
         )
         for r in rows
     ]

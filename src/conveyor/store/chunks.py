@@ -154,7 +154,7 @@ class ChunkRepository:
         """Renew the lease. Returns the job's current state, or None if the lease is lost."""
         now = utcnow()
         with self.db.write() as conn:
-            if not _update_lease(conn, claim, lease_expires_at=now + timedelta(seconds=lease_seconds)):
+            if not update_lease(conn, claim, lease_expires_at=now + timedelta(seconds=lease_seconds)):
                 return None
             if delay_progress is not None:
                 conn.execute(
@@ -231,7 +231,7 @@ class ChunkRepository:
         values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds)}
         if complete:
             values.update(status=ChunkStatus.DONE.value, finished_at=now, lease_token=None)
-        return _update_lease(conn, claim, **values)
+        return update_lease(conn, claim, **values)
 
     def release(self, claim: Claim, *, requeue: bool) -> None:
         """Give a chunk back: re-queue it (shutdown) or drop it (job canceled or finished).
@@ -245,7 +245,7 @@ class ChunkRepository:
             values["status"] = ChunkStatus.QUEUED.value if requeue else ChunkStatus.DROPPED.value
             if not requeue:
                 values["finished_at"] = now
-            _update_lease(conn, claim, **values)
+            update_lease(conn, claim, **values)
             revoke_if_quiet(conn, claim.job_id)
 
     def finish_delay(self, claim: Claim) -> list[int]:
@@ -292,7 +292,7 @@ def _leased(claim: Claim) -> ColumnElement[bool]:
     )
 
 
-def _update_lease(conn: Connection, claim: Claim, **values: Any) -> bool:
+def update_lease(conn: Connection, claim: Claim, **values: Any) -> bool:
     """Update the claimed chunk if the lease still holds; False when it was lost."""
     return conn.execute(update(chunks).where(_leased(claim)).values(**values)).rowcount == 1
 

@@ -23,6 +23,8 @@ from conveyor.store.database import Database
 from conveyor.store.tables import chunks, items, job_events, job_logs, jobs, pipelines, projects
 
 ITEM_INSERT_BATCH = 5000
+#: Every job column but the encrypted per-job credentials, which no read ever returns.
+PRESENTED_JOB_COLUMNS = [c for c in jobs.c if c.name != "secret"]
 
 
 def scope_clauses(scope: Scope) -> list[Any]:
@@ -131,7 +133,7 @@ class JobRepository:
 
     def _run(self, conn: Connection, job_id: int, cause: str) -> Queued:
         job = conn.execute(
-            select(jobs.c.total, jobs.c.delay, jobs.c.timeout_ms).where(jobs.c.id == job_id)
+            select(jobs.c.total, jobs.c.delay, jobs.c.timeout_ms, jobs.c.collect).where(jobs.c.id == job_id)
         ).one()
         now = utcnow()
         deadline = now + timedelta(milliseconds=job.timeout_ms) if job.timeout_ms else None
@@ -151,7 +153,10 @@ class JobRepository:
             (first, min(first + self.chunk_size, job.total) - 1, min(self.chunk_size, job.total - first))
             for first in range(0, job.total, self.chunk_size)
         ]
-        return Queued(job_id, self._add_chunks(conn, job_id, ranges, delay=job.delay, now=now))
+        collect = job.collect is not None and not job.collect.get("done")
+        return Queued(
+            job_id, self._add_chunks(conn, job_id, ranges, delay=job.delay, collect=collect, now=now)
+        )
 
     def _add_chunks(
         self,
@@ -161,12 +166,17 @@ class JobRepository:
         *,
         delay: float,
         now: datetime,
+        collect: bool = False,
     ) -> list[int]:
+        """The job's chunks: its delay stage, its collect stage (listing S3 prefixes and
+        manifests into more items, which starts at once, beside the delay) and its items."""
         rows: list[dict[str, Any]] = []
         if delay > 0:
-            rows.append(_chunk_row(job_id, ChunkKind.DELAY, 0, -1, 0, ChunkStatus.QUEUED, now))
+            rows.append(chunk_row(job_id, ChunkKind.DELAY, 0, -1, 0, ChunkStatus.QUEUED, now))
+        if collect:
+            rows.append(chunk_row(job_id, ChunkKind.COLLECT, 0, -1, 0, ChunkStatus.QUEUED, now))
         item_state = ChunkStatus.BLOCKED if delay > 0 else ChunkStatus.QUEUED
-        rows.extend(_chunk_row(job_id, ChunkKind.ITEMS, a, b, n, item_state, now) for a, b, n in ranges)
+        rows.extend(chunk_row(job_id, ChunkKind.ITEMS, a, b, n, item_state, now) for a, b, n in ranges)
         if not rows:
             return []
         ids = conn.execute(
@@ -317,7 +327,7 @@ class JobRepository:
         """Job rows joined with their pipeline and project, for presentation."""
         query = (
             select(
-                jobs,
+                *PRESENTED_JOB_COLUMNS,
                 pipelines.c.slug.label("pipeline_slug"),
                 pipelines.c.name.label("pipeline_name"),
                 pipelines.c.description.label("pipeline_description"),
@@ -445,7 +455,7 @@ class JobRepository:
             raise NotFound(f"Job {job_id} not found.", job_id=job_id)
 
 
-def _chunk_row(
+def chunk_row(
     job_id: int, kind: ChunkKind, first: int, last: int, count: int, status: ChunkStatus, now: datetime
 ) -> dict[str, Any]:
     return {

@@ -125,17 +125,30 @@ def has_leased_chunks(conn: Connection, job_id: int) -> bool:
     return bool(count)
 
 
+def collecting(plan: dict[str, Any] | None) -> bool:
+    """Whether the job's collect stage is still listing inputs (its ``total`` may still grow)."""
+    return plan is not None and not plan.get("done")
+
+
 def finish_if_complete(conn: Connection, job_id: int) -> Transitioned | None:
-    """After counters changed: finish the job if all items are done or the failure policy is broken."""
+    """After counters changed: finish the job if all items are done or the failure policy is broken.
+
+    Neither is decided while the collect stage still lists inputs: ``total`` is not final then.
+    """
     row = conn.execute(
-        select(jobs.c.status, jobs.c.total, jobs.c.pending, jobs.c.failed, jobs.c.max_failed_ratio).where(
-            jobs.c.id == job_id
-        )
+        select(
+            jobs.c.status,
+            jobs.c.total,
+            jobs.c.pending,
+            jobs.c.failed,
+            jobs.c.max_failed_ratio,
+            jobs.c.collect,
+        ).where(jobs.c.id == job_id)
     ).first()
     if row is None:
         return None
     status = JobStatus(row.status)
-    if status not in (JobStatus.PENDING, JobStatus.STARTED, JobStatus.RETRY):
+    if status not in (JobStatus.PENDING, JobStatus.STARTED, JobStatus.RETRY) or collecting(row.collect):
         return None
     over_budget = row.failed > row.max_failed_ratio * row.total
     if over_budget:

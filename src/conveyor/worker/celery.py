@@ -93,13 +93,20 @@ _shutdown = threading.Event()
 HAND_BACK_SIGNAL = signal.SIGUSR2
 
 
-def _runtime_for(settings: Settings) -> _Runtime:
+def _runtime_for(settings: Settings, app: Celery) -> _Runtime:
     # Built lazily in the pool's child process: a database pool must never cross a fork.
     global _runtime
     if _runtime is None or _runtime.pid != os.getpid():
         store = Store(settings, pool_size=2)
         name = f"celery:{socket.gethostname()}:{os.getpid()}"
-        executor = ChunkExecutor(store, settings, worker_name=name, shutdown=_shutdown)
+        executor = ChunkExecutor(
+            store,
+            settings,
+            worker_name=name,
+            shutdown=_shutdown,
+            # A collect stage's new item chunks go out as messages as soon as they are committed.
+            on_queued=lambda chunk_ids: publish(app, settings.queue, chunk_ids),
+        )
         _runtime = _Runtime(os.getpid(), store, executor)
     return _runtime
 
@@ -114,7 +121,7 @@ def _register_tasks(app: Celery, settings: Settings, pipelines: tuple[str, ...])
         max_retries=None,
     )
     def run_chunk(self: Task, chunk_id: int) -> dict[str, Any]:
-        runtime = _runtime_for(settings)
+        runtime = _runtime_for(settings, app)
         claim = runtime.store.chunks.claim(
             runtime.executor.worker_name, settings.lease_seconds, chunk_id=chunk_id, pipeline_slugs=pipelines
         )

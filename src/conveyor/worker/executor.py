@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -20,6 +21,8 @@ from conveyor.clock import utcnow
 from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
 from conveyor.domain.work import Claim, ItemInput, ItemOutcome, JobContext, LogLine
+from conveyor.errors import ConveyorError
+from conveyor.inputs.collect import Collector
 from conveyor.pipelines import export, imaging, remote
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
 from conveyor.pipelines.export import DataExport
@@ -27,6 +30,7 @@ from conveyor.pipelines.registry import WarmPipelines
 from conveyor.pipelines.remote import RemotePipeline
 from conveyor.settings import Settings
 from conveyor.store import Store
+from conveyor.worker.collecting import collect_pages
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,7 @@ class ChunkExecutor:
         worker_name: str,
         shutdown: threading.Event | None = None,
         warm: WarmPipelines | None = None,
+        on_queued: Callable[[list[int]], object] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -132,6 +137,8 @@ class ChunkExecutor:
         self.warm = warm or WarmPipelines(settings.data_dir, capacity=settings.warm_models)
         self._started_jobs: set[int] = set()
         self._remote: dict[str, RemotePipeline] = {}
+        #: Told the ids of item chunks a collect stage queued (local: wake the pool; Celery: publish).
+        self.on_queued: Callable[[list[int]], object] = on_queued or (lambda chunk_ids: None)
 
     def _pipeline(self, slug: str) -> tuple[Pipeline, float | None]:
         """The warm pipeline for ``slug`` (and its load time if loaded now). A remote pipeline is
@@ -173,6 +180,8 @@ class ChunkExecutor:
                 return self._release(claim, watch, 0, [])
             if claim.kind is ChunkKind.DELAY:
                 return self._run_delay(claim, job, watch)
+            if claim.kind is ChunkKind.COLLECT:
+                return self._run_collect(claim, job, watch)
             return self._run_items(claim, job, watch)
 
     # ------------------------------------------------------------- the delay stage
@@ -186,6 +195,46 @@ class ChunkExecutor:
                 return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, unblocked)
             time.sleep(min(0.05, job.delay - elapsed))
         return self._release(claim, watch, 0, [])
+
+    # ------------------------------------------------------------- the collect stage
+    def _run_collect(self, claim: Claim, job: JobContext, watch: _Watch) -> ChunkReport:
+        """List the job's S3 prefixes and manifests into items, a page per transaction; each
+        page's chunk is announced at once, so its items run while listing goes on."""
+        plan = self.store.collecting.plan(claim.job_id)
+        if plan is None or plan.get("done"):
+            self.store.collecting.finish(claim, plan or {"done": True}, "Collect stage: nothing to list")
+            return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
+        collector = Collector(self.settings, credentials=None, blob_lines=None)
+        listed_now = 0
+        try:
+            for rows, done in collect_pages(collector, plan, self.settings):
+                if watch.should_stop():
+                    return self._release(claim, watch, 0, [])
+                appended = self.store.collecting.append(
+                    claim, rows, plan, lease_seconds=self.settings.lease_seconds
+                )
+                if not appended.held:
+                    return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.LEASE_LOST, [])
+                if appended.job_status not in RUNNABLE:
+                    return self._release(claim, watch, 0, [])
+                listed_now += len(rows)
+                if appended.chunk_ids:
+                    self.on_queued(appended.chunk_ids)
+                if done:
+                    break
+        except ConveyorError as exc:
+            self.store.collecting.fail(claim, plan, exc.message)
+            return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
+        except Exception as exc:  # a stream broken mid-read: the job fails with the reason, never hangs
+            log.exception("collect stage of job %s failed", claim.job_id)
+            self.store.collecting.fail(claim, plan, f"{type(exc).__name__}: {exc}")
+            return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
+        message = (
+            f"Collect stage listed {plan['listed']} input(s) from {len(plan['sources'])} source(s); "
+            f"{plan['bytes']} bytes declared"
+        )
+        self.store.collecting.finish(claim, plan, message)
+        return ChunkReport(claim.chunk_id, claim.job_id, listed_now, StopReason.NONE, [])
 
     # ------------------------------------------------------------- item chunks
     def _run_items(self, claim: Claim, job: JobContext, watch: _Watch) -> ChunkReport:

@@ -51,7 +51,12 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbo
     store = Store(settings, pool_size=2)
     registry.available()
     executor = ChunkExecutor(
-        store, settings, worker_name=f"{os.uname().nodename}:{os.getpid()}:{slot}", shutdown=shutdown
+        store,
+        settings,
+        worker_name=f"{os.uname().nodename}:{os.getpid()}:{slot}",
+        shutdown=shutdown,
+        # A collect stage queued item chunks: wake the siblings so they start on them now.
+        on_queued=lambda _chunk_ids: send(inbox, WAKE_ALL, slot),
     )
     wake_fd = wake.fileno()
     os.set_blocking(wake_fd, False)

@@ -29,13 +29,26 @@ class InputIn(TypedDict):
 
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     kind: Annotated[
-        Literal["text", "base64", "url", "s3"],
+        Literal["text", "base64", "url", "s3", "manifest"],
         Field(
-            description="`text` (UTF-8), `base64` (raw or `data:` URI), `url` (`http(s)://`, fetched at "
-            "submit) or `s3` (`s3://bucket/key`, or `s3://bucket/prefix/` for every object under it)."
+            description="`text` (UTF-8), `base64` (raw or `data:` URI), `url` (`http(s)://`), `s3` "
+            "(`s3://bucket/key`, or `s3://bucket/prefix/` for every object under it) or `manifest` (a list "
+            'of references: JSONL `{"uri", "name"?}` lines, CSV with a `uri` column, or one URI a '
+            "line; given inline or as the `http(s)://` / `s3://` address of the manifest). References "
+            "are stored as references and read by the workers (unless the job says `fetch: at_submit`); "
+            "S3 prefixes and manifests at an address are listed by the job's `collect` stage."
         ),
     ]
-    data: Annotated[str, Field(description="The text, the base64-encoded bytes, the URL or the S3 address.")]
+    data: Annotated[
+        str,
+        Field(description="The text, the base64-encoded bytes, the URL, the S3 address or the manifest."),
+    ]
+    format: NotRequired[
+        Annotated[
+            Literal["jsonl", "csv", "text"] | None,
+            Field(description="A manifest's format; default: from its name or first line."),
+        ]
+    ]
     name: NotRequired[
         Annotated[
             str | None,

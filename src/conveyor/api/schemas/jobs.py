@@ -75,6 +75,14 @@ class JobCreate(BaseModel):
     source_image_single_id: SmallInt | None = Field(
         default=None, description="Run over one stored collection item (Antenna's `source_image_single`)."
     )
+    fetch: Literal["by_reference", "at_submit"] = Field(
+        default="by_reference",
+        description="`by_reference` (default): `url`, `s3` and manifest inputs are stored as references "
+        "and each worker reads an item's bytes just before its model needs them; an input that cannot "
+        "be read fails that item (`input_unavailable`), and the failure budget decides the job. "
+        "`at_submit`: every URL/S3 input is read during the request, and one that cannot be read "
+        "refuses the whole job with a 4xx (for small jobs that want it up front).",
+    )
 
     def to_request(self, files: list[StagedFile] | None = None) -> JobRequest:
         return JobRequest(
@@ -94,6 +102,7 @@ class JobCreate(BaseModel):
             collection_id=self.collection_id,
             method=self.method,
             source_item_id=self.source_image_single_id,
+            fetch=self.fetch,
         )
 
 
@@ -258,6 +267,7 @@ def present_job(
         total=total,
         done=total - pending,
         params=row["stage_params"] or {},
+        collect=row.get("collect"),
     )
     lines = [format_log(r) for r in (logs or [])]
     errors = [format_log(r) for r in (logs or []) if r["level"] in PROBLEM_LEVELS]
