@@ -1,4 +1,4 @@
-"""S3 inputs against moto's standalone S3 server, started by the test on a loopback port."""
+"""S3 inputs with `fetch: at_submit` (read during the request) against moto's standalone S3 server, started by the test on a loopback port."""
 
 from __future__ import annotations
 
@@ -65,7 +65,10 @@ def client(s3_server: Server) -> Iterator[httpx.Client]:
 def post(
     client: httpx.Client, name: str, inputs: list[dict[str, Any]], pipeline: str = "digits"
 ) -> httpx.Response:
-    return client.post(JOBS + "?start_now=true", json={"name": name, "pipeline": pipeline, "inputs": inputs})
+    """Submit with ``fetch: at_submit``: this module tests the strict path, where every input is
+    read during the request (inputs by reference: tests/integration/test_inputs_by_reference.py)."""
+    body = {"name": name, "pipeline": pipeline, "inputs": inputs, "fetch": "at_submit"}
+    return client.post(JOBS + "?start_now=true", json=body)
 
 
 def test_s3_object_and_prefix_expansion(client: httpx.Client, bucket: dict[str, Any]) -> None:

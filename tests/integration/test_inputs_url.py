@@ -1,4 +1,4 @@
-"""URL inputs against a real server: fetched at submit from a local HTTP server the test starts.
+"""URL inputs with `fetch: at_submit` against a real server: fetched during the request from a local HTTP server the test starts.
 
 The capped server allows private addresses (CONVEYOR_ALLOW_PRIVATE_URLS=true) so that it can
 reach the test's server on 127.0.0.1; the shared server keeps the default and must refuse it.
@@ -36,7 +36,10 @@ def client(inputs_server: Server) -> Iterator[httpx.Client]:
 def post(
     client: httpx.Client, name: str, inputs: list[dict[str, Any]], pipeline: str = "digits"
 ) -> httpx.Response:
-    return client.post(JOBS + "?start_now=true", json={"name": name, "pipeline": pipeline, "inputs": inputs})
+    """Submit with ``fetch: at_submit``: this module tests the strict path, where every input is
+    read during the request (inputs by reference: tests/integration/test_inputs_by_reference.py)."""
+    body = {"name": name, "pipeline": pipeline, "inputs": inputs, "fetch": "at_submit"}
+    return client.post(JOBS + "?start_now=true", json=body)
 
 
 def test_url_inputs_are_fetched_and_classified(client: httpx.Client, files: FileServer) -> None:
