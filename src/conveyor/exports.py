@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from sqlalchemy import RowMapping
 
+from conveyor.domain.work import shown_source
+
 Format = Literal["json", "jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("json", "jsonl", "csv")
 FIELDS = ["job_id", "item_id", "seq", "name", "source", "status", "result", "error", "duration_ms"]
@@ -29,7 +31,7 @@ def row(job_id: int, item: RowMapping) -> dict[str, Any]:
         "item_id": item["id"],
         "seq": item["seq"],
         "name": item["name"],
-        "source": item["source"],
+        "source": shown_source(item["source"], item.get("ref")),
         "status": item["status"],
         "result": item["result"],
         "error": item["error"],

@@ -118,7 +118,10 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = Field(default=None, description="Default: boto3's credential chain.")
     s3_secret_access_key: str | None = Field(default=None)
     s3_max_objects_per_prefix: int = Field(
-        default=10_000, ge=1, description="Most objects one `s3://bucket/prefix/` input may expand to."
+        default=10_000,
+        ge=1,
+        description="Most objects one `s3://bucket/prefix/` input may expand to with `fetch: at_submit` "
+        "(by reference, the collect stage lists any number, up to CONVEYOR_MAX_INPUTS_PER_JOB).",
     )
 
     modzy_chunk_bytes: int = Field(

@@ -84,3 +84,13 @@ class WriteBack:
 
     held: bool
     job_status: JobStatus | None
+
+
+def shown_source(source: str | None, ref: str | None) -> str | None:
+    """Where an item's input came from, as users see it: its recorded origin, else its reference
+    (an URL or S3 object; a blob-store key is an internal detail and is not shown)."""
+    if source is not None:
+        return source
+    if ref is not None and not ref.startswith("blob:"):
+        return ref
+    return None

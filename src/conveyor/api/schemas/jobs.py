@@ -22,6 +22,7 @@ from conveyor.api.schemas.common import (
 from conveyor.clock import isoformat
 from conveyor.domain.stages import StageDef, derive_stages, overall_progress
 from conveyor.domain.status import JobStatus
+from conveyor.domain.work import shown_source
 from conveyor.inputs.upload import StagedFile
 from conveyor.services.submission import InputSpec, JobRequest
 
@@ -369,7 +370,7 @@ def present_item(row: RowMapping) -> dict[str, Any]:
         "duration_ms": row["duration_ms"],
         "result": row["result"],
         "error": row["error"],
-        "source": row.get("source"),
+        "source": shown_source(row.get("source"), row.get("ref")),
     }
 
 
