@@ -69,6 +69,7 @@ class ItemOutcome:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     artifacts: tuple[Artifact, ...] = ()
+    byte_size: int | None = None  # bytes a worker read from the item's reference (None: not fetched)
 
 
 @dataclass

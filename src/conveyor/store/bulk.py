@@ -126,6 +126,8 @@ def item_result_params(dialect: Dialect, outcomes: Sequence[Any], now: datetime)
                 record["result"] = o.result
             if o.error is not None:
                 record["error"] = o.error
+            if o.byte_size is not None:
+                record["byte_size"] = o.byte_size
             records.append(record)
         return json.dumps(records) if records else None
     params: list[tuple[Any, ...]] = []
@@ -140,6 +142,7 @@ def item_result_params(dialect: Dialect, outcomes: Sequence[Any], now: datetime)
                 encode(started),
                 encode(finished),
                 ms_between(started, finished),
+                o.byte_size,
                 o.id,
             )
         )
@@ -150,9 +153,9 @@ def item_result_params(dialect: Dialect, outcomes: Sequence[Any], now: datetime)
 _PG_UPDATE_ITEMS = (
     "UPDATE items AS i SET status = v.status, result = v.result, error = v.error, "
     "started_at = v.started_at, finished_at = v.finished_at, duration_ms = v.duration_ms, "
-    "attempts = i.attempts + 1 "
+    "byte_size = COALESCE(v.byte_size, i.byte_size), attempts = i.attempts + 1 "
     "FROM jsonb_to_recordset(CAST(%s AS JSONB)) AS v(id bigint, status text, result jsonb, error text, "
-    "started_at timestamptz, finished_at timestamptz, duration_ms int) "
+    "started_at timestamptz, finished_at timestamptz, duration_ms int, byte_size int) "
     "WHERE i.id = v.id AND i.status = 'PENDING'"
 )
 
@@ -166,7 +169,8 @@ def update_items(conn: Connection, dialect: Dialect, params: Any) -> None:
     m = dialect.mark
     sql = (
         f"UPDATE items SET status={m}, result={dialect.json_mark}, error={m}, started_at={m}, "
-        f"finished_at={m}, duration_ms={m}, attempts=attempts + 1 WHERE id={m} AND status='PENDING'"
+        f"finished_at={m}, duration_ms={m}, byte_size=COALESCE({m}, byte_size), attempts=attempts + 1 "
+        f"WHERE id={m} AND status='PENDING'"
     )
     conn.exec_driver_sql(sql, params)
 

@@ -182,6 +182,8 @@ class ChunkRepository:
         now = utcnow()
         n_ok = sum(1 for o in outcomes if o.ok)
         n_failed = len(outcomes) - n_ok
+        # Inputs by reference count in the job's input bytes once a worker has read them.
+        fetched_bytes = sum(o.byte_size for o in outcomes if o.byte_size is not None)
         item_params = bulk.item_result_params(self.dialect, outcomes, now)  # before taking the write lock
         try:
             with self.db.write() as conn:
@@ -193,6 +195,7 @@ class ChunkRepository:
                         completed=jobs.c.completed + n_ok,
                         failed=jobs.c.failed + n_failed,
                         pending=jobs.c.pending - len(outcomes),
+                        input_byte_amount=jobs.c.input_byte_amount + fetched_bytes,
                         updated_at=now,
                     )
                     .returning(jobs.c.status, jobs.c.stage_params)

@@ -80,7 +80,6 @@ class CollectRepository:
                     total=jobs.c.total + len(rows),
                     pending=jobs.c.pending + len(rows) - n_failed,
                     failed=jobs.c.failed + n_failed,
-                    input_byte_amount=jobs.c.input_byte_amount + sum(r["byte_size"] for r in rows),
                     collect=plan,
                     updated_at=now,
                 )
