@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from conveyor.errors import InvalidInput
 
 FORMATS = ("jsonl", "csv", "text")
 URI_KEYS = ("uri", "url")
 MAX_LINE_BYTES = 64 * 1024
+_SPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,9 @@ def check_first_line(line: str, fmt: str, label: str) -> None:
         if not any(key in _header(line) for key in URI_KEYS):
             raise InvalidInput(f"Manifest {label!r}: the CSV header has no `uri` column.", input=label)
         return
-    entries = list(_parse_lines([(1, line)], fmt))
-    if entries and entries[0].error is not None:
-        raise InvalidInput(f"Manifest {label!r}: {entries[0].error}", input=label)
+    entry = _parse_line(1, line, fmt)
+    if entry is not None and entry.error is not None:
+        raise InvalidInput(f"Manifest {label!r}: {entry.error}", input=label)
 
 
 def parse(lines: Iterable[bytes | str], fmt: str, *, skip: int = 0) -> Iterator[tuple[int, Entry | None]]:
@@ -75,31 +76,35 @@ def parse(lines: Iterable[bytes | str], fmt: str, *, skip: int = 0) -> Iterator[
         yield from _parse_csv(numbered, skip)
         return
     for number, line in numbered:
-        if number <= skip:
-            continue
-        parsed = list(_parse_lines([(number, line)], fmt))
-        yield number, (parsed[0] if parsed else None)
+        if number > skip:
+            yield number, _parse_line(number, line, fmt)
 
 
 def check_ref(uri: str) -> str | None:
     """Why ``uri`` cannot be an input reference, or None when it can (the cheap, local checks:
-    the SSRF guard proper runs when a worker fetches it)."""
+    the SSRF guard proper runs when a worker fetches it). String tests, not ``urlsplit``: a
+    manifest may hold millions of lines."""
     if uri.startswith("s3://"):
         bucket, _, key = uri[len("s3://") :].partition("/")
         if not bucket or not key or key.endswith("/"):
             return f"{uri!r} is not an s3://bucket/key object"
         return None
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not uri.startswith(("http://", "https://")):
         return f"{uri!r} is not an http(s):// URL or an s3://bucket/key object"
-    if parts.username or parts.password:
+    netloc = _netloc(uri)
+    if not netloc or netloc.startswith(":") or _SPACE.search(uri):
+        return f"{uri!r} is not an http(s):// URL or an s3://bucket/key object"
+    if "@" in netloc:
         return "credentials in URLs are not accepted"
     return None
 
 
 def default_name(uri: str, number: int) -> str:
-    tail = urlsplit(uri).path.rstrip("/").rsplit("/", 1)[-1] if "://" in uri else ""
-    return tail or f"line-{number}"
+    """The last path segment of ``uri`` (else ``line-<n>``)."""
+    rest = uri.split("://", 1)[1] if "://" in uri else ""
+    path = rest.split("?", 1)[0].split("#", 1)[0]
+    _, slash, tail = path.partition("/")
+    return (tail.rstrip("/").rsplit("/", 1)[-1] if slash else "") or f"line-{number}"
 
 
 # ------------------------------------------------------------------------------- internals
@@ -126,27 +131,29 @@ def _entry(number: int, uri: object, name: object) -> Entry:
     return Entry(label[:500], uri)
 
 
-def _parse_lines(numbered: Iterable[tuple[int, str]], fmt: str) -> Iterator[Entry]:
-    for number, raw in numbered:
-        line = raw.strip()
-        if not line or (fmt == "text" and line.startswith("#")):
-            continue
-        if len(line) > MAX_LINE_BYTES:
-            yield Entry(f"line-{number}", "", error=f"line {number}: longer than {MAX_LINE_BYTES} bytes")
-            continue
-        if fmt == "text":
-            yield _entry(number, line, None)
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Entry(f"line-{number}", "", error=f"line {number}: not JSON ({exc.msg})")
-            continue
-        if not isinstance(value, dict):
-            yield Entry(f"line-{number}", "", error=f"line {number}: not a JSON object")
-            continue
-        uri = next((value[key] for key in URI_KEYS if key in value), None)
-        yield _entry(number, uri, value.get("name"))
+def _netloc(uri: str) -> str:
+    rest = uri.split("://", 1)[1]
+    for stop in "/?#":
+        rest = rest.split(stop, 1)[0]
+    return rest
+
+
+def _parse_line(number: int, raw: str, fmt: str) -> Entry | None:
+    line = raw.strip()
+    if not line or (fmt == "text" and line.startswith("#")):
+        return None
+    if len(line) > MAX_LINE_BYTES:
+        return Entry(f"line-{number}", "", error=f"line {number}: longer than {MAX_LINE_BYTES} bytes")
+    if fmt == "text":
+        return _entry(number, line, None)
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return Entry(f"line-{number}", "", error=f"line {number}: not JSON ({exc.msg})")
+    if not isinstance(value, dict):
+        return Entry(f"line-{number}", "", error=f"line {number}: not a JSON object")
+    uri = value.get("uri", value.get("url"))
+    return _entry(number, uri, value.get("name"))
 
 
 def _parse_csv(numbered: Iterator[tuple[int, str]], skip: int) -> Iterator[tuple[int, Entry | None]]:
