@@ -121,6 +121,13 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Most objects one `s3://bucket/prefix/` input may expand to."
     )
 
+    # Job outputs (conveyor.outputs): finished items as sharded JSONL to s3:// or file://.
+    output_file_root: Path | None = Field(
+        default=None,
+        description="`file://` job outputs must be under this directory (API users cannot write "
+        "elsewhere on the server); default: data_dir/outputs.",
+    )
+
     modzy_chunk_bytes: int = Field(
         default=1024 * 1024,
         ge=1,
@@ -194,6 +201,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'conveyor.db').resolve()}"
+
+    @property
+    def resolved_output_file_root(self) -> Path:
+        return self.output_file_root if self.output_file_root is not None else self.data_dir / "outputs"
 
     @property
     def job_bytes_cap(self) -> int:

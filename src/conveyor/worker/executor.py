@@ -27,6 +27,8 @@ from conveyor.pipelines.registry import WarmPipelines
 from conveyor.pipelines.remote import RemotePipeline
 from conveyor.settings import Settings
 from conveyor.store import Store
+from conveyor.store.outputs import ShardWritten
+from conveyor.worker.shards import ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,7 @@ class ChunkExecutor:
         self.warm = warm or WarmPipelines(settings.data_dir, capacity=settings.warm_models)
         self._started_jobs: set[int] = set()
         self._remote: dict[str, RemotePipeline] = {}
+        self._shards = ShardWriter(store, settings)
 
     def _pipeline(self, slug: str) -> tuple[Pipeline, float | None]:
         """The warm pipeline for ``slug`` (and its load time if loaded now). A remote pipeline is
@@ -206,7 +209,12 @@ class ChunkExecutor:
             ]
             logs.append(LogLine("ERROR", f"Pipeline {job.pipeline_slug} failed to load: {exc}"))
             wrote = self.store.chunks.write_back(
-                claim, failed, logs, lease_seconds=self.settings.lease_seconds, complete=True
+                claim,
+                failed,
+                logs,
+                lease_seconds=self.settings.lease_seconds,
+                complete=True,
+                shards=self._output_shards(claim, job, failed, logs),
             )
             return ChunkReport(
                 claim.chunk_id,
@@ -267,6 +275,7 @@ class ChunkExecutor:
                     lease_seconds=self.settings.lease_seconds,
                     complete=last_chunk_batch,
                     stage_params=stage_params,
+                    shards=self._output_shards(claim, job, buffer, logs) if last_chunk_batch else (),
                 )
                 if not wrote.held:
                     watch.reason = StopReason.LEASE_LOST
@@ -286,9 +295,21 @@ class ChunkExecutor:
                 lease_seconds=self.settings.lease_seconds,
                 complete=True,
                 stage_params=stage_params,
+                shards=self._output_shards(claim, job, [], logs),
             )
             return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
         return self._release(claim, watch, processed, buffer, logs)
+
+    def _output_shards(
+        self, claim: Claim, job: JobContext, outcomes: list[ItemOutcome], logs: list[LogLine]
+    ) -> list[ShardWritten]:
+        """A job with an output: write the chunk's shard before its final write-back records it
+        (worker/shards.py); a sink failure adds an ERROR line to ``logs``."""
+        if not job.output:
+            return []
+        shards, problems = self._shards.write(claim, job, outcomes)
+        logs.extend(problems)
+        return shards
 
     def _process(
         self, pipeline: Pipeline, batch: list[ItemInput], ctx: BatchContext
