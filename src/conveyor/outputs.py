@@ -159,6 +159,10 @@ class OutputSink(ABC):
         data = json.dumps(doc, indent=2, ensure_ascii=False, default=str).encode() + b"\n"
         self._put(MANIFEST, data, "application/json")
 
+    def remove_partial(self) -> int:
+        """Remove what writers killed mid-write left (none for S3, whose PUT is all or nothing)."""
+        return 0
+
     @abstractmethod
     def _put(self, name: str, data: bytes, content_type: str) -> None: ...
 
@@ -181,6 +185,14 @@ class FileSink(OutputSink):
             Path(temporary).unlink(missing_ok=True)
             raise
         _fsync_dir(self.directory)
+
+    def remove_partial(self) -> int:
+        removed = 0
+        for partial in self.directory.glob(".*.tmp"):
+            if partial.name.startswith((".predictions-", f".{MANIFEST}.")):
+                partial.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
 
 def _fsync_dir(directory: Path) -> None:

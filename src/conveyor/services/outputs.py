@@ -4,8 +4,9 @@ so it happens even when the worker that finished the job died).
 For each finished job with an output whose manifest does not describe its current finish yet:
 every original chunk's shard is checked against the database (a chunk dropped when the job
 stopped early, a shard whose sink write failed in the worker) and written again where it is
-missing or short; then the manifest (shards, item counts by status, the job's id and status) is
-written and ``jobs.output`` records it. Idempotent: a second sweeper, or the next period, finds
+missing or short, and the temporary files of writers killed mid-write are removed; then the
+manifest (shards, item counts by status, the job's id and status) is written and
+``jobs.output`` records it. Idempotent: a second sweeper, or the next period, finds
 the manifest current and does nothing; a retried job gets a new manifest when it ends again.
 A sink that keeps failing is retried with a growing backoff, at most ``MANIFEST_ATTEMPTS`` times,
 each failure an ERROR line in the job's log.
@@ -64,6 +65,7 @@ class OutputFinisher:
         try:
             sink = OutputSink.for_uri(uri, self.settings)
             self._repair(job, sink)
+            sink.remove_partial()  # a worker killed mid-write left its temporary file
             doc = self._manifest(job, sink)
             with_retries(functools.partial(sink.write_manifest, doc))
         except Exception as exc:

@@ -25,6 +25,7 @@ from conveyor.inputs.inline import DecodedInput
 from conveyor.inputs.resolve import REFERENCE_KINDS, InputResolver, as_pipeline_kind
 from conveyor.inputs.s3 import S3Credentials
 from conveyor.inputs.upload import StagedFile
+from conveyor.outputs import validate_output
 from conveyor.pipelines import registry, remote
 from conveyor.pipelines.base import Pipeline
 from conveyor.services.collections import CollectionService, StoredSource
@@ -133,6 +134,8 @@ class Submissions:
             principal, stored.project_id if stored is not None else request.project_id
         )
         require_write(principal, project_id)
+        # Before any input is read: a bad output is a 4xx at once (conveyor.outputs).
+        output = validate_output(request.output, self.settings) if request.output is not None else None
         nothing = stored is None and not request.inputs and not request.files
         if nothing and request.delay <= 0 and not open_for_uploads:
             raise InvalidInput("A job needs at least one input (or a delay, for a test job).")
@@ -173,6 +176,7 @@ class Submissions:
             },
             input_byte_amount=total_bytes,
             submitted_by=principal.key_prefix,
+            output=output,
             **(stored.job_values if stored is not None else {}),
         )
         return PreparedJob(job, rows)
