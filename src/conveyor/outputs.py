@@ -80,6 +80,8 @@ def _file_dir(uri: str, settings: Settings) -> Path:
     if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
         raise InvalidInput(f"Output {uri!r}: a file:// uri is file:///absolute/dir/ (no host, no query).")
     raw = unquote(parts.path)
+    if "\x00" in raw:
+        raise InvalidInput(f"Output {uri!r}: the path holds a NUL character.")
     if not raw.startswith("/"):
         raise InvalidInput(f"Output {uri!r}: the directory must be an absolute path.")
     root = settings.resolved_output_file_root.resolve()

@@ -36,6 +36,7 @@ def test_a_file_output_defaults_under_the_data_dir_and_is_created(settings: Sett
         "http://host/x/",
         "file://host/tmp/x/",
         "s3:///x/",
+        "file:///tmp/a%00b/",
     ],
 )
 def test_bad_outputs_are_invalid_input(settings: Settings, uri: str) -> None:
