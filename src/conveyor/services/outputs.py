@@ -8,8 +8,10 @@ missing or short, and the temporary files of writers killed mid-write are remove
 manifest (shards, item counts by status, the job's id and status) is written and
 ``jobs.output`` records it. Idempotent: a second sweeper, or the next period, finds
 the manifest current and does nothing; a retried job gets a new manifest when it ends again.
-A sink that keeps failing is retried with a growing backoff, at most ``MANIFEST_ATTEMPTS`` times,
-each failure an ERROR line in the job's log.
+A job that did not succeed had chunks dropped, whose workers may still be writing: its step
+waits ``CONVEYOR_CANCEL_GRACE_SECONDS`` after the end. A sink that keeps failing is retried with
+a growing backoff, at most ``MANIFEST_ATTEMPTS`` times, each failure an ERROR line in the job's
+log.
 """
 
 from __future__ import annotations
@@ -47,9 +49,12 @@ class OutputFinisher:
         ended = self.store.outputs.ended(updated_since=self._since)
         self._since = started - SCAN_SLACK
         done: list[int] = []
+        settle = started - timedelta(seconds=self.settings.cancel_grace_seconds)
         for job in ended:
             if self._current(job) or time.monotonic() < self._retry_at.get(job.job_id, 0.0):
                 continue
+            if job.status != "SUCCESS" and job.finished_at is not None and job.finished_at > settle:
+                continue  # chunks were dropped: let their workers notice before the shards are checked
             if int(job.output.get("manifest_attempts", 0)) >= MANIFEST_ATTEMPTS:
                 continue
             if self.finish(job):

@@ -275,7 +275,7 @@ class ChunkExecutor:
                     lease_seconds=self.settings.lease_seconds,
                     complete=last_chunk_batch,
                     stage_params=stage_params,
-                    shards=self._output_shards(claim, job, buffer, logs) if last_chunk_batch else (),
+                    shards=self._output_shards(claim, job, buffer, logs, watch) if last_chunk_batch else (),
                 )
                 if not wrote.held:
                     watch.reason = StopReason.LEASE_LOST
@@ -301,11 +301,17 @@ class ChunkExecutor:
         return self._release(claim, watch, processed, buffer, logs)
 
     def _output_shards(
-        self, claim: Claim, job: JobContext, outcomes: list[ItemOutcome], logs: list[LogLine]
+        self,
+        claim: Claim,
+        job: JobContext,
+        outcomes: list[ItemOutcome],
+        logs: list[LogLine],
+        watch: _Watch | None = None,
     ) -> list[ShardWritten]:
         """A job with an output: write the chunk's shard before its final write-back records it
-        (worker/shards.py); a sink failure adds an ERROR line to ``logs``."""
-        if not job.output:
+        (worker/shards.py); a sink failure adds an ERROR line to ``logs``. Not when the job is
+        stopping: the sweeper writes what is missing once the job has ended."""
+        if not job.output or (watch is not None and watch.should_stop()):
             return []
         shards, problems = self._shards.write(claim, job, outcomes)
         logs.extend(problems)
