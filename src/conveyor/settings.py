@@ -124,6 +124,13 @@ class Settings(BaseSettings):
         "(by reference, the collect stage lists any number, up to CONVEYOR_MAX_INPUTS_PER_JOB).",
     )
 
+    # Job outputs (conveyor.outputs): finished items as sharded JSONL to s3:// or file://.
+    output_file_root: Path | None = Field(
+        default=None,
+        description="`file://` job outputs must be under this directory (API users cannot write "
+        "elsewhere on the server); default: data_dir/outputs.",
+    )
+
     modzy_chunk_bytes: int = Field(
         default=1024 * 1024,
         ge=1,
@@ -197,6 +204,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'conveyor.db').resolve()}"
+
+    @property
+    def resolved_output_file_root(self) -> Path:
+        return self.output_file_root if self.output_file_root is not None else self.data_dir / "outputs"
 
     @property
     def job_bytes_cap(self) -> int:

@@ -1,4 +1,5 @@
-"""S3 inputs with `fetch: at_submit` (read during the request) against moto's standalone S3 server, started by the test on a loopback port."""
+"""S3 inputs with `fetch: at_submit` (read during the request) against moto's standalone S3
+server, started by the test on a loopback port."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""URL inputs with `fetch: at_submit` against a real server: fetched during the request from a local HTTP server the test starts.
+"""URL inputs with `fetch: at_submit` against a real server: fetched during the request from a
+local HTTP server the test starts.
 
 The capped server allows private addresses (CONVEYOR_ALLOW_PRIVATE_URLS=true) so that it can
 reach the test's server on 127.0.0.1; the shared server keeps the default and must refuse it.

@@ -28,6 +28,7 @@ from conveyor.inputs.references import Planned, ReferencePlanner
 from conveyor.inputs.resolve import BINARY, REFERENCE_KINDS, InputResolver, as_pipeline_kind
 from conveyor.inputs.s3 import S3Credentials
 from conveyor.inputs.upload import StagedFile
+from conveyor.outputs import validate_output
 from conveyor.pipelines import registry, remote
 from conveyor.pipelines.base import Pipeline
 from conveyor.services.collections import CollectionService, StoredSource
@@ -141,6 +142,8 @@ class Submissions:
             principal, stored.project_id if stored is not None else request.project_id
         )
         require_write(principal, project_id)
+        # Before any input is read: a bad output is a 4xx at once (conveyor.outputs).
+        output = validate_output(request.output, self.settings) if request.output is not None else None
         nothing = stored is None and not request.inputs and not request.files
         if nothing and request.delay <= 0 and not open_for_uploads:
             raise InvalidInput("A job needs at least one input (or a delay, for a test job).")
@@ -192,6 +195,7 @@ class Submissions:
             collect=self._collect_plan(pipeline_cls, sources, len(rows), request.limit),
             input_byte_amount=total_bytes,
             submitted_by=principal.key_prefix,
+            output=output,
             **(stored.job_values if stored is not None else {}),
         )
         return PreparedJob(job, rows)

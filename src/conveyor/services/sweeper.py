@@ -1,7 +1,8 @@
 """The sweeper: periodic upkeep that no single worker can be trusted to do.
 
-It re-queues chunks whose lease ran out (a worker was killed), times jobs out, and settles
-canceled jobs (the store's verbs in ``store/sweeping.py``). Every step is a guarded
+It re-queues chunks whose lease ran out (a worker was killed), times jobs out, settles
+canceled jobs (the store's verbs in ``store/sweeping.py``) and writes the output manifest of
+jobs that ended (``services/outputs.py``). Every step is a guarded
 compare-and-set, so several sweepers (one per API server) may run at once.
 """
 
@@ -11,6 +12,7 @@ import logging
 import threading
 
 from conveyor.dispatch.base import Dispatcher
+from conveyor.services.outputs import OutputFinisher
 from conveyor.store import Store
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ class Sweeper:
         self.dispatcher = dispatcher
         self.period = period
         self.cancel_grace = cancel_grace
+        self.outputs = OutputFinisher(store, store.settings)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -36,7 +39,8 @@ class Sweeper:
         for job_id in timed_out:
             self.dispatcher.revoke(job_id)
         revoked = self.store.sweeping.settle_canceling(self.cancel_grace)
-        return {"requeued": requeued, "timed_out": timed_out, "revoked": revoked}
+        manifests = self.outputs.finish_ended()
+        return {"requeued": requeued, "timed_out": timed_out, "revoked": revoked, "manifests": manifests}
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):

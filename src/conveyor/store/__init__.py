@@ -17,6 +17,7 @@ from conveyor.store.database import Database
 from conveyor.store.history import HistoryRepository
 from conveyor.store.jobs import JobRepository
 from conveyor.store.memberships import MembershipRepository
+from conveyor.store.outputs import OutputRepository
 from conveyor.store.pipelines import PipelineRepository
 from conveyor.store.processing_services import ProcessingServiceRepository
 from conveyor.store.quotas import QuotaRepository
@@ -53,6 +54,7 @@ class Store:
         self.stats = StatsRepository(self.db)
         self.artifacts = ArtifactRepository(self.db)
         self.processing_services = ProcessingServiceRepository(self.db)
+        self.outputs = OutputRepository(self.db)
 
     def ping(self) -> None:
         """One round trip to the database (``/readyz``); raises whatever the driver raises."""

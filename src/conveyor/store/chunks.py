@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, Connection, and_, insert, select, update
 from conveyor.clock import ms_between, utcnow
 from conveyor.domain.status import RUNNABLE, ChunkKind, ChunkStatus, JobStatus
 from conveyor.domain.work import Claim, ItemInput, ItemOutcome, JobContext, LogLine, WriteBack
-from conveyor.store import artifacts, bulk, lifecycle
+from conveyor.store import artifacts, bulk, lifecycle, outputs
 from conveyor.store.database import Database
 from conveyor.store.tables import chunks, job_logs, jobs, pipelines
 
@@ -173,11 +173,14 @@ class ChunkRepository:
         lease_seconds: float,
         complete: bool,
         stage_params: dict[str, list[dict[str, Any]]] | None = None,
+        shards: Sequence[outputs.ShardWritten] = (),
     ) -> WriteBack:
         """Write finished items and their counters, in one transaction guarded by the lease.
 
         With ``complete`` the chunk is marked DONE. If the last pending item of the job is
         written, or the failure policy can no longer be met, the job is finished here too.
+        ``shards``: the output shard files written (before this call) with these outcomes in
+        them, recorded in the same transaction (``store/outputs.py``).
         """
         now = utcnow()
         n_ok = sum(1 for o in outcomes if o.ok)
@@ -222,6 +225,7 @@ class ChunkRepository:
                 if stage_params:
                     merged = {**dict(job.stage_params or {}), **stage_params}
                     conn.execute(update(jobs).where(jobs.c.id == claim.job_id).values(stage_params=merged))
+                outputs.record(conn, claim.job_id, shards, now)
                 finished = lifecycle.finish_if_complete(conn, claim.job_id)
                 status = finished.target if finished else JobStatus(job.status)
         except _LeaseLost:

@@ -20,7 +20,16 @@ from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, ChunkStatus, I
 from conveyor.errors import Conflict, NotFound
 from conveyor.store import bulk, lifecycle
 from conveyor.store.database import Database
-from conveyor.store.tables import chunks, items, job_events, job_logs, jobs, pipelines, projects
+from conveyor.store.tables import (
+    chunks,
+    items,
+    job_events,
+    job_logs,
+    jobs,
+    output_shards,
+    pipelines,
+    projects,
+)
 
 ITEM_INSERT_BATCH = 5000
 #: Every job column but the encrypted per-job credentials, which no read ever returns.
@@ -272,7 +281,7 @@ class JobRepository:
                 raise Conflict(
                     f"Job {job_id} is {current}; cancel it before deleting it.", status=str(current)
                 )
-            for table in (job_logs, job_events, chunks, items):
+            for table in (job_logs, job_events, chunks, items, output_shards):
                 conn.execute(delete(table).where(table.c.job_id == job_id))
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
 

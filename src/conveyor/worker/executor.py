@@ -30,7 +30,9 @@ from conveyor.pipelines.registry import WarmPipelines
 from conveyor.pipelines.remote import RemotePipeline
 from conveyor.settings import Settings
 from conveyor.store import Store
+from conveyor.store.outputs import ShardWritten
 from conveyor.worker.collecting import collect_pages
+from conveyor.worker.shards import ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,7 @@ class ChunkExecutor:
         self._remote: dict[str, RemotePipeline] = {}
         #: Told the ids of item chunks a collect stage queued (local: wake the pool; Celery: publish).
         self.on_queued: Callable[[list[int]], object] = on_queued or (lambda chunk_ids: None)
+        self._shards = ShardWriter(store, settings)
 
     def _pipeline(self, slug: str) -> tuple[Pipeline, float | None]:
         """The warm pipeline for ``slug`` (and its load time if loaded now). A remote pipeline is
@@ -255,7 +258,12 @@ class ChunkExecutor:
             ]
             logs.append(LogLine("ERROR", f"Pipeline {job.pipeline_slug} failed to load: {exc}"))
             wrote = self.store.chunks.write_back(
-                claim, failed, logs, lease_seconds=self.settings.lease_seconds, complete=True
+                claim,
+                failed,
+                logs,
+                lease_seconds=self.settings.lease_seconds,
+                complete=True,
+                shards=self._output_shards(claim, job, failed, logs),
             )
             return ChunkReport(
                 claim.chunk_id,
@@ -316,6 +324,7 @@ class ChunkExecutor:
                     lease_seconds=self.settings.lease_seconds,
                     complete=last_chunk_batch,
                     stage_params=stage_params,
+                    shards=self._output_shards(claim, job, buffer, logs, watch) if last_chunk_batch else (),
                 )
                 if not wrote.held:
                     watch.reason = StopReason.LEASE_LOST
@@ -335,9 +344,27 @@ class ChunkExecutor:
                 lease_seconds=self.settings.lease_seconds,
                 complete=True,
                 stage_params=stage_params,
+                shards=self._output_shards(claim, job, [], logs),
             )
             return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
         return self._release(claim, watch, processed, buffer, logs)
+
+    def _output_shards(
+        self,
+        claim: Claim,
+        job: JobContext,
+        outcomes: list[ItemOutcome],
+        logs: list[LogLine],
+        watch: _Watch | None = None,
+    ) -> list[ShardWritten]:
+        """A job with an output: write the chunk's shard before its final write-back records it
+        (worker/shards.py); a sink failure adds an ERROR line to ``logs``. Not when the job is
+        stopping: the sweeper writes what is missing once the job has ended."""
+        if not job.output or (watch is not None and watch.should_stop()):
+            return []
+        shards, problems = self._shards.write(claim, job, outcomes)
+        logs.extend(problems)
+        return shards
 
     def _process(
         self, pipeline: Pipeline, batch: list[ItemInput], ctx: BatchContext

@@ -32,6 +32,16 @@ PROBLEM_LEVELS = ("WARNING", "ERROR")
 
 
 # --------------------------------------------------------------------------- requests
+class OutputIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    uri: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="`s3://bucket/prefix/` (the server's S3 settings; the bucket is checked at submit) or "
+        "`file:///dir/` (under the server's CONVEYOR_OUTPUT_FILE_ROOT).",
+    )
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=500)
@@ -84,6 +94,12 @@ class JobCreate(BaseModel):
         "`at_submit`: every URL/S3 input is read during the request, and one that cannot be read "
         "refuses the whole job with a 4xx (for small jobs that want it up front).",
     )
+    output: OutputIn | None = Field(
+        default=None,
+        description="Where finished items are written as sharded JSONL: one `predictions-00001.jsonl`, "
+        "... per chunk of items (a line per item: name, seq, item_id, source, status, result, error), "
+        "each written whole, and a `manifest.json` listing the shards when the job ends.",
+    )
 
     def to_request(self, files: list[StagedFile] | None = None) -> JobRequest:
         return JobRequest(
@@ -104,6 +120,7 @@ class JobCreate(BaseModel):
             method=self.method,
             source_item_id=self.source_image_single_id,
             fetch=self.fetch,
+            output=self.output.model_dump() if self.output is not None else None,
         )
 
 
@@ -136,6 +153,14 @@ class Logs(BaseModel):
 class JobType(BaseModel):
     name: str
     key: str
+
+
+class OutputOut(BaseModel):
+    uri: str
+    shards: int = Field(description="Shard files written so far.")
+    items: int = Field(description="Item lines in those shards.")
+    bytes: int
+    manifest: str | None = Field(description="The manifest's uri, once the job has ended and it is written.")
 
 
 class JobOut(BaseModel):
@@ -186,6 +211,9 @@ class JobOut(BaseModel):
     image_classification_model: bool
     submitted_by: str | None = Field(description="Public prefix of the API key that submitted the job.")
     account: str
+    output: OutputOut | None = Field(
+        default=None, description="The job's output (sharded JSONL), if it named one."
+    )
 
 
 class JobPage(Page):
@@ -353,6 +381,20 @@ def present_job(
         "image_classification_model": bool(row["image_classification_model"]),
         "submitted_by": row["submitted_by"],
         "account": str(row["account_id"]),
+        "output": present_output(row.get("output")),
+    }
+
+
+def present_output(output: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The public part of ``jobs.output`` (not the manifest step's bookkeeping)."""
+    if not output:
+        return None
+    return {
+        "uri": output["uri"],
+        "shards": int(output.get("shards", 0)),
+        "items": int(output.get("items", 0)),
+        "bytes": int(output.get("bytes", 0)),
+        "manifest": output.get("manifest"),
     }
 
 

@@ -271,6 +271,11 @@ function initJob() {
     field(dl, "Max failed ratio", String(job.max_failed_ratio));
     field(dl, "Dispatch", job.dispatch_mode);
     field(dl, "Config", JSON.stringify(job.config));
+    if (job.output) {
+      const o = job.output;
+      field(dl, "Output", `${o.uri} — ${o.shards} shard(s), ${o.items} item(s), ${bytes(o.bytes)}`);
+      field(dl, "Output manifest", o.manifest ?? "written when the job ends");
+    }
     renderActions(job);
   }
 
