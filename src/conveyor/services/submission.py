@@ -141,8 +141,10 @@ class Submissions:
                 f"{len(request.inputs) + len(request.files)} inputs is more than the cap of "
                 f"{self.settings.max_inputs_per_job} per job."
             )
-        acquired = iter(stored.inputs) if stored is not None else self._acquire(request)
-        rows, total_bytes, kinds = self._item_rows(pipeline_cls, acquired, request.limit)
+        if stored is not None:  # references to the stored items, no bytes copied
+            rows, total_bytes, kinds = self.collections.item_rows(stored, pipeline_cls)
+        else:
+            rows, total_bytes, kinds = self._item_rows(pipeline_cls, self._acquire(request), request.limit)
         self.quotas.check(principal, total_bytes)
         if request.shuffle:
             random.shuffle(rows)  # processing order is item order (seq)
