@@ -2,23 +2,25 @@
 
 Needs boto3 (``pip install 'conveyor[s3]'``); without it an S3 input is a clear 400. The
 endpoint, region and credentials come from ``CONVEYOR_S3_*`` settings, else from boto3's own
-lookup (environment, config files, instance role). A request may bring its own credentials and
-region (:class:`S3Credentials`, the Modzy ``aws-s3`` input type): they are used for that
-request's fetches only, never logged or stored; the endpoint stays the server's. Objects are
-fetched at submit under the per-input byte cap; a prefix expands to at most
-``s3_max_objects_per_prefix`` objects.
+lookup (environment, config files, instance role): the client is conveyor.s3client's. A
+request may bring its own credentials and region (:class:`S3Credentials`, the Modzy ``aws-s3``
+input type): they are used for that request's fetches only, never logged or stored; the
+endpoint stays the server's. Objects are fetched at submit under the per-input byte cap; a
+prefix expands to at most ``s3_max_objects_per_prefix`` objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.errors import InputUnavailable, InvalidInput, TooLarge
 from conveyor.inputs.inline import DecodedInput
+from conveyor.s3client import S3Credentials, make_client
 from conveyor.settings import Settings
+
+__all__ = ["S3Credentials", "S3Source", "parse"]
 
 
 def parse(address: str, label: str) -> tuple[str, str]:
@@ -30,46 +32,11 @@ def parse(address: str, label: str) -> tuple[str, str]:
     return bucket, key
 
 
-@dataclass(frozen=True)
-class S3Credentials:
-    """Credentials (and region) given with one request; the secret is kept out of ``repr``."""
-
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    region: str | None = None
-
-
 class S3Source:
     def __init__(self, settings: Settings, credentials: S3Credentials | None = None) -> None:
-        try:
-            import boto3
-            from botocore.config import Config
-        except ImportError:
-            raise InvalidInput(
-                "S3 inputs need boto3 on the server: pip install 'conveyor[s3]'.", kind="s3"
-            ) from None
         self.settings = settings
         self.max_bytes = settings.max_input_bytes
-        key_id: str | None
-        secret: str | None
-        if credentials is not None:
-            key_id, secret = credentials.access_key_id, credentials.secret_access_key
-            region = credentials.region or settings.s3_region
-        else:
-            key_id, secret = settings.s3_access_key_id, settings.s3_secret_access_key
-            region = settings.s3_region
-        self.client: Any = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=region,
-            aws_access_key_id=key_id,
-            aws_secret_access_key=secret,
-            config=Config(
-                connect_timeout=settings.url_timeout_seconds,
-                read_timeout=settings.url_timeout_seconds,
-                retries={"max_attempts": 2},
-            ),
-        )
+        self.client: Any = make_client(settings, credentials)
 
     def resolve(self, index: int, name: str | None, address: str) -> Iterator[DecodedInput]:
         label = name or address

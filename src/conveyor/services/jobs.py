@@ -7,6 +7,7 @@ this module writes what it built in one transaction and hands the chunks to the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -16,7 +17,8 @@ from conveyor import exports
 from conveyor.dispatch.base import Dispatcher
 from conveyor.domain.access import Principal, require_write, scope_of
 from conveyor.domain.status import JobStatus
-from conveyor.errors import Conflict, InvalidInput, NotFound
+from conveyor.errors import Conflict, InvalidInput, NotFound, TooLarge
+from conveyor.inputs import stored
 from conveyor.inputs.resolve import InputResolver
 from conveyor.pipelines import export
 from conveyor.pipelines.export import DataExport
@@ -35,6 +37,8 @@ from conveyor.store import Store
 from conveyor.store.history import HistoryPage, HistoryQuery
 from conveyor.store.jobs import Queued
 from conveyor.store.uploads import is_open
+
+log = logging.getLogger(__name__)
 
 MAX_EXPORT_JOBS = 1000
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -145,9 +149,33 @@ class JobService:
         self.audit(principal, "job.retry", job)
 
     def delete(self, principal: Principal, job_id: int) -> None:
+        """Delete the job's rows, then (once that committed) the blobs of its request's bytes."""
         job = self.require_write_on(principal, job_id)
-        self.store.jobs.delete(scope_of(principal), job_id)
+        prefix = self.store.jobs.delete(scope_of(principal), job_id)
         self.audit(principal, "job.delete", job)
+        if prefix:
+            try:
+                self.store.blobs.delete_prefix(prefix)
+            except Exception:  # the job is gone; blobs left behind are only disk, logged
+                log.exception("deleting the blobs of job %s under %s failed", job_id, prefix)
+
+    def item_media(self, item_id: int) -> bytes | None:
+        """An item's input bytes for a signed media URL (the caller checked the signature),
+        wherever they are; None when the item or its bytes are gone."""
+        found = self.store.jobs.item_data(item_id)
+        if found is None:
+            return None
+        data, ref = found
+        if data is not None or ref is None:
+            return data
+        if stored.is_stored(ref):
+            try:
+                return stored.read(self.store, ref, self.settings.max_input_bytes)
+            except (InvalidInput, TooLarge):  # gone from the blob store, or the collection deleted
+                return None
+        # TODO(issue 15): http(s):// and s3:// refs: serve them through the worker's fetcher (SSRF
+        # guard, per-job S3 credentials) or redirect; until then a processing service gets a 404.
+        return None
 
     def audit(self, principal: Principal, action: str, job: RowMapping) -> None:
         """Who did what to a job (its status changes are in job_events; this outlives a delete)."""

@@ -153,16 +153,17 @@ class Submissions:
                 f"{self.settings.max_inputs_per_job} per job."
             )
         sources: list[dict[str, Any]] = []
-        if stored is not None:
-            acquired: Iterable[DecodedInput] = iter(stored.inputs)
-        elif request.fetch == FETCH_AT_SUBMIT:
-            acquired = self._acquire(request)
+        if stored is not None:  # references to the stored items, no bytes copied
+            rows, total_bytes, kinds = self.collections.item_rows(stored, pipeline_cls)
         else:
-            planned = self._plan_references(request)
-            acquired, sources = itertools.chain(planned.items, self._staged(request)), planned.sources
-        if sources and request.shuffle:
-            raise InvalidInput("`shuffle` cannot be combined with S3 prefixes or manifests (listed later).")
-        rows, total_bytes, kinds = self._item_rows(pipeline_cls, acquired, request.limit)
+            if request.fetch == FETCH_AT_SUBMIT:
+                acquired: Iterable[DecodedInput] = self._acquire(request)
+            else:
+                planned = self._plan_references(request)
+                acquired, sources = itertools.chain(planned.items, self._staged(request)), planned.sources
+            if sources and request.shuffle:
+                raise InvalidInput("`shuffle` cannot be combined with S3 prefixes or manifests.")
+            rows, total_bytes, kinds = self._item_rows(pipeline_cls, acquired, request.limit)
         self.quotas.check(principal, total_bytes)
         if request.shuffle:
             random.shuffle(rows)  # processing order is item order (seq)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from conveyor.blobs import BlobStore, open_blob_store
 from conveyor.settings import Settings
 from conveyor.store.artifacts import ArtifactRepository
 from conveyor.store.audit import AuditRepository
@@ -27,13 +28,14 @@ from conveyor.store.uploads import UploadRepository
 
 
 class Store:
-    """The repositories over one database."""
+    """The repositories over one database, and the blob store that holds the bytes items refer to."""
 
     def __init__(self, settings: Settings, *, pool_size: int = 5) -> None:
         if settings.database_url is None:
             settings.ensure_data_dir()
         self.settings = settings
         self.db = Database(settings.resolved_database_url, pool_size=pool_size)
+        self.blobs: BlobStore = open_blob_store(settings)
         self.jobs = JobRepository(self.db, chunk_size=settings.chunk_size)
         self.chunks = ChunkRepository(self.db)
         self.collecting = CollectRepository(self.db)
@@ -50,7 +52,7 @@ class Store:
         self.memberships = MembershipRepository(self.db)
         self.audit = AuditRepository(self.db)
         self.quotas = QuotaRepository(self.db)
-        self.collections = CollectionRepository(self.db)
+        self.collections = CollectionRepository(self.db, self.blobs)
         self.stats = StatsRepository(self.db)
         self.artifacts = ArtifactRepository(self.db)
         self.processing_services = ProcessingServiceRepository(self.db)

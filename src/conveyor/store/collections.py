@@ -1,4 +1,9 @@
-"""Collection repository: named sets of stored inputs in a project, and the sampling of them."""
+"""Collection repository: named sets of stored inputs in a project, and the sampling of them.
+
+A stored item's bytes are in the blob store (``ref`` = ``blob:<key>``, ``data`` empty) unless
+they are tiny (``CONVEYOR_BLOB_INLINE_BYTES``): then they stay in ``data``. Jobs over a
+collection refer to its items (``collection-item:<id>``) and read them with :meth:`item_bytes`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, func, insert, select, update
 
+from conveyor.blobs import BlobStore, is_blob_ref
 from conveyor.clock import utcnow
 from conveyor.domain.status import ACTIVE
 from conveyor.errors import Conflict, InvalidInput, NotFound, TooLarge
@@ -57,8 +63,9 @@ def sample_ids(ids: Sequence[int], method: str, limit: int | None, rng: random.R
 
 
 class CollectionRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, blobs: BlobStore) -> None:
         self.db = db
+        self.blobs = blobs
 
     # ----------------------------------------------------------------- collections
     def create(self, scope: CollectionScope, project_id: int, name: str, description: str) -> int:
@@ -124,7 +131,8 @@ class CollectionRepository:
     def add_items(
         self, scope: CollectionScope, collection_id: int, rows: Sequence[dict[str, Any]]
     ) -> list[int]:
-        """Store items (``name, kind, byte_size, data, source``) in one transaction; their ids."""
+        """Store items (``name, kind, byte_size, data, source`` and, for blob-stored bytes, ``ref,
+        sha256`` with empty ``data``) in one transaction; their ids."""
         now = utcnow()
         ids: list[int] = []
         with self.db.write() as conn:
@@ -158,6 +166,25 @@ class CollectionRepository:
             ).mappings()
             return count, list(rows)
 
+    def item_bytes(self, item_id: int, max_bytes: int | None = None) -> bytes | None:
+        """A stored item's bytes, from its row or its blob; None when the item is gone (its
+        collection was deleted). A blob missing from the store is ``InputUnavailable``; one
+        over ``max_bytes`` is ``TooLarge``. No scope: for workers and signed media URLs."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(collection_items.c.data, collection_items.c.ref).where(
+                    collection_items.c.id == item_id
+                )
+            ).first()
+        if row is None:
+            return None
+        if is_blob_ref(row.ref):
+            return self.blobs.read(row.ref, max_bytes)
+        data = bytes(row.data)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise TooLarge(f"Stored item {item_id} is {len(data)} bytes, over the {max_bytes}-byte cap.")
+        return data
+
     def item(self, scope: CollectionScope, item_id: int, *, with_data: bool = False) -> RowMapping:
         columns = [c for c in collection_items.c if with_data or c.name != "data"]
         with self.db.read() as conn:
@@ -185,7 +212,7 @@ class CollectionRepository:
         max_bytes: int,
         rng: random.Random | None = None,
     ) -> tuple[RowMapping, list[RowMapping]]:
-        """The collection and the items (with their bytes) a job over it runs on, in job order.
+        """The collection and the items (without their bytes) a job over it runs on, in job order.
 
         The caps are checked on the chosen items' sizes before any bytes are read.
         """
@@ -215,9 +242,8 @@ class CollectionRepository:
             by_id: dict[int, RowMapping] = {}
             for first in range(0, len(chosen), ITEM_INSERT_BATCH):
                 batch = chosen[first : first + ITEM_INSERT_BATCH]
-                for row in conn.execute(
-                    select(collection_items).where(collection_items.c.id.in_(batch))
-                ).mappings():
+                columns = [c for c in collection_items.c if c.name != "data"]
+                for row in conn.execute(select(*columns).where(collection_items.c.id.in_(batch))).mappings():
                     by_id[row["id"]] = row
         return rows[0], [by_id[i] for i in chosen if i in by_id]
 

@@ -274,16 +274,20 @@ class JobRepository:
             ranges = [(group[0], group[-1], len(group)) for group in groups]
             return Queued(job_id, self._add_chunks(conn, job_id, ranges, delay=0, now=now))
 
-    def delete(self, scope: Scope, job_id: int) -> None:
+    def delete(self, scope: Scope, job_id: int) -> str | None:
+        """Delete a finished (or never queued) job's rows; returns its blob prefix, whose blobs
+        the caller deletes once this has committed."""
         with self.db.write() as conn:
             current = self._require(conn, scope, job_id)
             if current not in TERMINAL and current != JobStatus.CREATED:
                 raise Conflict(
                     f"Job {job_id} is {current}; cancel it before deleting it.", status=str(current)
                 )
+            prefix = conn.execute(select(jobs.c.blob_prefix).where(jobs.c.id == job_id)).scalar()
             for table in (job_logs, job_events, chunks, items, output_shards):
                 conn.execute(delete(table).where(table.c.job_id == job_id))
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
+        return prefix
 
     # ----------------------------------------------------------------- reads
     def _require(self, conn: Connection, scope: Scope, job_id: int) -> JobStatus:
@@ -426,11 +430,14 @@ class JobRepository:
         with self.db.read() as conn:
             return conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first() is not None
 
-    def item_data(self, item_id: int) -> bytes | None:
-        """An item's input bytes (for a signed media URL: the caller has checked the signature)."""
+    def item_data(self, item_id: int) -> tuple[bytes | None, str | None] | None:
+        """An item's input bytes, or its ref when they are elsewhere (for a signed media URL: the
+        caller has checked the signature); None when there is no such item."""
         with self.db.read() as conn:
-            data = conn.execute(select(items.c.data).where(items.c.id == item_id)).scalar()
-        return bytes(data) if data is not None else None
+            row = conn.execute(select(items.c.data, items.c.ref).where(items.c.id == item_id)).first()
+        if row is None:
+            return None
+        return (bytes(row.data) if row.data is not None else None), row.ref
 
     def items(
         self, scope: Scope, job_id: int, *, statuses: Sequence[str] | None, after_seq: int, limit: int

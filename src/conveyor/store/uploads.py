@@ -1,13 +1,15 @@
 """Chunked file inputs of OPEN jobs (Modzy's ``POST /api/jobs/{id}/{item}/{input}``).
 
-Chunks are staged in ``job_uploads``, apart from the items. Closing the job assembles them into
-items and queues the job in one transaction; a job that is never closed keeps no half-written
-items, and canceling it drops what was staged.
+Chunks are staged in ``job_uploads``, apart from the items. Closing the job streams each input's
+chunks (one at a time, never a whole input in memory) to the caller, which writes them to the
+blob store; the items (refs, no bytes) are written, the staged chunks dropped and the job queued
+in one transaction. A job that is never closed keeps no half-written items, and canceling it
+drops what was staged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +34,13 @@ class UploadCaps:
 
 @dataclass(frozen=True)
 class AssembledInput:
-    """One uploaded input, all its chunks concatenated in arrival order."""
+    """One uploaded input: its size, and its chunks in arrival order (read from the database one
+    at a time by ``chunks()``, valid during the close only)."""
 
     item: str
     input: str
-    data: bytes
+    size: int
+    chunks: Callable[[], Iterator[bytes]]
 
 
 # Turns the assembled inputs into item rows (raising InvalidInput/TooLarge to abort the close):
@@ -116,21 +120,32 @@ class UploadRepository:
             )
         return input_size
 
-    def close(self, scope: Scope, job_id: int, build_rows: RowBuilder) -> Queued:
-        """Assemble the staged chunks into items and queue the job, all or nothing."""
+    def close(
+        self, scope: Scope, job_id: int, build_rows: RowBuilder, *, blob_prefix: str | None = None
+    ) -> Queued:
+        """Turn the staged chunks into items and queue the job, all or nothing. ``blob_prefix``:
+        where ``build_rows`` put the inputs' bytes (recorded on the job, deleted with it)."""
         with self.db.write() as conn:
             self._lock_open(conn, scope, job_id)
-            assembled: dict[tuple[str, str], bytearray] = {}
-            for row in conn.execute(
-                select(job_uploads.c.item, job_uploads.c.input, job_uploads.c.data)
+            first = func.min(job_uploads.c.id).label("first")
+            staged = conn.execute(
+                select(
+                    job_uploads.c.item,
+                    job_uploads.c.input,
+                    first,
+                    func.sum(func.length(job_uploads.c.data)).label("size"),
+                )
                 .where(job_uploads.c.job_id == job_id)
-                .order_by(job_uploads.c.id)
-            ):
-                assembled.setdefault((row.item, row.input), bytearray()).extend(row.data)
-            inputs = [AssembledInput(i, n, bytes(b)) for (i, n), b in assembled.items()]
+                .group_by(job_uploads.c.item, job_uploads.c.input)
+                .order_by(first)
+            ).all()
+            inputs = [
+                AssembledInput(row.item, row.input, int(row.size or 0), self._reader(conn, job_id, row))
+                for row in staged
+            ]
             rows, total_bytes, kinds = build_rows(inputs)
-            for first in range(0, len(rows), ITEM_INSERT_BATCH):
-                bulk.insert_items(conn, self.dialect, job_id, rows[first : first + ITEM_INSERT_BATCH])
+            for first_row in range(0, len(rows), ITEM_INSERT_BATCH):
+                bulk.insert_items(conn, self.dialect, job_id, rows[first_row : first_row + ITEM_INSERT_BATCH])
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
@@ -139,10 +154,30 @@ class UploadRepository:
                     pending=len(rows),
                     input_byte_amount=total_bytes,
                     input_summary={"kinds": kinds, "count": len(rows), "open": False},
+                    **({"blob_prefix": blob_prefix} if blob_prefix is not None else {}),
                 )
             )
             conn.execute(delete(job_uploads).where(job_uploads.c.job_id == job_id))
             return self.jobs.queue_created(conn, job_id, "closed: file inputs complete")
+
+    @staticmethod
+    def _reader(conn: Connection, job_id: int, staged: Any) -> Callable[[], Iterator[bytes]]:
+        def chunks() -> Iterator[bytes]:
+            ids = conn.execute(
+                select(job_uploads.c.id)
+                .where(
+                    job_uploads.c.job_id == job_id,
+                    job_uploads.c.item == staged.item,
+                    job_uploads.c.input == staged.input,
+                )
+                .order_by(job_uploads.c.id)
+            ).scalars()
+            for chunk_id in list(ids):  # one chunk's bytes in memory at a time
+                yield bytes(
+                    conn.execute(select(job_uploads.c.data).where(job_uploads.c.id == chunk_id)).scalar_one()
+                )
+
+        return chunks
 
     def discard(self, job_id: int) -> None:
         """Drop whatever was staged for a job (after it was canceled)."""

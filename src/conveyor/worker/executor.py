@@ -31,6 +31,7 @@ from conveyor.pipelines.remote import RemotePipeline
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.outputs import ShardWritten
+from conveyor.worker import stored_inputs
 from conveyor.worker.collecting import collect_pages
 from conveyor.worker.shards import ShardWriter
 
@@ -300,7 +301,8 @@ class ChunkExecutor:
             should_stop=watch.should_stop,
         )
         batch_size = pipeline.effective_batch_size(job.config)
-        buffer: list[ItemOutcome] = []
+        # Bytes stored by Conveyor (blob:, collection-item:) are read now; the unreadable fail.
+        items, buffer = stored_inputs.hydrate(self.store, items, self.settings.max_input_bytes)
         last_flush = time.monotonic()
         processed = 0
         position = 0
@@ -336,17 +338,18 @@ class ChunkExecutor:
                     watch.reason = StopReason.CANCELED if not last_chunk_batch else StopReason.NONE
                 if last_chunk_batch:
                     return ChunkReport(claim.chunk_id, claim.job_id, processed, StopReason.NONE, [])
-        if not items:  # a redelivered chunk whose items were all written before: just close it
-            self.store.chunks.write_back(
+        if not items:  # a redelivered chunk whose items were all written before (or none readable)
+            wrote = self.store.chunks.write_back(
                 claim,
-                [],
+                buffer,
                 logs,
                 lease_seconds=self.settings.lease_seconds,
                 complete=True,
                 stage_params=stage_params,
                 shards=self._output_shards(claim, job, [], logs),
             )
-            return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
+            done = len(buffer) if wrote.held else 0
+            return ChunkReport(claim.chunk_id, claim.job_id, done, StopReason.NONE, [])
         return self._release(claim, watch, processed, buffer, logs)
 
     def _output_shards(

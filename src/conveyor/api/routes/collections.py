@@ -108,9 +108,12 @@ def get_collection(
     "/{collection_id}/",
     status_code=204,
     summary="Delete a collection and its stored items",
-    description="Refused with 409 while an unfinished job runs over the collection. Finished jobs "
-    "keep their own copy of the items and results; their `source_image_collection` still names "
-    "the deleted collection.",
+    description="Refused with 409 while an unfinished job runs over the collection. The items' "
+    "bytes are deleted from the blob store. Finished jobs keep their results, and their "
+    "`source_image_collection` still names the deleted collection; their items referred to the "
+    "stored items (no copy), so a retry, or a job over one stored item "
+    "(`source_image_single_id`) that reaches a deleted item, fails that item with "
+    "`input_unavailable`.",
 )
 def delete_collection(collection_id: SmallId, jobs: JobsDep, principal: PrincipalDep) -> Response:
     jobs.collections.delete(principal, collection_id)

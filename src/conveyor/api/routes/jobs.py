@@ -231,7 +231,12 @@ def get_job(
 
 
 @router.delete(
-    "/{job_id}/", status_code=204, summary="Delete a finished (or never run) job with its items and logs"
+    "/{job_id}/",
+    status_code=204,
+    summary="Delete a finished (or never run) job with its items and logs",
+    description="The bytes that came with the job's request (uploads, Modzy chunks, inline inputs "
+    "kept in the blob store) are deleted from the blob store once the job's rows are gone. Stored "
+    "collection items and inputs given by reference (URL, S3) are not touched.",
 )
 def delete_job(job_id: DbId, jobs: JobsDep, principal: PrincipalDep) -> Response:
     jobs.delete(principal, job_id)

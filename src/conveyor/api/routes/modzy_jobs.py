@@ -182,6 +182,9 @@ def cancel(job_identifier: str, jobs: JobsDep, uploads: UploadsDep, principal: P
 @router.post(
     "/jobs/{job_identifier}/close",
     summary="Close an OPEN job: its uploaded inputs become items and it is queued",
+    description="Each uploaded input is written to the blob store (CONVEYOR_BLOB_URL) under the "
+    "job's prefix; its item keeps only the blob's ref, size and sha256. Deleting the job "
+    "deletes those blobs.",
 )
 def close(job_identifier: str, jobs: JobsDep, uploads: UploadsDep, principal: PrincipalDep) -> JSONResponse:
     job_id = _job_id(jobs, principal, job_identifier)

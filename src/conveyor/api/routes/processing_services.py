@@ -89,11 +89,13 @@ def remove_service(service_id: SmallId, jobs: JobsDep, principal: PrincipalDep) 
 def item_media(
     item_id: DbId,
     store: StoreDep,
+    jobs: JobsDep,
     expires: Annotated[int, Query(ge=0, le=2**62, description="Expiry, Unix seconds.")],
     signature: Annotated[str, Query(min_length=1, max_length=128, description="HMAC-SHA256, hex.")],
 ) -> Response:
     secret = store.processing_services.secret(media.SECRET_NAME)
-    data = store.jobs.item_data(item_id) if media.is_valid(secret, item_id, expires, signature) else None
+    # From the row, the blob store or the collection item it refers to (JobService.item_media).
+    data = jobs.item_media(item_id) if media.is_valid(secret, item_id, expires, signature) else None
     if data is None:
         raise NotFound("Not found, or the link expired.")
     return Response(
