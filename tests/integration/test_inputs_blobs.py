@@ -330,3 +330,32 @@ def test_a_server_with_an_s3_blob_url_stores_blobs_in_s3(s3_server: tuple[Server
         assert keys(s3, f"deploy/blobs/{prefix}/") == []
         assert client.delete(f"{COLLECTIONS}{cid}/").status_code == 204
         assert keys(s3, f"deploy/blobs/collections/{cid}/") == []
+
+
+def test_inline_base64_inputs_go_to_the_blob_store_and_a_refused_job_leaves_none(
+    client: httpx.Client, server: Server
+) -> None:
+    pngs = [(f"{unique('i')}.png", png) for _, png, _ in holdout_pngs(limit=3)]
+    tiny = ("tiny.txt", b"hi")  # at most CONVEYOR_BLOB_INLINE_BYTES: stays in the row
+    inputs = [{"name": name, "kind": "base64", "data": b64(data)} for name, data in [*pngs, tiny]]
+    response = client.post(
+        JOBS + "?start_now=true", json={"name": unique("b64"), "pipeline": "test-delay", "inputs": inputs}
+    )
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    assert finished(client, job_id)["status"] == "SUCCESS"
+    stored = rows(
+        server, "SELECT name, data, ref, sha256 FROM items WHERE job_id = :j ORDER BY seq", j=job_id
+    )
+    for row, (_, png) in zip(stored, pngs, strict=False):
+        assert row.data is None and row.sha256 == hashlib.sha256(png).hexdigest()
+        assert blob_path(server, row.ref).read_bytes() == png
+    assert (stored[-1].data, stored[-1].ref) == (b"hi", None)
+    # test-delay answers the byte size of what it was given: the workers read the blobs.
+    assert [i["result"]["bytes"] for i in all_items(client, job_id)] == [len(p) for _, p in pngs] + [2]
+
+    before = sorted((server.data_dir / "blobs").rglob("*"))
+    bad = [*inputs[:2], {"name": "broken", "kind": "base64", "data": "%%% not base64"}]
+    refused = client.post(JOBS, json={"name": unique("b64-bad"), "pipeline": "test-delay", "inputs": bad})
+    assert refused.status_code == 400 and "broken" in refused.text
+    assert sorted((server.data_dir / "blobs").rglob("*")) == before  # nothing written is left behind

@@ -125,7 +125,11 @@ class JobService:
 
     def _create(self, prepared: PreparedJob, *, start: bool) -> int:
         """The job and its items in one transaction, then its chunks to the dispatcher."""
-        job_id, queued = self.store.jobs.create(prepared.job, prepared.items, start=start)
+        try:
+            job_id, queued = self.store.jobs.create(prepared.job, prepared.items, start=start)
+        except BaseException:
+            self.submissions.discard_blobs(prepared.job.blob_prefix)
+            raise
         self._dispatch(queued)
         return job_id
 

@@ -10,6 +10,7 @@ into item rows within the caps before anything is written. ``JobService.submit``
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +20,7 @@ from typing import Any, NotRequired, cast
 from sqlalchemy import RowMapping
 from typing_extensions import TypedDict
 
+from conveyor.blobs import new_prefix
 from conveyor.domain.access import Principal, require_write
 from conveyor.domain.status import ItemStatus
 from conveyor.errors import InvalidInput, NotFound, TooLarge, UnknownPipeline
@@ -38,6 +40,8 @@ from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.auth import DEFAULT_PROJECT
 from conveyor.store.jobs import NewJob
+
+log = logging.getLogger(__name__)
 
 JOB_TYPE_ML = "ml"
 FETCH_BY_REFERENCE = "by_reference"  # the default: items keep references, workers fetch them
@@ -153,8 +157,10 @@ class Submissions:
                 f"{self.settings.max_inputs_per_job} per job."
             )
         sources: list[dict[str, Any]] = []
+        blob_prefix: str | None = None
         if stored is not None:  # references to the stored items, no bytes copied
             rows, total_bytes, kinds = self.collections.item_rows(stored, pipeline_cls)
+            self.quotas.check(principal, total_bytes)
         else:
             if request.fetch == FETCH_AT_SUBMIT:
                 acquired: Iterable[DecodedInput] = self._acquire(request)
@@ -163,8 +169,13 @@ class Submissions:
                 acquired, sources = itertools.chain(planned.items, self._staged(request)), planned.sources
             if sources and request.shuffle:
                 raise InvalidInput("`shuffle` cannot be combined with S3 prefixes or manifests.")
-            rows, total_bytes, kinds = self._item_rows(pipeline_cls, acquired, request.limit)
-        self.quotas.check(principal, total_bytes)
+            blob_prefix = new_prefix()
+            try:
+                rows, total_bytes, kinds = self._item_rows(pipeline_cls, acquired, request.limit, blob_prefix)
+                self.quotas.check(principal, total_bytes)
+            except BaseException:
+                self.discard_blobs(blob_prefix)
+                raise
         if request.shuffle:
             random.shuffle(rows)  # processing order is item order (seq)
             for seq, row in enumerate(rows):
@@ -194,6 +205,7 @@ class Submissions:
                 **({"collect_sources": len(sources)} if sources else {}),
             },
             collect=self._collect_plan(pipeline_cls, sources, len(rows), request.limit),
+            blob_prefix=blob_prefix if any(row.get("sha256") for row in rows) else None,
             input_byte_amount=total_bytes,
             submitted_by=principal.key_prefix,
             output=output,
@@ -329,9 +341,16 @@ class Submissions:
             yield self.resolver.staged(staged)
 
     def _item_rows(
-        self, pipeline_cls: type[Pipeline], inputs: Iterable[DecodedInput], limit: int | None
+        self,
+        pipeline_cls: type[Pipeline],
+        inputs: Iterable[DecodedInput],
+        limit: int | None,
+        blob_prefix: str,
     ) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
-        """Check every input before anything is written: item rows, total bytes, kinds."""
+        """Check every input before anything is written: item rows, total bytes, kinds.
+
+        Bytes that came with the request go to the blob store under ``blob_prefix`` (the row keeps
+        the ref, size and sha256), except tiny ones (``blob_inline_bytes``), kept in the row."""
         rows: list[dict[str, Any]] = []
         total_bytes = 0
         kinds: dict[str, int] = {}
@@ -344,22 +363,34 @@ class Submissions:
             if total_bytes > self.settings.job_bytes_cap:
                 raise TooLarge(f"The job's inputs exceed the cap of {self.settings.job_bytes_cap} bytes.")
             kinds[decoded.kind] = kinds.get(decoded.kind, 0) + 1
-            by_reference = decoded.ref is not None or decoded.error is not None
-            rows.append(
-                {
-                    "seq": index,
-                    "name": decoded.name,
-                    "kind": decoded.kind,
-                    "byte_size": decoded.size if by_reference else len(decoded.data),
-                    "data": None if by_reference else decoded.data,
-                    "source": decoded.source,
-                    "ref": decoded.ref,
-                    "status": ItemStatus.FAILURE.value if decoded.error else ItemStatus.PENDING.value,
-                    "error": f"invalid_input: {decoded.error}" if decoded.error else None,
-                    "attempts": 0,
-                }
-            )
+            row: dict[str, Any] = {
+                "seq": index,
+                "name": decoded.name,
+                "kind": decoded.kind,
+                "byte_size": len(decoded.data),
+                "data": decoded.data,
+                "source": decoded.source,
+                "status": ItemStatus.PENDING.value,
+                "attempts": 0,
+            }
+            if decoded.ref is not None or decoded.error is not None:  # by reference: read by a worker
+                row.update(data=None, byte_size=decoded.size, ref=decoded.ref)
+                if decoded.error:
+                    row.update(status=ItemStatus.FAILURE.value, error=f"invalid_input: {decoded.error}")
+            elif len(decoded.data) > self.settings.blob_inline_bytes:
+                blob = self.store.blobs.put(f"{blob_prefix}/inputs/{index}", decoded.data)
+                row.update(data=None, ref=blob.ref, sha256=blob.sha256)
+            rows.append(row)
         return rows, total_bytes, kinds
+
+    def discard_blobs(self, blob_prefix: str | None) -> None:
+        """Remove what a submission wrote to the blob store when it is not going to be a job."""
+        if blob_prefix is None:
+            return
+        try:
+            self.store.blobs.delete_prefix(blob_prefix)
+        except Exception:  # a leftover blob costs disk, never correctness
+            log.exception("could not delete the blobs under %s", blob_prefix)
 
 
 def _fetch(resolver: InputResolver, index: int, spec: InputSpec) -> list[DecodedInput]:
