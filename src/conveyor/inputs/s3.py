@@ -4,9 +4,9 @@ Needs boto3 (``pip install 'conveyor[s3]'``); without it an S3 input is a clear 
 endpoint, region and credentials come from ``CONVEYOR_S3_*`` settings, else from boto3's own
 lookup (environment, config files, instance role). A request may bring its own credentials and
 region (:class:`S3Credentials`, the Modzy ``aws-s3`` input type): they are used for that
-request's fetches only, never logged or stored; the endpoint stays the server's. Objects are
-fetched at submit under the per-input byte cap; a prefix expands to at most
-``s3_max_objects_per_prefix`` objects.
+request's fetches only, never logged; the endpoint stays the server's. Objects are read under
+the per-input byte cap (``S3Source.read``: at submit, or by a worker just before the model needs
+them); a prefix expands at submit to at most ``s3_max_objects_per_prefix`` objects.
 """
 
 from __future__ import annotations
@@ -30,6 +30,24 @@ def parse(address: str, label: str) -> tuple[str, str]:
     return bucket, key
 
 
+#: S3 error codes that say "try again later" (throttling, a server-side hiccup).
+TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "InternalError",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
+
+
 @dataclass(frozen=True)
 class S3Credentials:
     """Credentials (and region) given with one request; the secret is kept out of ``repr``."""
@@ -37,6 +55,18 @@ class S3Credentials:
     access_key_id: str
     secret_access_key: str = field(repr=False)
     region: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The form sealed into a job's ``secret`` (``conveyor.sealing``)."""
+        return {
+            "access_key_id": self.access_key_id,
+            "secret_access_key": self.secret_access_key,
+            "region": self.region,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> S3Credentials:
+        return cls(str(data["access_key_id"]), str(data["secret_access_key"]), data.get("region") or None)
 
 
 class S3Source:
@@ -164,27 +194,41 @@ class S3Source:
         return keys
 
     def _get(self, bucket: str, key: str, label: str) -> DecodedInput:
+        return DecodedInput(label, "base64", self.read(bucket, key, label), source=f"s3://{bucket}/{key}")
+
+    def read(self, bucket: str, key: str, label: str) -> bytes:
+        """The bytes of one object under the per-input cap, in one GET. Errors name the input;
+        throttling, 5xx and connection failures are marked ``transient`` (a worker retries them)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         address = f"s3://{bucket}/{key}"
         try:
-            head = self.client.head_object(Bucket=bucket, Key=key)
-            if int(head.get("ContentLength", 0)) > self.max_bytes:
-                raise TooLarge(
-                    f"Input {label!r} is {head['ContentLength']} bytes, over the {self.max_bytes}-byte cap "
-                    "per input.",
-                    input=label,
-                )
-            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
-            data = body.read(self.max_bytes + 1)
-            body.close()
+            response = self.client.get_object(Bucket=bucket, Key=key)
+            body = response["Body"]
+            try:
+                if int(response.get("ContentLength", 0)) > self.max_bytes:
+                    raise TooLarge(
+                        f"Input {label!r} is {response['ContentLength']} bytes, over the "
+                        f"{self.max_bytes}-byte cap per input.",
+                        input=label,
+                    )
+                data = body.read(self.max_bytes + 1)
+            finally:
+                body.close()
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
             missing = code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
-            reason = "no such object" if missing else str(exc)
-            raise InputUnavailable(f"Input {label!r}: {address}: {reason}.", input=label) from None
+            reason = "no such object" if missing else f"{code or status}: {error.get('Message', exc)}"
+            transient = code in TRANSIENT_CODES or status == 429 or status >= 500
+            raise InputUnavailable(
+                f"Input {label!r}: {address}: {reason}.", input=label, status=status, transient=transient
+            ) from None
         except BotoCoreError as exc:
-            raise InputUnavailable(f"Input {label!r}: cannot fetch {address}: {exc}", input=label) from None
+            raise InputUnavailable(
+                f"Input {label!r}: cannot fetch {address}: {exc}", input=label, transient=True
+            ) from None
         if len(data) > self.max_bytes:
             raise TooLarge(f"Input {label!r} is over the {self.max_bytes}-byte cap per input.", input=label)
-        return DecodedInput(label, "base64", data, source=address)
+        return bytes(data)

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from conveyor import media
+from conveyor import media, sealing
 from conveyor.clock import utcnow
 from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
 from conveyor.domain.work import Claim, ItemInput, ItemOutcome, JobContext, LogLine
 from conveyor.errors import ConveyorError
 from conveyor.inputs.collect import Collector
+from conveyor.inputs.s3 import S3Credentials
 from conveyor.pipelines import export, imaging, remote
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
 from conveyor.pipelines.export import DataExport
@@ -31,8 +32,12 @@ from conveyor.pipelines.remote import RemotePipeline
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.worker.collecting import collect_pages
+from conveyor.worker.fetching import Fetched, Fetcher, Loader, Prefetch
 
 log = logging.getLogger(__name__)
+
+#: The server secret that per-job credentials (``jobs.secret``) are sealed under.
+CREDENTIALS_SECRET = "credentials"
 
 
 class StopReason(StrEnum):
@@ -129,6 +134,7 @@ class ChunkExecutor:
         shutdown: threading.Event | None = None,
         warm: WarmPipelines | None = None,
         on_queued: Callable[[list[int]], object] | None = None,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -139,6 +145,7 @@ class ChunkExecutor:
         self._remote: dict[str, RemotePipeline] = {}
         #: Told the ids of item chunks a collect stage queued (local: wake the pool; Celery: publish).
         self.on_queued: Callable[[list[int]], object] = on_queued or (lambda chunk_ids: None)
+        self.fetcher = fetcher or Fetcher(settings)
 
     def _pipeline(self, slug: str) -> tuple[Pipeline, float | None]:
         """The warm pipeline for ``slug`` (and its load time if loaded now). A remote pipeline is
@@ -296,9 +303,13 @@ class ChunkExecutor:
         last_flush = time.monotonic()
         processed = 0
         position = 0
+        prefetch = self._prefetch(job, items, batch_size, watch)
         while position < len(items) and not watch.should_stop():
-            batch = items[position : position + batch_size]
-            outcomes = self._process(pipeline, batch, ctx)
+            fetched = prefetch.take(batch_size)
+            if fetched is None:  # stopping while fetching: the chunk goes back as it is
+                break
+            batch = [f.item for f in fetched]
+            outcomes = self._process_fetched(pipeline, fetched, ctx)
             if outcomes is None:  # the batch was interrupted by a stop: nothing of it is kept
                 break
             buffer.extend(outcomes)
@@ -338,6 +349,59 @@ class ChunkExecutor:
             )
             return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
         return self._release(claim, watch, processed, buffer, logs)
+
+    def _prefetch(self, job: JobContext, items: list[ItemInput], batch_size: int, watch: _Watch) -> Prefetch:
+        """The chunk's items with their refs fetched ahead of the model. Its threads stop when the
+        watch says stop (every early return of ``_run_items`` sets a stop reason first)."""
+        concurrency = self.settings.fetch_concurrency
+        return Prefetch(
+            self._loader(job, items),
+            items,
+            concurrency=concurrency,
+            window=concurrency + batch_size,
+            should_stop=watch.should_stop,
+        )
+
+    def _loader(self, job: JobContext, items: list[ItemInput]) -> Loader:
+        """How the prefetch reads an item: with the job's own S3 credentials when it has some."""
+        credentials: S3Credentials | None = None
+        sealed_error: ConveyorError | None = None
+        if job.secret and any(i.ref is not None and i.ref.startswith("s3://") for i in items):
+            try:
+                secret = self.store.processing_services.secret(CREDENTIALS_SECRET)
+                credentials = S3Credentials.from_dict(sealing.unseal(secret, job.secret))
+            except (ConveyorError, KeyError) as exc:
+                log.error("job %s: its S3 credentials cannot be read: %s", job.job_id, exc)
+                sealed_error = ConveyorError(f"the job's S3 credentials cannot be read ({exc})")
+
+        def load(item: ItemInput, stopping: Callable[[], bool]) -> bytes:
+            if sealed_error is not None and item.ref is not None and item.ref.startswith("s3://"):
+                raise sealed_error
+            return self.fetcher.fetch_item(item, credentials=credentials, stop=stopping)
+
+        return load
+
+    def _process_fetched(
+        self, pipeline: Pipeline, fetched: list[Fetched], ctx: BatchContext
+    ) -> list[ItemOutcome] | None:
+        """Run the fetched items of a batch; those whose fetch failed become failed outcomes. The
+        outcomes are in the batch's order (None if stopping)."""
+        ready = [f.item for f in fetched if f.error is None]
+        if len(ready) == len(fetched):
+            return self._process(pipeline, ready, ctx)
+        ctx.logs.clear()
+        ran = self._process(pipeline, ready, ctx) if ready else []
+        if ran is None:
+            return None
+        by_id = {o.id: o for o in ran}
+        return [
+            by_id[f.item.id]
+            if f.error is None
+            else ItemOutcome(
+                f.item.id, False, error=f.error, started_at=f.started_at, finished_at=f.finished_at
+            )
+            for f in fetched
+        ]
 
     def _process(
         self, pipeline: Pipeline, batch: list[ItemInput], ctx: BatchContext
