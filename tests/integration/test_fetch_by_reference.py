@@ -147,6 +147,7 @@ def test_missing_objects_fail_single_items(server: Server, store: Store, files: 
     for seq in (0, 2, 5, 6):
         assert items[seq]["status"] == "SUCCESS" and items[seq]["result"] == {"bytes": len(f"item {seq}")}
     assert items[3]["result"] == {"bytes": len("item 1")}  # s3://traps/cam/1.txt
+    assert [items[seq]["byte_size"] for seq in (0, 3, 6)] == [6, 6, 6]  # the bytes the worker read
     warnings = [line["message"] for line in logs if line["level"] == "WARNING"]
     assert any("2 item(s) failed" in w and "item-1" in w and "item-4" in w for w in warnings), warnings
     assert files.hits.count("/gone.txt") == 1  # a 404 is not retried

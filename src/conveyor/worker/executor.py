@@ -385,23 +385,28 @@ class ChunkExecutor:
         self, pipeline: Pipeline, fetched: list[Fetched], ctx: BatchContext
     ) -> list[ItemOutcome] | None:
         """Run the fetched items of a batch; those whose fetch failed become failed outcomes. The
-        outcomes are in the batch's order (None if stopping)."""
+        outcomes are in the batch's order, with the bytes read for each item fetched from its
+        reference (None if stopping)."""
         ready = [f.item for f in fetched if f.error is None]
-        if len(ready) == len(fetched):
-            return self._process(pipeline, ready, ctx)
-        ctx.logs.clear()
+        ctx.logs.clear()  # also when no item is left to run: no logs of the batch before
         ran = self._process(pipeline, ready, ctx) if ready else []
         if ran is None:
             return None
         by_id = {o.id: o for o in ran}
-        return [
-            by_id[f.item.id]
-            if f.error is None
-            else ItemOutcome(
-                f.item.id, False, error=f.error, started_at=f.started_at, finished_at=f.finished_at
-            )
-            for f in fetched
-        ]
+        outcomes: list[ItemOutcome] = []
+        for f in fetched:
+            if f.error is not None:
+                outcomes.append(
+                    ItemOutcome(
+                        f.item.id, False, error=f.error, started_at=f.started_at, finished_at=f.finished_at
+                    )
+                )
+                continue
+            outcome = by_id[f.item.id]
+            if f.item.ref is not None:
+                outcome.byte_size = len(f.item.data)
+            outcomes.append(outcome)
+        return outcomes
 
     def _process(
         self, pipeline: Pipeline, batch: list[ItemInput], ctx: BatchContext
