@@ -23,6 +23,18 @@ class S3Credentials:
     secret_access_key: str = field(repr=False)
     region: str | None = None
 
+    def as_dict(self) -> dict[str, str | None]:
+        """The form sealed into a job's ``secret`` (``conveyor.sealing``)."""
+        return {
+            "access_key_id": self.access_key_id,
+            "secret_access_key": self.secret_access_key,
+            "region": self.region,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> S3Credentials:
+        return cls(str(data["access_key_id"]), str(data["secret_access_key"]), data.get("region") or None)
+
 
 def make_client(settings: Settings, credentials: S3Credentials | None = None) -> Any:
     """A boto3 S3 client with the server's endpoint and timeouts (400 when boto3 is missing)."""

@@ -56,10 +56,17 @@ class FileServer:
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, dict[str, str], bytes, float]] = {}
+        self.sequences: dict[str, list[tuple[int, bytes]]] = {}  # successive answers, then the route
         self.hits: list[str] = []
         self.in_flight = 0
         self.most_in_flight = 0  # how many requests it served at the same time, at most
-        routes, hits, lock, counter = self.routes, self.hits, threading.Lock(), self
+        routes, sequences, hits, lock, counter = (
+            self.routes,
+            self.sequences,
+            self.hits,
+            threading.Lock(),
+            self,
+        )
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -82,7 +89,13 @@ class FileServer:
                         counter.in_flight -= 1
 
             def _answer(self) -> None:
-                status, headers, body, drip = routes.get(self.path, (404, {}, b"not found", 0.0))
+                with lock:
+                    queued = sequences.get(self.path)
+                    next_answer = queued.pop(0) if queued else None
+                if next_answer is not None:
+                    status, headers, body, drip = next_answer[0], {}, next_answer[1], 0.0
+                else:
+                    status, headers, body, drip = routes.get(self.path, (404, {}, b"not found", 0.0))
                 self.send_response(status)
                 for key, value in headers.items():
                     if value:  # an empty value drops the header (e.g. no Content-Length)
@@ -122,6 +135,12 @@ class FileServer:
         drip: float = 0.0,
     ) -> str:
         self.routes[path] = (status, headers or {}, body, drip)
+        return self.base + path
+
+    def answer_first(self, path: str, *answers: tuple[int, bytes]) -> str:
+        """Answer the next requests for ``path`` with these (status, body) pairs, one each; then as
+        its route says (404 without one)."""
+        self.sequences[path] = list(answers)
         return self.base + path
 
     def redirect(self, path: str, to: str, status: int = 302) -> str:

@@ -2,11 +2,12 @@
 
 Needs boto3 (``pip install 'conveyor[s3]'``); without it an S3 input is a clear 400. The
 endpoint, region and credentials come from ``CONVEYOR_S3_*`` settings, else from boto3's own
-lookup (environment, config files, instance role): the client is conveyor.s3client's. A
+lookup (environment, config files, instance role); the client is conveyor.s3client's. A
 request may bring its own credentials and region (:class:`S3Credentials`, the Modzy ``aws-s3``
-input type): they are used for that request's fetches only, never logged or stored; the
-endpoint stays the server's. Objects are fetched at submit under the per-input byte cap; a
-prefix expands to at most ``s3_max_objects_per_prefix`` objects.
+input type): they are used for that request's reads only, never logged (sealed in the job
+while it runs, erased when it ends); the endpoint stays the server's. Objects are read under
+the per-input byte cap (``S3Source.read``: at submit, or by a worker just before the model needs
+them); a prefix expands at submit to at most ``s3_max_objects_per_prefix`` objects.
 """
 
 from __future__ import annotations
@@ -30,6 +31,24 @@ def parse(address: str, label: str) -> tuple[str, str]:
     if not bucket:
         raise InvalidInput(f"Input {label!r}: {address!r} has no bucket.", input=label)
     return bucket, key
+
+
+#: S3 error codes that say "try again later" (throttling, a server-side hiccup).
+TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "InternalError",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
 
 
 class S3Source:
@@ -131,27 +150,41 @@ class S3Source:
         return keys
 
     def _get(self, bucket: str, key: str, label: str) -> DecodedInput:
+        return DecodedInput(label, "base64", self.read(bucket, key, label), source=f"s3://{bucket}/{key}")
+
+    def read(self, bucket: str, key: str, label: str) -> bytes:
+        """The bytes of one object under the per-input cap, in one GET. Errors name the input;
+        throttling, 5xx and connection failures are marked ``transient`` (a worker retries them)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         address = f"s3://{bucket}/{key}"
         try:
-            head = self.client.head_object(Bucket=bucket, Key=key)
-            if int(head.get("ContentLength", 0)) > self.max_bytes:
-                raise TooLarge(
-                    f"Input {label!r} is {head['ContentLength']} bytes, over the {self.max_bytes}-byte cap "
-                    "per input.",
-                    input=label,
-                )
-            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
-            data = body.read(self.max_bytes + 1)
-            body.close()
+            response = self.client.get_object(Bucket=bucket, Key=key)
+            body = response["Body"]
+            try:
+                if int(response.get("ContentLength", 0)) > self.max_bytes:
+                    raise TooLarge(
+                        f"Input {label!r} is {response['ContentLength']} bytes, over the "
+                        f"{self.max_bytes}-byte cap per input.",
+                        input=label,
+                    )
+                data = body.read(self.max_bytes + 1)
+            finally:
+                body.close()
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
             missing = code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
-            reason = "no such object" if missing else str(exc)
-            raise InputUnavailable(f"Input {label!r}: {address}: {reason}.", input=label) from None
+            reason = "no such object" if missing else f"{code or status}: {error.get('Message', exc)}"
+            transient = code in TRANSIENT_CODES or status == 429 or status >= 500
+            raise InputUnavailable(
+                f"Input {label!r}: {address}: {reason}.", input=label, status=status, transient=transient
+            ) from None
         except BotoCoreError as exc:
-            raise InputUnavailable(f"Input {label!r}: cannot fetch {address}: {exc}", input=label) from None
+            raise InputUnavailable(
+                f"Input {label!r}: cannot fetch {address}: {exc}", input=label, transient=True
+            ) from None
         if len(data) > self.max_bytes:
             raise TooLarge(f"Input {label!r} is over the {self.max_bytes}-byte cap per input.", input=label)
-        return DecodedInput(label, "base64", data, source=address)
+        return bytes(data)

@@ -6,6 +6,9 @@ and the connection is then made to the checked address itself (the ``Host`` head
 SNI keep the original name), so a DNS answer that changes between the check and the connect
 cannot smuggle a private address in. Redirects are followed by hand, each hop checked the
 same way, up to ``url_max_redirects``. ``CONVEYOR_ALLOW_PRIVATE_URLS=true`` lifts the guard.
+
+Used at submit (the strict path) and by workers (``conveyor.worker.fetching``), which retry the
+failures marked ``transient`` (connection errors, timeouts, HTTP 429 and 5xx).
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ def stream(url: str, label: str, policy: UrlPolicy) -> Iterator[httpx.Response]:
                         f"Input {label!r}: {current} answered HTTP {response.status_code}.",
                         input=label,
                         status=response.status_code,
+                        transient=response.status_code == 429 or response.status_code >= 500,
                     )
                 yield response
                 return
@@ -107,10 +111,13 @@ def stream(url: str, label: str, policy: UrlPolicy) -> Iterator[httpx.Response]:
 
 
 def _unavailable(exc: httpx.HTTPError, label: str, url: str, policy: UrlPolicy) -> InputUnavailable:
-    """The 4xx for a transport failure while connecting or reading (timeouts say so)."""
+    """The 4xx for a transport failure while connecting or reading (timeouts say so); marked
+    ``transient``, so that a worker's fetch may try again."""
     if isinstance(exc, httpx.TimeoutException):
-        return InputUnavailable(f"Input {label!r}: {url} timed out after {policy.timeout:g} s.", input=label)
-    return InputUnavailable(f"Input {label!r}: cannot fetch {url}: {exc}.", input=label)
+        return InputUnavailable(
+            f"Input {label!r}: {url} timed out after {policy.timeout:g} s.", input=label, transient=True
+        )
+    return InputUnavailable(f"Input {label!r}: cannot fetch {url}: {exc}.", input=label, transient=True)
 
 
 def _pinned_request(client: httpx.Client, url: str, label: str, policy: UrlPolicy) -> httpx.Request:
@@ -162,6 +169,8 @@ def _read_capped(response: httpx.Response, label: str, policy: UrlPolicy, deadli
             raise TooLarge(f"Input {label!r} is over the {policy.max_bytes}-byte cap per input.", input=label)
         if time.monotonic() > deadline:
             raise InputUnavailable(
-                f"Input {label!r}: download took longer than {policy.timeout:g} s.", input=label
+                f"Input {label!r}: download took longer than {policy.timeout:g} s.",
+                input=label,
+                transient=True,
             )
     return bytes(body)

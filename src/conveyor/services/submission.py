@@ -20,6 +20,7 @@ from typing import Any, NotRequired, cast
 from sqlalchemy import RowMapping
 from typing_extensions import TypedDict
 
+from conveyor import sealing
 from conveyor.blobs import new_prefix
 from conveyor.domain.access import Principal, require_write
 from conveyor.domain.status import ItemStatus
@@ -209,6 +210,7 @@ class Submissions:
             input_byte_amount=total_bytes,
             submitted_by=principal.key_prefix,
             output=output,
+            secret=self._sealed_credentials(request, sources, rows),
             **(stored.job_values if stored is not None else {}),
         )
         return PreparedJob(job, rows)
@@ -280,6 +282,21 @@ class Submissions:
             "bytes": 0,
             "done": False,
         }
+
+    def _sealed_credentials(
+        self, request: JobRequest, sources: list[dict[str, Any]], rows: list[dict[str, Any]]
+    ) -> str | None:
+        """A request's own S3 credentials (Modzy aws-s3), sealed under the server secret for the
+        workers that read its S3 references; erased when the job ends (never shown anywhere)."""
+        if request.s3_credentials is None or request.fetch == FETCH_AT_SUBMIT:
+            return None
+        uses_s3 = any(s.get("bucket") or s.get("ref", "").startswith("s3://") for s in sources) or any(
+            (row.get("ref") or "").startswith("s3://") for row in rows
+        )
+        if not uses_s3:
+            return None
+        secret = self.store.processing_services.secret(sealing.CREDENTIALS_SECRET)
+        return sealing.seal(secret, request.s3_credentials.as_dict())
 
     def _staged(self, request: JobRequest) -> Iterator[DecodedInput]:
         for staged in request.files:

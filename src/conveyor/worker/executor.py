@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from conveyor import media
+from conveyor import media, sealing
 from conveyor.clock import utcnow
 from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
 from conveyor.domain.work import Claim, ItemInput, ItemOutcome, JobContext, LogLine
 from conveyor.errors import ConveyorError
+from conveyor.inputs import stored
 from conveyor.inputs.collect import Collector
+from conveyor.inputs.s3 import S3Credentials
 from conveyor.pipelines import export, imaging, remote
 from conveyor.pipelines.base import BatchContext, ItemResult, Pipeline
 from conveyor.pipelines.export import DataExport
@@ -31,11 +33,13 @@ from conveyor.pipelines.remote import RemotePipeline
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.outputs import ShardWritten
-from conveyor.worker import stored_inputs
 from conveyor.worker.collecting import collect_pages
+from conveyor.worker.fetching import Fetched, Fetcher, Loader, Prefetch
 from conveyor.worker.shards import ShardWriter
 
 log = logging.getLogger(__name__)
+
+#: The server secret that per-job credentials (``jobs.secret``) are sealed under.
 
 
 class StopReason(StrEnum):
@@ -132,6 +136,7 @@ class ChunkExecutor:
         shutdown: threading.Event | None = None,
         warm: WarmPipelines | None = None,
         on_queued: Callable[[list[int]], object] | None = None,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -143,6 +148,17 @@ class ChunkExecutor:
         #: Told the ids of item chunks a collect stage queued (local: wake the pool; Celery: publish).
         self.on_queued: Callable[[list[int]], object] = on_queued or (lambda chunk_ids: None)
         self._shards = ShardWriter(store, settings)
+        self.fetcher = fetcher or Fetcher(
+            settings,
+            read_blob=lambda ref: store.blobs.read(ref, settings.max_input_bytes),
+            read_collection_item=self._collection_item,
+        )
+
+    def _collection_item(self, item_id: int) -> tuple[bytes, str | None]:
+        """A stored collection item's bytes (from its row or its blob), for ``collection-item:`` refs."""
+        return stored.read(
+            self.store, stored.collection_item_ref(item_id), self.settings.max_input_bytes
+        ), None
 
     def _pipeline(self, slug: str) -> tuple[Pipeline, float | None]:
         """The warm pipeline for ``slug`` (and its load time if loaded now). A remote pipeline is
@@ -208,7 +224,11 @@ class ChunkExecutor:
         if plan is None or plan.get("done"):
             self.store.collecting.finish(claim, plan or {"done": True}, "Collect stage: nothing to list")
             return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
-        collector = Collector(self.settings, credentials=None, blob_lines=None)
+        credentials = None
+        if job.secret:  # an aws-s3 prefix lists with the job's own credentials
+            secret = self.store.processing_services.secret(sealing.CREDENTIALS_SECRET)
+            credentials = S3Credentials.from_dict(sealing.unseal(secret, job.secret))
+        collector = Collector(self.settings, credentials=credentials, blob_lines=None)
         listed_now = 0
         try:
             for rows, done in collect_pages(collector, plan, self.settings):
@@ -301,14 +321,17 @@ class ChunkExecutor:
             should_stop=watch.should_stop,
         )
         batch_size = pipeline.effective_batch_size(job.config)
-        # Bytes stored by Conveyor (blob:, collection-item:) are read now; the unreadable fail.
-        items, buffer = stored_inputs.hydrate(self.store, items, self.settings.max_input_bytes)
+        buffer: list[ItemOutcome] = []
         last_flush = time.monotonic()
         processed = 0
         position = 0
+        prefetch = self._prefetch(job, items, batch_size, watch)
         while position < len(items) and not watch.should_stop():
-            batch = items[position : position + batch_size]
-            outcomes = self._process(pipeline, batch, ctx)
+            fetched = prefetch.take(batch_size)
+            if fetched is None:  # stopping while fetching: the chunk goes back as it is
+                break
+            batch = [f.item for f in fetched]
+            outcomes = self._process_fetched(pipeline, fetched, ctx)
             if outcomes is None:  # the batch was interrupted by a stop: nothing of it is kept
                 break
             buffer.extend(outcomes)
@@ -368,6 +391,64 @@ class ChunkExecutor:
         shards, problems = self._shards.write(claim, job, outcomes)
         logs.extend(problems)
         return shards
+
+    def _prefetch(self, job: JobContext, items: list[ItemInput], batch_size: int, watch: _Watch) -> Prefetch:
+        """The chunk's items with their refs fetched ahead of the model. Its threads stop when the
+        watch says stop (every early return of ``_run_items`` sets a stop reason first)."""
+        concurrency = self.settings.fetch_concurrency
+        return Prefetch(
+            self._loader(job, items),
+            items,
+            concurrency=concurrency,
+            window=concurrency + batch_size,
+            should_stop=watch.should_stop,
+        )
+
+    def _loader(self, job: JobContext, items: list[ItemInput]) -> Loader:
+        """How the prefetch reads an item: with the job's own S3 credentials when it has some."""
+        credentials: S3Credentials | None = None
+        sealed_error: ConveyorError | None = None
+        if job.secret and any(i.ref is not None and i.ref.startswith("s3://") for i in items):
+            try:
+                secret = self.store.processing_services.secret(sealing.CREDENTIALS_SECRET)
+                credentials = S3Credentials.from_dict(sealing.unseal(secret, job.secret))
+            except (ConveyorError, KeyError) as exc:
+                log.error("job %s: its S3 credentials cannot be read: %s", job.job_id, exc)
+                sealed_error = ConveyorError(f"the job's S3 credentials cannot be read ({exc})")
+
+        def load(item: ItemInput, stopping: Callable[[], bool]) -> bytes:
+            if sealed_error is not None and item.ref is not None and item.ref.startswith("s3://"):
+                raise sealed_error
+            return self.fetcher.fetch_item(item, credentials=credentials, stop=stopping)
+
+        return load
+
+    def _process_fetched(
+        self, pipeline: Pipeline, fetched: list[Fetched], ctx: BatchContext
+    ) -> list[ItemOutcome] | None:
+        """Run the fetched items of a batch; those whose fetch failed become failed outcomes. The
+        outcomes are in the batch's order, with the bytes read for each item fetched from its
+        reference (None if stopping)."""
+        ready = [f.item for f in fetched if f.error is None]
+        ctx.logs.clear()  # also when no item is left to run: no logs of the batch before
+        ran = self._process(pipeline, ready, ctx) if ready else []
+        if ran is None:
+            return None
+        by_id = {o.id: o for o in ran}
+        outcomes: list[ItemOutcome] = []
+        for f in fetched:
+            if f.error is not None:
+                outcomes.append(
+                    ItemOutcome(
+                        f.item.id, False, error=f.error, started_at=f.started_at, finished_at=f.finished_at
+                    )
+                )
+                continue
+            outcome = by_id[f.item.id]
+            if f.item.ref is not None:
+                outcome.byte_size = len(f.item.data)
+            outcomes.append(outcome)
+        return outcomes
 
     def _process(
         self, pipeline: Pipeline, batch: list[ItemInput], ctx: BatchContext
