@@ -96,6 +96,8 @@ class JobRepository:
         """Insert the job and all its items in one transaction; optionally queue it at once."""
         now = utcnow()
         rows = list(item_rows)
+        # Items that failed at submit (a manifest line that is not an input) are counted at once.
+        n_failed = sum(1 for r in rows if r.get("status") == ItemStatus.FAILURE.value)
         with self.db.write() as conn:
             job_id = conn.execute(
                 insert(jobs)
@@ -106,7 +108,8 @@ class JobRepository:
                     updated_at=now,
                     stage_params={},
                     total=len(rows),
-                    pending=len(rows),
+                    pending=len(rows) - n_failed,
+                    failed=n_failed,
                     **job.values(),
                 )
                 .returning(jobs.c.id)
@@ -133,7 +136,9 @@ class JobRepository:
 
     def _run(self, conn: Connection, job_id: int, cause: str) -> Queued:
         job = conn.execute(
-            select(jobs.c.total, jobs.c.delay, jobs.c.timeout_ms, jobs.c.collect).where(jobs.c.id == job_id)
+            select(jobs.c.total, jobs.c.failed, jobs.c.delay, jobs.c.timeout_ms, jobs.c.collect).where(
+                jobs.c.id == job_id
+            )
         ).one()
         now = utcnow()
         deadline = now + timedelta(milliseconds=job.timeout_ms) if job.timeout_ms else None
@@ -143,7 +148,7 @@ class JobRepository:
             JobStatus.PENDING,
             cause,
             now=now,
-            values={"submitted_at": now, "deadline_at": deadline, "pending": job.total},
+            values={"submitted_at": now, "deadline_at": deadline, "pending": job.total - job.failed},
         )
         if moved is None:
             current = lifecycle.lock_job_status(conn, job_id)

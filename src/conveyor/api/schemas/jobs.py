@@ -369,8 +369,14 @@ def present_item(row: RowMapping) -> dict[str, Any]:
         "duration_ms": row["duration_ms"],
         "result": row["result"],
         "error": row["error"],
-        "source": row.get("source"),
+        # An item by reference has no `source` yet (nothing was read at submit): its reference
+        # is where the bytes come from (blob-store refs are internal and stay hidden).
+        "source": row.get("source") or _public_ref(row.get("ref")),
     }
+
+
+def _public_ref(ref: str | None) -> str | None:
+    return ref if ref is not None and not ref.startswith("blob:") else None
 
 
 def _collection_ref(snapshot: dict[str, Any] | None, base: str) -> dict[str, Any] | None:
