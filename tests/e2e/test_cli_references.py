@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Server, run_cli, wait_status
 from tests.helpers import TERMINAL_STATUSES as TERMINAL
+from tests.helpers import Server, run_cli, wait_status
 from tests.helpers.api import unique
 from tests.helpers.inputs import FileServer, serve_files, serve_references
 from tests.moto_s3 import CREDENTIALS, moto_s3_server
