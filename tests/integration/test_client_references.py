@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.client import ConveyorAPIError, ConveyorClient, url_input
+from conveyor.client import ConveyorAPIError, ConveyorClient, manifest_input, url_input
 from tests.helpers import Server
 from tests.helpers.inputs import FileServer, serve_files, serve_references
 from tests.moto_s3 import CREDENTIALS, moto_s3_server
@@ -85,3 +85,6 @@ def test_fetch_at_submit_refuses_an_unreadable_input(conveyor: ConveyorClient, f
     assert (refused.value.status, refused.value.code) == (400, "input_unavailable")
     accepted = conveyor.submit("test-delay", [url_input(gone)])  # by reference: the item holds it
     assert accepted["total"] == 1
+    with pytest.raises(ConveyorAPIError) as no_manifests:  # manifests are only read by reference
+        conveyor.submit("test-delay", [manifest_input(f"{files.base}/client/list.txt")], fetch="at_submit")
+    assert (no_manifests.value.status, no_manifests.value.code) == (400, "invalid_input")
