@@ -8,6 +8,12 @@
         for row in conveyor.iter_results(final["id"]):
             print(row["name"], row["status"], row["result"])
 
+Jobs by reference (nothing is downloaded at submit; the workers read each input)::
+
+        conveyor.submit("imagenet-classifier", [reference_input("s3://photos/2026/")])
+        conveyor.submit("imagenet-classifier", [manifest_file("list.jsonl")], output="s3://out/run-1/")
+        conveyor.submit("digits", [url_input("https://host/7.png")], fetch="at_submit")  # 4xx up front
+
 Every call returns the server's JSON as plain dicts (the shapes are documented in the
 server's OpenAPI page, ``/docs``). A non-2xx answer raises :class:`ConveyorAPIError` with
 the server's own error code and message; a server that cannot be reached raises
@@ -37,6 +43,15 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 CACHED_URLS = 64  # conditional GETs: the last ETag and body of this many URLs are kept
 TERMINAL_STATUSES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "TIMEDOUT"})
 ExportFormat = Literal["json", "jsonl", "csv"]
+ManifestFormat = Literal["jsonl", "csv", "text"]
+FetchMode = Literal["by_reference", "at_submit"]
+REFERENCE_SCHEMES = ("http://", "https://", "s3://")
+MANIFEST_SUFFIXES: tuple[tuple[str, ManifestFormat], ...] = (
+    (".jsonl", "jsonl"),
+    (".ndjson", "jsonl"),
+    (".csv", "csv"),
+    (".txt", "text"),
+)
 Job = dict[str, Any]
 
 
@@ -81,13 +96,67 @@ def file_input(path: str | os.PathLike[str], name: str | None = None) -> dict[st
 
 
 def url_input(url: str, name: str | None = None) -> dict[str, Any]:
-    """An ``http(s)://`` URL the server fetches at submit (named after its last path part)."""
+    """An ``http(s)://`` URL (named after its last path part). Stored as a reference and read by
+    a worker, or read during the request with ``submit(..., fetch="at_submit")``."""
     return {"name": name, "kind": "url", "data": url}
 
 
 def s3_input(address: str, name: str | None = None) -> dict[str, Any]:
-    """An S3 object ``s3://bucket/key``, or ``s3://bucket/prefix/`` for every object under it."""
+    """An S3 object ``s3://bucket/key``, or ``s3://bucket/prefix/`` for every object under it
+    (a prefix is listed by the job's ``collect`` stage, page by page, while items run)."""
     return {"name": name, "kind": "s3", "data": address}
+
+
+def reference_input(address: str, name: str | None = None) -> dict[str, Any]:
+    """:func:`url_input` or :func:`s3_input`, by the address's scheme (``http(s)://``, ``s3://``)."""
+    if address.startswith("s3://"):
+        return s3_input(address, name)
+    if address.startswith(REFERENCE_SCHEMES):
+        return url_input(address, name)
+    raise ValueError(f"{address!r} is not an http(s):// URL or an s3:// address.")
+
+
+def is_reference(value: str) -> bool:
+    """Whether ``value`` is an address :func:`reference_input` takes (http(s):// or s3://)."""
+    return value.startswith(REFERENCE_SCHEMES)
+
+
+def manifest_input(
+    manifest: str, *, format: ManifestFormat | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """A manifest: a list of references, one per entry (JSONL ``{"uri", "name"?}`` lines, CSV
+    with a ``uri`` column and optionally ``name``, or plain text with one URI a line).
+
+    ``manifest`` is either the manifest's own text (parsed at submit: each entry becomes an
+    item) or the ``http(s)://`` / ``s3://`` address of a manifest file (read by the job's
+    ``collect`` stage). ``format`` defaults to the address's file name, else the first line.
+    """
+    spec: dict[str, Any] = {"name": name, "kind": "manifest", "data": manifest}
+    if format is not None:
+        spec["format"] = format
+    return spec
+
+
+def manifest_file(
+    path: str | os.PathLike[str], *, format: ManifestFormat | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """A local manifest file, sent inline (its text), its format from its suffix (``.jsonl`` or
+    ``.ndjson``, ``.csv``, ``.txt``) unless given, else detected from its first line."""
+    file = Path(path)
+    return manifest_input(
+        file.read_text(encoding="utf-8"),
+        format=format or manifest_format_of(file.name),
+        name=name or file.name,
+    )
+
+
+def manifest_format_of(filename: str) -> ManifestFormat | None:
+    """The manifest format a file name says (None: let the server detect it)."""
+    lowered = filename.lower().split("?", 1)[0]
+    for suffix, fmt in MANIFEST_SUFFIXES:
+        if lowered.endswith(suffix):
+            return fmt
+    return None
 
 
 def is_terminal(job: Mapping[str, Any]) -> bool:
@@ -206,20 +275,29 @@ class ConveyorClient:
         collection_id: int | None = None,
         method: str | None = None,
         source_image_single_id: int | None = None,
+        fetch: FetchMode | None = None,
+        output: str | Mapping[str, Any] | None = None,
     ) -> Job:
         """Submit a job and return it (status PENDING, or CREATED with ``start_now=False``).
 
         ``pipeline`` is a slug (``"digits"``) or a pipeline id (a specific version).
         ``inputs`` come from :func:`text_input`, :func:`bytes_input`, :func:`file_input`,
-        :func:`url_input` or :func:`s3_input`. ``files`` are paths uploaded as multipart
+        :func:`url_input`, :func:`s3_input`, :func:`reference_input`, :func:`manifest_input`
+        or :func:`manifest_file`. ``files`` are paths uploaded as multipart
         (streamed from disk, after ``inputs``); each becomes an item named after the file.
         ``timeout_ms`` counts from queueing; past it the job ends TIMEDOUT. Instead of inputs,
         a job may run over a stored collection (``collection_id``, sampled by ``method``:
         all | first | random | last_and_random, and ``limit``) or one stored item.
+
+        ``fetch`` (server default ``"by_reference"``): URL, S3 and manifest inputs are stored as
+        references and read by the workers, an unreadable one failing its item; ``"at_submit"``
+        reads them during the request and refuses the job with a 4xx if one cannot be read.
+        ``output`` (``"s3://bucket/prefix/"`` or ``"file:///dir/"``, or the whole
+        ``{"uri": ...}`` object) asks the server to write the results there as sharded JSONL;
+        the job's ``output`` field then counts the shards, items and bytes written.
         """
-        count = len(inputs) + len(files)
         body: dict[str, Any] = {
-            "name": name or f"{pipeline}: {count} input(s)",
+            "name": name or _default_name(pipeline, inputs, files),
             "inputs": [{k: v for k, v in i.items() if v is not None} for i in inputs],
             "delay": delay,
             "timeout": timeout_ms,
@@ -232,6 +310,8 @@ class ConveyorClient:
             "collection_id": collection_id,
             "method": method,
             "source_image_single_id": source_image_single_id,
+            "fetch": fetch,
+            "output": {"uri": output} if isinstance(output, str) else (dict(output) if output else None),
         }
         if not body["inputs"]:
             del body["inputs"]
@@ -249,6 +329,28 @@ class ConveyorClient:
     def upload(self, pipeline: str | int, files: Sequence[str | os.PathLike[str]], **options: Any) -> Job:
         """Submit a job over local files, uploaded as multipart; ``options`` as for :meth:`submit`."""
         return self.submit(pipeline, files=files, **options)
+
+    def submit_references(self, pipeline: str | int, addresses: Sequence[str], **options: Any) -> Job:
+        """Submit a job over ``http(s)://`` URLs and ``s3://`` objects or prefixes (each one
+        :func:`reference_input`); ``options`` as for :meth:`submit` (``fetch``, ``output``...)."""
+        return self.submit(pipeline, [reference_input(a) for a in addresses], **options)
+
+    def submit_manifest(
+        self,
+        pipeline: str | int,
+        manifest: str | os.PathLike[str],
+        *,
+        format: ManifestFormat | None = None,
+        **options: Any,
+    ) -> Job:
+        """Submit a job over one manifest: an ``http(s)://`` or ``s3://`` address (listed by the
+        job's ``collect`` stage) or a local file (sent inline, see :func:`manifest_file`);
+        ``options`` as for :meth:`submit`."""
+        if isinstance(manifest, str) and is_reference(manifest):
+            spec = manifest_input(manifest, format=format)
+        else:
+            spec = manifest_file(manifest, format=format)
+        return self.submit(pipeline, [spec], **options)
 
     def _upload(
         self,
@@ -566,6 +668,19 @@ class ConveyorClient:
 
 
 # --------------------------------------------------------------------------- helpers
+def _default_name(pipeline: str | int, inputs: Sequence[dict[str, Any]], files: Sequence[Any]) -> str:
+    """``digits: 3 input(s)``; a job over one prefix or manifest address is named after it (its
+    inputs are counted only once listed)."""
+    if len(inputs) == 1 and not files:
+        data = inputs[0].get("data")
+        listed = inputs[0].get("kind") == "manifest" or (
+            inputs[0].get("kind") == "s3" and str(data).endswith("/")
+        )
+        if listed and isinstance(data, str) and is_reference(data):
+            return f"{pipeline}: {data}"[:500]
+    return f"{pipeline}: {len(inputs) + len(files)} input(s)"
+
+
 def cursor_of(link: str | None) -> str | None:
     """The ``cursor`` parameter of a ``next``/``previous`` link (None if absent)."""
     if not link:

@@ -155,3 +155,19 @@ def serve_files() -> Iterator[FileServer]:
     server = FileServer()
     yield server
     server.close()
+
+
+def serve_references(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[Server]:
+    """A server for jobs by reference: moto's S3 at ``s3_endpoint`` with its test credentials,
+    private URLs allowed (the FileServer is on loopback), small chunks so listings take pages."""
+    env = {
+        "CONVEYOR_ALLOW_PRIVATE_URLS": "true",
+        "CONVEYOR_CHUNK_SIZE": "100",
+        "CONVEYOR_S3_ENDPOINT_URL": s3_endpoint,
+        "CONVEYOR_S3_REGION": "us-east-1",
+        "CONVEYOR_S3_ACCESS_KEY_ID": "testing",
+        "CONVEYOR_S3_SECRET_ACCESS_KEY": "testing",
+    }
+    server = start_server(tmp_path_factory.mktemp("references"), workers=1, extra_env=env)
+    yield server
+    server.stop()

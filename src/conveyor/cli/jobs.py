@@ -10,8 +10,9 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.markup import escape
@@ -32,29 +33,51 @@ from conveyor.cli.common import (
     print_json,
     styled,
 )
-from conveyor.cli.progress import failed_items, print_summary, report_outcome
+from conveyor.cli.progress import collect_view, failed_items, print_summary, report_outcome
 from conveyor.client import (
     DEFAULT_URL,
     ConveyorClient,
+    FetchMode,
+    ManifestFormat,
     cursor_of,
     file_input,
+    is_reference,
     is_terminal,
+    manifest_file,
+    manifest_input,
+    reference_input,
     text_input,
 )
+
+
+class ManifestFormatChoice(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+    text = "text"
+
+
+class FetchChoice(StrEnum):
+    by_reference = "by_reference"
+    at_submit = "at_submit"
 
 
 # --------------------------------------------------------------------------- submit
 def collect_inputs(args: list[str]) -> tuple[list[dict[str, Any]], list[Path]]:
     """Inline inputs and files to upload, keeping the order of ``args``.
 
-    Files (and the files of directories) are uploaded as multipart when they are all there is;
-    mixed with texts (``-`` reads stdin lines; any other non-path is a text) they are sent
-    inline as base64 so that the items keep the order they were given in.
+    ``http(s)://`` and ``s3://`` addresses are inputs by reference (``url``, ``s3``: an object, or
+    every object under an ``s3://bucket/prefix/``). Files (and the files of directories) are
+    uploaded as multipart when they are all there is; mixed with other inputs (``-`` reads
+    stdin lines; any other non-path is a text) they are sent inline as base64 so that the
+    items keep the order they were given in.
     """
     inputs: list[dict[str, Any] | Path] = []
     for arg in args:
         if arg == "-":
             inputs.extend(text_input(line) for line in sys.stdin.read().splitlines() if line.strip())
+            continue
+        if is_reference(arg):
+            inputs.append(reference_input(arg))
             continue
         path = Path(arg)
         try:
@@ -71,6 +94,30 @@ def collect_inputs(args: list[str]) -> tuple[list[dict[str, Any]], list[Path]]:
     if len(files) == len(inputs):
         return [], files
     return [file_input(i) if isinstance(i, Path) else i for i in inputs], []
+
+
+def manifest_inputs(manifests: list[str], fmt: str | None) -> list[dict[str, Any]]:
+    """``--manifest`` values: an ``http(s)://`` / ``s3://`` address is sent as the reference
+    (listed by the job's collect stage); a local file is sent inline, as its text."""
+    specs: list[dict[str, Any]] = []
+    for manifest in manifests:
+        if is_reference(manifest):
+            specs.append(manifest_input(manifest, format=cast("ManifestFormat | None", fmt)))
+            continue
+        path = Path(manifest)
+        if not path.is_file():
+            raise typer.BadParameter(
+                f"{manifest!r} is neither a file nor an http(s):// or s3:// address", param_hint="--manifest"
+            )
+        try:
+            specs.append(manifest_file(path, format=cast("ManifestFormat | None", fmt)))
+        except UnicodeDecodeError:
+            raise typer.BadParameter(f"{manifest!r} is not UTF-8 text", param_hint="--manifest") from None
+    return specs
+
+
+def _value(choice: StrEnum | None) -> str | None:
+    return None if choice is None else str(choice.value)
 
 
 def parse_config(pairs: list[str] | None, raw_json: str | None) -> dict[str, Any]:
@@ -101,9 +148,43 @@ def submit(
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Inputs: a file path (named after the file), a directory (its files), `-` (one text "
-            "per stdin line), or any other text. Files alone are uploaded (multipart, streamed from "
-            "disk); mixed with texts they are sent inline as base64, in the order given.",
+            help="Inputs: an `http(s)://` URL or `s3://bucket/key` object (by reference), an "
+            "`s3://bucket/prefix/` (every object under it, listed by the job's collect stage), a file "
+            "path (named after the file), a directory (its files), `-` (one text per stdin line), or "
+            "any other text. Files alone are uploaded (multipart, streamed from disk); mixed with "
+            "other inputs they are sent inline as base64, in the order given.",
+            show_default=False,
+        ),
+    ] = None,
+    manifest: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--manifest",
+            help='A manifest of references (repeatable): JSONL `{"uri", "name"?}` lines, CSV with a '
+            "`uri` column, or one URI a line. A local file is sent inline (its format from its "
+            "suffix: .jsonl/.ndjson, .csv, .txt); an `http(s)://` or `s3://` address is sent as is "
+            "and read by the job's collect stage.",
+            show_default=False,
+        ),
+    ] = None,
+    manifest_format: Annotated[
+        ManifestFormatChoice | None,
+        typer.Option("--format", help="The --manifest format; default: from its name, else its first line."),
+    ] = None,
+    fetch: Annotated[
+        FetchChoice | None,
+        typer.Option(
+            help="by_reference (server default): URL/S3/manifest inputs are read by the workers, an "
+            "unreadable one fails its item. at_submit: read during the request; one that cannot be "
+            "read refuses the job (exit 1).",
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            help="Write the results as sharded JSONL under this URI (`s3://bucket/prefix/` or "
+            "`file:///dir/`) as items finish.",
             show_default=False,
         ),
     ] = None,
@@ -150,11 +231,22 @@ def submit(
     """Submit a job of PIPELINE over inputs, and by default follow it with a progress bar.
 
     Examples: `conveyor submit digits images/`, `cat lines.txt | conveyor submit test-delay -`,
+    `conveyor submit imagenet-classifier s3://photos/2026/ --output s3://results/run-1/`,
+    `conveyor submit imagenet-classifier --manifest list.jsonl`,
     `conveyor submit digits --collection 3 --method random --limit 10`.
+
+    A job over S3 prefixes or manifest addresses first shows its collect stage (entries listed
+    so far), then its items, whose total grows until listing ends.
+
     With --wait the exit code is 3 if the job ends in another state than SUCCESS.
     """
     options = parse_config(config, config_json)
+    if manifest_format is not None and not manifest:
+        raise typer.BadParameter("applies only with --manifest", param_hint="--format")
     items, files = collect_inputs(inputs or [])
+    if manifest:
+        items = [*items, *(file_input(f) for f in files), *manifest_inputs(manifest, _value(manifest_format))]
+        files = []
     with api_errors(), connect(url, key) as client:
         job = client.submit(
             pipeline,
@@ -173,9 +265,13 @@ def submit(
             collection_id=collection,
             method=method,
             source_image_single_id=stored_item,
+            fetch=cast("FetchMode | None", _value(fetch)),
+            output=output,
         )
         if not as_json:
             items_text = f"{job['total']} item{'' if job['total'] == 1 else 's'}"
+            if collect_view(job) is not None:
+                items_text += " so far; the collect stage lists the rest"
             err.print(f"Submitted job {job['id']} ({items_text}, {styled(job['status'])}).")
         report_outcome(client, job, wait=wait and start, as_json=as_json)
 
@@ -279,6 +375,14 @@ def show(job_id: JobIdArg, as_json: JsonOpt = False, url: UrlOpt = DEFAULT_URL, 
         ("max failed", f"{job['max_failed_ratio']:.0%}"),
         ("config", json.dumps(job["config"]) if job["config"] else "{}"),
     ]
+    output = job.get("output")
+    if output:
+        rows.append(("output", output.get("uri")))
+        rows.append(
+            ("output files", f"{output.get('shards') or 0} shard(s), {output.get('bytes') or 0:,} bytes")
+        )
+        if output.get("manifest"):
+            rows.append(("output manifest", output["manifest"]))
     for label, value in rows:
         facts.add_row(label, escape(str(value)))
     out.print(facts)

@@ -4,6 +4,7 @@ bar and the summary too)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import typer
@@ -14,6 +15,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -33,22 +35,76 @@ from conveyor.client import ConveyorClient, is_terminal
 
 
 class _RateColumn(ProgressColumn):
-    """Items per second, from rich's moving estimate."""
+    """Items (or entries listed) per second, from rich's moving estimate."""
 
     def render(self, task: Task) -> Text:
         speed = task.fields.get("rate") or task.finished_speed or task.speed
-        label = "- items/s" if speed is None else f"{speed:,.1f} items/s"
+        unit = task.fields.get("unit", "items")
+        label = f"- {unit}/s" if speed is None else f"{speed:,.1f} {unit}/s"
         return Text(label, style="progress.data.speed")
+
+
+@dataclass(frozen=True)
+class BarView:
+    """What one progress bar shows: ``done`` of ``total`` (None: not known yet) and a status."""
+
+    total: int | None
+    done: int
+    status: str
+
+
+def collect_stage(job: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's ``collect`` stage (a job over S3 prefixes or manifests at an address), if any."""
+    for stage in job.get("progress", {}).get("stages", []):
+        if stage.get("key") == "collect":
+            return dict(stage)
+    return None
+
+
+def stage_param(stage: dict[str, Any], name: str, default: Any = 0) -> Any:
+    return next((p.get("value") for p in stage.get("params", []) if p.get("name") == name), default)
+
+
+def collect_view(job: dict[str, Any]) -> BarView | None:
+    """The collect bar: entries listed so far; its total is known only once listing has ended."""
+    stage = collect_stage(job)
+    if stage is None:
+        return None
+    listed = int(stage_param(stage, "entries_listed"))
+    if stage["status"] == "SUCCESS":
+        return BarView(listed, listed, f"[green]listed[/] {listed:,} entries")
+    if stage["status"] in ("CREATED", "STARTED"):
+        return BarView(None, listed, f"{styled(stage['status'])} listing, {listed:,} entries so far")
+    return BarView(listed, listed, f"{styled(stage['status'])} after {listed:,} entries")
+
+
+def items_view(job: dict[str, Any]) -> BarView:
+    """The item bar: finished (completed + failed) of ``total``; while the collect stage lists,
+    ``total`` is the entries listed so far and grows (None while nothing is listed yet)."""
+    total, done = job["total"], job["completed"] + job["failed"]
+    stage = collect_stage(job)
+    listing = stage is not None and stage["status"] in ("CREATED", "STARTED")
+    status = styled(job["status"])
+    if job["failed"]:
+        status += f" [red]{job['failed']} failed[/]"
+    if listing:
+        status += " [dim](total grows while listing)[/]"
+        return BarView(total or None, done, status)
+    if total == 0:  # a delay-only test job: show its overall progress instead
+        return BarView(100, round(100 * job["progress"]["summary"]["progress"]), status)
+    return BarView(total, done, status)
 
 
 def watch(client: ConveyorClient, job: dict[str, Any], *, poll: float = 0.25) -> dict[str, Any]:
     """Show a live progress bar on stderr until the job is finished; return the final job.
 
     The bar counts finished items (completed + failed) of the total, with the rate, an ETA
-    and the status. Ctrl-C stops watching (exit 130); the job keeps running on the server.
+    and the status. A job over S3 prefixes or manifests first shows a ``collect`` bar with the
+    entries listed so far (its items are processed while it lists, and their total grows
+    until listing ends). Ctrl-C stops watching (exit 130); the job keeps running on the server.
     """
     progress = Progress(
-        TextColumn("[bold]#{task.fields[job_id]}"),
+        TextColumn("[bold]#{task.fields[job_id]}[/] {task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         _RateColumn(),
@@ -58,21 +114,24 @@ def watch(client: ConveyorClient, job: dict[str, Any], *, poll: float = 0.25) ->
         TextColumn("{task.fields[status]}"),
         console=err,
     )
+    tasks: dict[str, TaskID] = {}
+
+    def show(name: str, view: BarView, **fields: Any) -> None:
+        if name not in tasks:
+            tasks[name] = progress.add_task(
+                name, total=view.total, job_id=job["id"], **{"rate": None, **fields}
+            )
+        progress.update(tasks[name], total=view.total, completed=view.done, status=view.status, **fields)
 
     def update(current: dict[str, Any]) -> None:
-        total, done = current["total"], current["completed"] + current["failed"]
-        if total == 0:  # a delay-only test job: show its overall progress instead
-            total, done = 100, round(100 * current["progress"]["summary"]["progress"])
-        status = styled(current["status"])
-        if current["failed"]:
-            status += f" [red]{current['failed']} failed[/]"
+        listing = collect_view(current)
+        if listing is not None:
+            show("collect", listing, unit="entries")
         # Once finished, the server's own figure beats rich's moving estimate.
         rate = items_per_second(current) if is_terminal(current) else None
-        progress.update(task, total=total, completed=done, status=status, rate=rate)
+        show("items", items_view(current), unit="items", rate=rate)
 
-    task = progress.add_task(
-        "job", total=job["total"] or None, job_id=job["id"], status=styled(job["status"]), rate=None
-    )
+    update(job)
     try:
         with progress:
             return client.wait(job["id"], on_update=update, poll=poll)
@@ -106,6 +165,21 @@ def print_summary(job: dict[str, Any], failures: list[dict[str, Any]] | None = N
         f"  timing  queue {fmt_ms(job.get('queue_time_ms'))}, elapsed {fmt_ms(job.get('elapsed_time_ms'))}"
         + (f", {rate:,.1f} items/s" if rate is not None else "")
     )
+    listing = collect_view(job)
+    if listing is not None:
+        stage = collect_stage(job) or {}
+        sources, declared = stage_param(stage, "sources"), stage_param(stage, "bytes_declared")
+        out.print(
+            f"  collect {styled(str(stage.get('status')))}: {listing.done:,} entries listed from "
+            f"{sources} source(s), {declared:,} bytes declared"
+        )
+    output = job.get("output")
+    if output:
+        out.print(
+            f"  output  {escape(str(output.get('uri')))}: {output.get('shards') or 0} shard(s), "
+            f"{output.get('items') or 0} items, {output.get('bytes') or 0:,} bytes",
+            soft_wrap=True,
+        )
     for line in job["progress"]["errors"][-5:]:
         out.print(f"  [red]{escape(line)}[/]", soft_wrap=True)
     if failures:

@@ -245,8 +245,7 @@ function initJob() {
     $("#job-status").replaceChildren(badge(job.status));
     $("#summary").replaceChildren(el("p", {}, `Overall: ${pct(job.progress.summary.progress)}`),
       bar(job.progress.summary.progress, "Overall progress"));
-    $("#stages").replaceChildren(...job.progress.stages.map((s) => el("div", { class: "stage" },
-      el("span", { class: "stage-name" }, `${s.name} — ${s.status}`), bar(s.progress, `Stage ${s.name}`))));
+    $("#stages").replaceChildren(...job.progress.stages.map(stageRow));
     const counters = $("#counters");
     counters.replaceChildren();
     for (const name of ["total", "pending", "completed", "failed", "canceled"]) field(counters, name, String(job[name]));
@@ -271,12 +270,38 @@ function initJob() {
     field(dl, "Max failed ratio", String(job.max_failed_ratio));
     field(dl, "Dispatch", job.dispatch_mode);
     field(dl, "Config", JSON.stringify(job.config));
-    if (job.output) {
-      const o = job.output;
-      field(dl, "Output", `${o.uri} — ${o.shards} shard(s), ${o.items} item(s), ${bytes(o.bytes)}`);
-      field(dl, "Output manifest", o.manifest ?? "written when the job ends");
-    }
+    renderOutput(job.output);
     renderActions(job);
+  }
+
+  function param(stage, name) { const p = stage.params.find((x) => x.name === name); return p ? p.value : null; }
+
+  // The collect stage (S3 prefixes, manifests at an address) has no known length while it lists:
+  // it shows the entries listed so far, and the item total grows with them.
+  function stageRow(s) {
+    const row = el("div", { class: "stage", "data-stage": s.key },
+      el("span", { class: "stage-name" }, `${s.name} — ${s.status}`), bar(s.progress, `Stage ${s.name}`));
+    if (s.key === "collect") {
+      const listed = Number(param(s, "entries_listed") || 0);
+      const listing = s.status === "CREATED" || s.status === "STARTED";
+      row.append(el("div", { class: "hint collect-detail", "aria-live": "polite" },
+        `${listed.toLocaleString()} entries listed${listing ? " so far (total grows while listing)" : ""}` +
+        ` from ${param(s, "sources")} source(s), ${bytes(Number(param(s, "bytes_declared") || 0))} declared`));
+    }
+    return row;
+  }
+
+  // Results written to object storage as sharded JSONL (absent: the job names no output).
+  function renderOutput(output) {
+    $("#output-card").hidden = !output;
+    if (!output) return;
+    const dl = $("#output");
+    dl.replaceChildren();
+    field(dl, "URI", output.uri);
+    field(dl, "Shards", String(output.shards ?? 0));
+    field(dl, "Items written", String(output.items ?? 0));
+    field(dl, "Bytes", bytes(Number(output.bytes || 0)));
+    if (output.manifest) field(dl, "Manifest", output.manifest);
   }
 
   function renderActions(job) {
@@ -315,7 +340,8 @@ function initJob() {
 
   function itemRow(item) {
     const detail = item.error ? el("span", { class: "error" }, item.error) : (item.result ? JSON.stringify(item.result) : "");
-    return el("tr", {}, el("td", {}, String(item.seq)), el("td", {}, item.name), el("td", {}, item.kind),
+    return el("tr", {}, el("td", {}, String(item.seq)), el("td", {}, item.name),
+      el("td", { class: "source" }, item.source || "—"), el("td", {}, item.kind),
       el("td", {}, badge(item.status)), el("td", {}, String(item.attempts)), el("td", {}, ms(item.duration_ms)),
       el("td", { class: "result" }, detail));
   }
@@ -484,8 +510,17 @@ function initSubmit() {
     for (const file of $("#s-files").files) inputs.push({ name: file.name, kind: "base64", data: await readBase64(file) });
     let config;
     try { config = JSON.parse($("#s-config").value || "{}"); } catch (_) { flash("Pipeline config is not valid JSON."); return; }
+    for (const address of $("#s-refs").value.split("\n").map((t) => t.trim()).filter(Boolean)) {
+      if (!/^(https?|s3):\/\//.test(address)) { flash(`Not an http(s):// or s3:// address: ${address}`); return; }
+      inputs.push({ kind: address.startsWith("s3://") ? "s3" : "url", data: address });
+    }
+    const manifest = $("#s-manifest").value.trim();
+    if (manifest) {
+      inputs.push({ kind: "manifest", data: manifest, ...($("#s-manifest-format").value ? { format: $("#s-manifest-format").value } : {}) });
+    }
     const collection = $("#s-collection").value;
-    if (collection && inputs.length) { flash("Choose either a collection or texts and files, not both."); return; }
+    if (collection && inputs.length) { flash("Choose either a collection or the inputs above, not both."); return; }
+    const output = $("#s-output").value.trim();
     const body = {
       name: $("#s-name").value.trim(),
       pipeline_id: Number(select.value),
@@ -499,6 +534,9 @@ function initSubmit() {
       explain: $("#s-explain").checked,
       max_failed_ratio: Number($("#s-ratio").value),
       config,
+      // Sent only when they differ from the server's defaults.
+      ...($("#s-fetch").value !== "by_reference" ? { fetch: $("#s-fetch").value } : {}),
+      ...(output ? { output: { uri: output } } : {}),
     };
     try {
       const job = await api(`/api/v2/jobs/?start_now=${$("#s-start").checked}`, { method: "POST", body: JSON.stringify(body) });
