@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from pathlib import Path
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=2, help="rounds of (plain loop, Conveyor); best counts")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2000 items, one round")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: still stop the servers
     if args.quick:
         args.items, args.repeat = 2000, 1
     from conveyor.settings import Settings

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sqlite3
 import sys
 import threading
@@ -361,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-every", type=float, default=0.5, help="RSS sampling period in s")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20000 entries")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: still stop the servers
     if args.quick:
         args.entries = 20_000
     figures = run(args)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds of (plain loop, Conveyor); best counts")
     parser.add_argument("--quick", action="store_true", help="24 images, one round")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: still stop the servers
     if args.quick:
         args.images, args.repeat = 24, 1
     batch_size = args.batch_size or _imagenet_batch_size()

@@ -28,7 +28,7 @@ HITS: dict[str, Any] = {"requests": 0, "bytes": 0, "by_dir": {}}
 
 def make_app(root: Path) -> Any:
     root = root.resolve()
-    small: dict[str, bytes] = {}  # small files, read once
+    small: dict[tuple[int, int], bytes] = {}  # small files, read once
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -41,17 +41,18 @@ def make_app(root: Path) -> Any:
         if root not in target.parents or not target.is_file():
             await _answer(send, 404, b"not found", "text/plain")
             return
-        size = target.stat().st_size
+        stat = target.stat()
+        size = stat.st_size
         HITS["requests"] += 1
         HITS["bytes"] += size
         top = path.lstrip("/").split("/", 1)[0] if "/" in path.lstrip("/") else ""
         HITS["by_dir"][top] = HITS["by_dir"].get(top, 0) + 1
         if size <= 4 * PIECE:
-            body = small.get(path)
+            body = small.get((stat.st_dev, stat.st_ino))  # hard links share one copy
             if body is None:
                 body = target.read_bytes()
                 if len(small) < 100_000:
-                    small[path] = body
+                    small[(stat.st_dev, stat.st_ino)] = body
             await _answer(send, 200, body, "application/octet-stream")
             return
         headers = [(b"content-type", b"application/octet-stream"), (b"content-length", str(size).encode())]
