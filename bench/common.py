@@ -223,3 +223,40 @@ def wait_terminal(
 
 def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+# --------------------------------------------------------------------------- inputs by reference
+@contextlib.contextmanager
+def serving(root: Path, ready_timeout: float = 30) -> Iterator[str]:
+    """``object_server.py`` over ``root`` on a free 127.0.0.1 port, in its own process; its base
+    URL once it answers. Stopped (SIGTERM, then SIGKILL) afterwards."""
+    port = testing.free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(BENCH_DIR / "object_server.py"), "--root", str(root), "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/_hits", timeout=1).status_code == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"object server on {base} did not start (exit {process.poll()})")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            testing.kill_process_group(process.pid)
+            process.wait(timeout=10)
+
+
+def object_hits(base: str) -> dict[str, Any]:
+    """Files served so far by the ``serving`` server: ``{"requests": N, "bytes": B, "by_dir": {…}}``."""
+    hits: dict[str, Any] = httpx.get(f"{base}/_hits", timeout=10).json()
+    return hits

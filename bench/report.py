@@ -499,6 +499,204 @@ def soak_section(r: dict[str, Any]) -> Section:
     )
 
 
+# --------------------------------------------------------------------------- jobs by reference (issue 15)
+def _fetch_note(r: dict[str, Any], what: str) -> list[str]:
+    if r.get("workers_fetched"):
+        return []
+    return [
+        f"**Workers did not fetch the inputs in this run** ({what}): the Conveyor figures measure the "
+        "machinery over empty inputs, not fetching; no ratio is judged."
+    ]
+
+
+def manifest_scale_section(r: dict[str, Any]) -> Section:
+    rss, db, met = r["rss"], r["database"], r["met"]
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    def plot(fig: Any) -> None:
+        ax = fig.add_subplot(1, 2, 1)
+        timeline = rss["timeline"]
+        ax.plot([s["t"] for s in timeline], [s["server_mb"] for s in timeline], label="server")
+        ax.plot([s["t"] for s in timeline], [s["total_mb"] for s in timeline], label="server + workers")
+        ax.axhline(
+            rss["before_post"]["server_mb"] + r["targets"]["server_rss_growth_mb"],
+            color="red",
+            ls="--",
+            label="server target",
+        )
+        ax.set_xlabel("s after the POST")
+        ax.set_ylabel("RSS MB")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+        ax2 = fig.add_subplot(1, 2, 2)
+        progress = r["progress_timeline"]
+        ax2.plot([p["t"] for p in progress], [p["total"] for p in progress], label="total (listed)")
+        ax2.plot([p["t"] for p in progress], [p["completed"] for p in progress], label="completed")
+        ax2.set_xlabel("s after the POST")
+        ax2.set_ylabel("items")
+        ax2.legend(fontsize=7)
+
+    n = r["params"]["entries"]
+    return Section(
+        figure=f"{n:,} entries: 201 in {fmt(r['submit_seconds'], 2)} s, "
+        f"server RSS +{fmt(rss['server_growth_mb'])} MB, "
+        f"{fmt(db['growth_bytes_per_item'])} DB bytes/item, job {r['job']['status']} in "
+        f"{fmt(r['job_end_to_end_seconds'])} s",
+        target=f"201 < 2 s ({mark(met['submit_under_2_s'])}), server RSS growth < 200 MB "
+        f"({mark(met['server_rss_growth_under_200_mb'])}), < 1 KB/item in the database "
+        f"({mark(met['db_bytes_per_item_under_1_kb'])}), job SUCCESS ({mark(met['job_succeeded'])})",
+        short_target="201 < 2 s, server RSS < +200 MB, < 1 KB/item",
+        baseline=f"the server before the POST: RSS {fmt(rss['before_post']['server_mb'])} MB (server), "
+        f"{fmt(rss['before_post']['total_mb'])} MB (with workers); database {fmt(db['bytes_before'])} bytes",
+        met=r["meets_target"],
+        table=[
+            ["", "value"],
+            ["time to 201", f"{fmt(r['submit_seconds'], 3)} s"],
+            ["collect stage seen done", f"{fmt(r['collect_seen_done_seconds'])} s after the POST"],
+            [
+                "job terminal",
+                f"{fmt(r['job_end_to_end_seconds'])} s after the POST "
+                f"({fmt(r['end_to_end_items_per_second'])} items/s)",
+            ],
+            ["server RSS growth (peak - before)", f"{fmt(rss['server_growth_mb'])} MB"],
+            ["server + workers RSS growth", f"{fmt(rss['tree_growth_mb'])} MB"],
+            ["database growth / item", f"{fmt(db['growth_bytes_per_item'])} bytes"],
+            ["items table (with indexes) / item", f"{fmt(db['items_table_bytes_per_item'])} bytes"],
+            ["objects fetched by workers", fmt(r["objects_fetched"])],
+        ],
+        plot=plot,
+        notes=[
+            f"{db['backend']}; {r['params']['workers']} workers; manifest {fmt(r['manifest_bytes'])} bytes; "
+            f"items {r['job']['completed']:,} completed, {r['job']['failed']:,} failed.",
+            *_fetch_note(r, f"{r['objects_fetched']:,} objects served for {r['job']['total']:,} items"),
+        ],
+    )
+
+
+def fetch_throughput_section(r: dict[str, Any]) -> Section:
+    best, plain = r["conveyor"]["best"], r["plain_loop"]
+
+    def plot(fig: Any) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.bar(
+            ["plain asyncio loop\n(baseline)", "Conveyor\nend to end", "Conveyor\nserver side"],
+            [
+                plain["items_per_second"],
+                best["end_to_end_items_per_second"],
+                best["server_items_per_second"] or 0,
+            ],
+            color=["#888888", "#1f77b4", "#aec7e8"],
+        )
+        ax.axhline(
+            plain["items_per_second"] * r["target_ratio"], color="red", ls="--", label="target 0.8 x plain"
+        )
+        ax.set_ylabel("items/s")
+        ax.legend(fontsize=8)
+
+    return Section(
+        figure=f"{fmt(best['end_to_end_items_per_second'])} items/s end to end, "
+        f"ratio {fmt(r['ratio_end_to_end'], 2)}",
+        target=f"Conveyor end to end ≥ {r['target_ratio']} x a plain asyncio fetch loop",
+        baseline=f"one httpx.AsyncClient with {r['params']['concurrency']} tasks, same server and URLs: "
+        f"{fmt(plain['items_per_second'])} items/s",
+        met=r["meets_target"],
+        table=[
+            ["", "items/s"],
+            ["plain asyncio loop", fmt(plain["items_per_second"])],
+            ["Conveyor end to end (best round)", fmt(best["end_to_end_items_per_second"])],
+            ["Conveyor server side", fmt(best["server_items_per_second"])],
+        ],
+        plot=plot,
+        notes=[
+            f"{r['params']['items']:,} objects of {r['params']['object_bytes']} bytes, "
+            f"{r['params']['workers']} workers x {r['params']['fetch_concurrency_per_worker']} fetches; "
+            "objects fetched by Conveyor in "
+            f"its best round: {best['objects_fetched']:,}.",
+            *_fetch_note(r, "objects_fetched < items"),
+        ],
+    )
+
+
+def model_by_reference_section(r: dict[str, Any]) -> Section:
+    plain, best = r["plain_loop"], r["conveyor"]["best"]
+
+    def plot(fig: Any) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.bar(
+            ["plain loop over files\n(baseline)", "Conveyor by reference\nend to end", "server side"],
+            [plain["items_per_second"], best["end_to_end_items_per_second"], best["server_items_per_second"]],
+            color=["#888888", "#1f77b4", "#aec7e8"],
+        )
+        ax.axhline(
+            plain["items_per_second"] * r["target_ratio"], color="red", ls="--", label="target 0.95 x plain"
+        )
+        ax.set_ylabel("images/s")
+        ax.legend(fontsize=8)
+
+    return Section(
+        figure=f"{fmt(best['end_to_end_items_per_second'])} images/s end to end, "
+        f"ratio {fmt(r['ratio_end_to_end'], 2)}",
+        target=f"Conveyor by reference end to end ≥ {r['target_ratio']} x the plain loop reading the files",
+        baseline=f"plain in-process loop over the same files, same model and batch size: "
+        f"{fmt(plain['items_per_second'])} images/s (torch threads {plain['torch_threads']})",
+        met=r["meets_target"],
+        table=[
+            ["", "images/s"],
+            ["plain loop (best of all-cores / one thread)", fmt(plain["items_per_second"])],
+            ["Conveyor end to end (best round)", fmt(best["end_to_end_items_per_second"])],
+            ["Conveyor server side", fmt(best["server_items_per_second"])],
+        ],
+        plot=plot,
+        notes=[
+            f"{r['params']['items']} images, batch size {r['params']['batch_size']}, "
+            f"{r['conveyor']['workers']} workers, chunks of {r['conveyor']['chunk_size']}; "
+            f"best round: {best['status']}, "
+            f"{best['objects_fetched']} images fetched.",
+            *_fetch_note(r, "images not fetched or the job did not succeed"),
+        ],
+    )
+
+
+def submit_by_reference_section(r: dict[str, Any]) -> Section:
+    ref, old = r["by_reference"], r["at_submit"]
+
+    def plot(fig: Any) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.bar(
+            ["fetch: at_submit\n(old path)", "by reference\n(default)"],
+            [old["best_post_seconds"], ref["best_post_seconds"]],
+            color=["#888888", "#1f77b4"],
+        )
+        ax.set_yscale("log")
+        ax.set_ylabel("POST → 201, s (log)")
+
+    n = r["params"]["urls"]
+    return Section(
+        figure=f"{n:,} URLs: POST {fmt(ref['best_post_seconds'], 2)} s by reference vs "
+        f"{fmt(old['best_post_seconds'], 1)} s at submit",
+        target="submit answers at once (no number set)",
+        baseline=f"the old path on the same URLs (`fetch: at_submit`): {fmt(old['best_post_seconds'], 2)} s",
+        met=None,
+        table=[
+            ["", "POST s (best)", "objects fetched during the POST"],
+            [
+                "by reference",
+                fmt(ref["best_post_seconds"], 3),
+                fmt(ref["runs"][0]["objects_fetched_during_post"]),
+            ],
+            [
+                "at submit",
+                fmt(old["best_post_seconds"], 3),
+                fmt(old["runs"][0]["objects_fetched_during_post"]),
+            ],
+        ],
+        plot=plot,
+        notes=[f"Objects: {r['params']['objects']} ({fmt(r['params']['object_bytes_total'])} bytes in all)."],
+    )
+
+
 # name -> (title, section builder); the order of the report
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Section]]] = {
     "model_throughput": ("Model throughput: imagenet-classifier vs a plain loop", model_section),
@@ -511,6 +709,16 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Section]]] = {
     "history": ("History at one size", history_section),
     "api_reads": ("API requests/s for job status reads", api_reads_section),
     "soak": ("Soak: mixed load, memory and p99", soak_section),
+    "manifest_scale": ("Jobs by reference: a 1,000,000-entry manifest", manifest_scale_section),
+    "submit_by_reference": (
+        "Jobs by reference: POST time, at submit vs by reference",
+        submit_by_reference_section,
+    ),
+    "fetch_throughput": ("Jobs by reference: no-op items/s with worker fetches", fetch_throughput_section),
+    "model_by_reference": (
+        "Jobs by reference: imagenet-classifier over loopback HTTP",
+        model_by_reference_section,
+    ),
 }
 
 

@@ -45,6 +45,10 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "history": ("history.py", ["--jobs", "100000", "--repeat", "15"], ["--quick"]),
     "history_scale": ("history_scale.py", ["--sizes", "10000,100000,1000000"], ["--quick"]),
     "soak": ("soak.py", ["--minutes", "10"], ["--quick"]),
+    "manifest_scale": ("manifest_scale.py", ["--entries", "1000000"], ["--quick"]),
+    "submit_by_reference": ("submit_by_reference.py", ["--urls", "3000"], ["--quick"]),
+    "fetch_throughput": ("fetch_throughput.py", ["--items", "20000"], ["--quick"]),
+    "model_by_reference": ("model_by_reference.py", ["--images", "96"], ["--quick"]),
 }
 
 
@@ -136,6 +140,23 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         ]
         out["soak_errors"] = soak["errors_total"]
         out["soak_p99_ms"] = {k: v.get("p99") for k, v in soak["latency_ms"].items()}
+    manifest = results.get("manifest_scale", {})
+    if "met" in manifest:
+        out["manifest_entries"] = manifest["params"]["entries"]
+        out["manifest_submit_seconds"] = manifest["submit_seconds"]
+        out["manifest_server_rss_growth_mb"] = manifest["rss"]["server_growth_mb"]
+        out["manifest_db_bytes_per_item"] = manifest["database"]["growth_bytes_per_item"]
+        out["manifest_job_seconds"] = manifest["job_end_to_end_seconds"]
+        out["manifest_workers_fetched"] = manifest["workers_fetched"]
+    submit = results.get("submit_by_reference", {})
+    if "by_reference" in submit:
+        out["submit_by_reference_seconds"] = submit["by_reference"]["best_post_seconds"]
+        out["submit_at_submit_seconds"] = submit["at_submit"]["best_post_seconds"]
+    for name in ("fetch_throughput", "model_by_reference"):
+        figures = results.get(name, {})
+        if "ratio_end_to_end" in figures:
+            out[f"{name}_ratio"] = figures["ratio_end_to_end"]
+            out[f"{name}_meets_target"] = figures["meets_target"]
     history = results.get("history", {})
     if "summary" in history:
         out["history_jobs"] = history["params"]["jobs"]
