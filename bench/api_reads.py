@@ -11,7 +11,9 @@ Baseline in the same run: ``GET /livez`` on the same server with the same client
 database): what the HTTP stack and this client can do at all on this machine. Target: each
 status read at least ``TARGET_SHARE`` (0.5) of the baseline's requests/s. Requests/s is
 successful answers over the phase's wall time; latency p50/p99 per request; any answer other
-than 200 counts as an error. The client runs on the same cores as the server.
+than 200 counts as an error. The server process's CPU time per request (from ``/proc``) is
+reported too, with the same share computed from it: on a busy machine it moves much less.
+The client runs on the same cores as the server.
 
     .venv/bin/python bench/api_reads.py [--jobs 200] [--seconds 20] [--concurrency 8]
 """
@@ -19,11 +21,13 @@ than 200 counts as an error. The client runs on the same cores as the server.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,10 +37,25 @@ from common import bench_env, emit, log, machine_info, postgres_database, runnin
 TARGET_SHARE = 0.5  # status reads >= half of /livez requests/s, same server, client and run
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of one process so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load(
-    url: str, headers: dict[str, str], paths: list[str], seconds: float, concurrency: int
+    url: str,
+    headers: dict[str, str],
+    paths: list[str],
+    seconds: float,
+    concurrency: int,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
-    """``concurrency`` threads GET random ``paths`` for ``seconds``; requests/s, latency, errors."""
+    """``concurrency`` threads GET random ``paths`` for ``seconds``; requests/s, latency, errors,
+    and the server process's CPU time per request (robust to other load on the machine)."""
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
     statuses: dict[int, int] = {}
@@ -69,12 +88,18 @@ def load(
     stop_at[0] = time.monotonic() + seconds + 30  # provisional, until every client is connected
     start.wait()
     began = time.monotonic()
+    cpu_before = cpu_seconds(server_pid) if server_pid else None
     stop_at[0] = began + seconds
     for thread in threads:
         thread.join()
     wall = time.monotonic() - began
+    cpu_after = cpu_seconds(server_pid) if server_pid else None
     ok = [ms for per_thread in latencies for ms in per_thread]
+    cpu_ms = None
+    if cpu_before is not None and cpu_after is not None and ok:
+        cpu_ms = round((cpu_after - cpu_before) * 1000 / (len(ok) + sum(errors)), 3)
     return {
+        "server_cpu_ms_per_request": cpu_ms,
         "requests": len(ok) + sum(errors),
         "errors": sum(errors),
         "error_statuses": statuses,
@@ -154,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
                             [path_of(job) for job in full],
                             args.seconds,
                             args.concurrency,
+                            server.process.pid if server.process else None,
                         ),
                     }
                     log(f"{label}: {out[name]['requests_per_second']} req/s")
@@ -170,6 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     shares = {
         name: round(phases[name]["requests_per_second"] / baseline, 3) for name in ("v2_job", "modzy_job")
     }
+    livez_cpu = phases["livez_baseline"]["server_cpu_ms_per_request"]
+    cpu_shares = {
+        name: round(livez_cpu / phases[name]["server_cpu_ms_per_request"], 3)
+        for name in ("v2_job", "modzy_job")
+        if livez_cpu and phases[name]["server_cpu_ms_per_request"]
+    }
     emit(
         {
             "benchmark": "api_reads",
@@ -184,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
             },
             **phases,
             "share_of_baseline": shares,
+            # /livez's server CPU per request over each read's: the same share measured in server
+            # CPU time, which other load on the machine disturbs much less than requests/s.
+            "cpu_share_of_baseline": cpu_shares,
             "errors": sum(p["errors"] for p in phases.values()),
             "target": f"each status read >= {TARGET_SHARE} x /livez requests/s (same server, client, run)",
             "target_share": TARGET_SHARE,

@@ -3,8 +3,9 @@
 One server (embedded mode, SQLite unless ``--database-url``, one local worker) holds ``--jobs``
 finished jobs. For each read (the job detail, its items, a history page of ``--page`` jobs, and
 the Modzy job object) one keep-alive client sends ``--requests`` requests without
-``If-None-Match`` (full 200s), then as many with the ETag it got (304s, no body). Reported: requests/s, latency p50/p99, and bytes
-per answer. Both phases use the same client, server and paths, back to back.
+``If-None-Match`` (full 200s), then as many with the ETag it got (304s, no body). Reported:
+requests/s, latency p50/p99, and bytes per answer. Both phases use the same client, server and
+paths, back to back.
 
     .venv/bin/python bench/conditional_gets.py [--jobs 100] [--requests 2000] [--page 50]
 """
