@@ -443,7 +443,20 @@ def api_reads_section(r: dict[str, Any]) -> Section:
             f"{r['params']['jobs']} finished jobs of {r['params']['items_per_job']} items, "
             f"{r['params']['seconds_per_endpoint']:g} s per endpoint, {r['params']['database']}; the client "
             "shares the machine's cores with the server."
-        ],
+        ]
+        + (
+            [
+                "Server CPU per request: "
+                + ", ".join(
+                    f"{label} {fmt(r[n].get('server_cpu_ms_per_request'), 2)} ms" for n, label in names
+                )
+                + "; the share of /livez in server CPU time (less disturbed by other load): "
+                + f"native {fmt(r['cpu_share_of_baseline'].get('v2_job'), 2)}x, "
+                + f"Modzy {fmt(r['cpu_share_of_baseline'].get('modzy_job'), 2)}x."
+            ]
+            if r.get("cpu_share_of_baseline")
+            else []
+        ),
     )
 
 
