@@ -1,10 +1,11 @@
 """What a conditional GET saves: a 200 against a 304 on the job reads.
 
 One server (embedded mode, SQLite unless ``--database-url``, one local worker) holds ``--jobs``
-finished jobs. For each read (the job detail, its items, a history page of ``--page`` jobs)
-one keep-alive client sends ``--requests`` requests without ``If-None-Match`` (full 200s), then
-as many with the ETag it got (304s, no body). Reported: requests/s, latency p50/p99, and bytes
-per answer. Both phases use the same client, server and paths, back to back.
+finished jobs. For each read (the job detail, its items, a history page of ``--page`` jobs, and
+the Modzy job object) one keep-alive client sends ``--requests`` requests without
+``If-None-Match`` (full 200s), then as many with the ETag it got (304s, no body). Reported:
+requests/s, latency p50/p99, and bytes per answer. Both phases use the same client, server and
+paths, back to back.
 
     .venv/bin/python bench/conditional_gets.py [--jobs 100] [--requests 2000] [--page 50]
 """
@@ -63,11 +64,13 @@ def main(argv: list[str] | None = None) -> None:
             env = bench_env(data_dir, database_url=database_url)
             with running_server(data_dir, workers=1, env=env) as server, server.client() as client:
                 log(f"seeding {args.jobs} jobs")
-                ids = [job["id"] for job in seed_jobs(client, args.jobs, items=5)]
+                seeded = seed_jobs(client, args.jobs, items=5)
+                ids = [job["id"] for job in seeded]
                 reads = {
                     "detail": f"/api/v2/jobs/{ids[0]}/",
                     "items": f"/api/v2/jobs/{ids[0]}/items/",
                     "history": f"/api/v2/jobs/?limit={args.page}",
+                    "modzy_job": f"/api/jobs/{seeded[0]['job_identifier']}",
                 }
                 out: dict[str, Any] = {}
                 for name, path in reads.items():

@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "sse_latency": ("sse_latency.py", ["--jobs", "100", "--subscribers", "50"], ["--quick"]),
     "api_reads": ("api_reads.py", ["--jobs", "200", "--seconds", "20", "--concurrency", "8"], ["--quick"]),
+    "conditional_gets": ("conditional_gets.py", ["--jobs", "100", "--requests", "2000"], ["--quick"]),
     "model_throughput": ("model_throughput.py", ["--items", "96"], ["--quick"]),
     "embedding_throughput": (
         "model_throughput.py",
@@ -124,6 +125,15 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         out["api_reads_v2_requests_per_second"] = reads["v2_job"]["requests_per_second"]
         out["api_reads_modzy_requests_per_second"] = reads["modzy_job"]["requests_per_second"]
         out["api_reads_livez_requests_per_second"] = reads["livez_baseline"]["requests_per_second"]
+        out["api_reads_share_of_livez"] = reads.get("share_of_baseline")
+        out["api_reads_meets_target"] = reads.get("met")
+    conditional = results.get("conditional_gets", {})
+    if "detail" in conditional:
+        out["conditional_gets_speedup"] = {
+            name: conditional[name]["speedup"]
+            for name in ("detail", "items", "history")
+            if name in conditional
+        }
     scale = results.get("history_scale", {})
     if "sizes" in scale:
         out["history_scale_sizes"] = scale["params"]["sizes"]

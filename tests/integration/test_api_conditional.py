@@ -207,6 +207,39 @@ def test_client_polls_reuse_cached_bodies(server: Server, client: httpx.Client) 
 
 def test_openapi_documents_the_304(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/api/v2/jobs/", "/api/v2/jobs/{job_id}/", "/api/v2/jobs/{job_id}/items/"):
+    for path in (
+        "/api/v2/jobs/",
+        "/api/v2/jobs/{job_id}/",
+        "/api/v2/jobs/{job_id}/items/",
+        "/api/jobs/{job_identifier}",
+    ):
         assert "304" in paths[path]["get"]["responses"], path
         assert "ETag" in paths[path]["get"]["description"], path
+
+
+def test_modzy_job_object_answers_304_until_the_job_changes(server: Server, client: httpx.Client) -> None:
+    """Modzy's ``GET /api/jobs/{id}``: the same weak ETag / If-None-Match / 304 as the native
+    detail, a new tag after a change (here a retry of its failed item, then its run)."""
+    job = submit(client, name=unique("etag-modzy"), n=2, config={"fail_names": ["item-0"]})
+    done = finished(client, job["id"])
+    assert done["failed"] == 1 and done["completed"] == 1, done
+    url = f"/api/jobs/{job['job_identifier']}"
+    first = client.get(url)
+    etag = tagged(first)
+    assert first.json()["jobIdentifier"] == job["job_identifier"] and first.json()["failed"] == 1
+    assert_not_modified(client, url, etag)
+    assert tagged(client.get(url)) == etag  # stable while nothing changes
+    assert client.get(url, headers={"If-None-Match": "*"}).status_code == 304
+    assert tagged(client.get(url, headers={"If-None-Match": 'W/"nope"'})) == etag
+    missing = client.get("/api/jobs/00000000-0000-0000-0000-000000000000", headers={"If-None-Match": "*"})
+    assert missing.status_code == 404  # another account's job, or none: never a 304
+    # The native tag of the same job is another one: the two bodies differ.
+    assert tagged(client.get(f"{JOBS}{job['id']}/")) != etag
+
+    assert client.post(f"{JOBS}{job['id']}/retry/").status_code == 200
+    _, body = changed(client, url, etag)
+    assert body["jobIdentifier"] == job["job_identifier"]
+    finished(client, job["id"])
+    final = client.get(url)
+    assert final.json()["status"] == first.json()["status"]  # the same item fails again
+    assert_not_modified(client, url, tagged(final))

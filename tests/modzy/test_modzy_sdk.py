@@ -19,7 +19,7 @@ from modzy.error import BadRequestError, ConflictError, NotFoundError, RequestEn
 
 from conveyor.pipelines.digits import holdout_pngs
 from modzy import ApiClient
-from tests.helpers import Server, start_server, wait_for
+from tests.helpers import Server, start_server, wait_for, wait_status
 from tests.helpers.api import unique
 
 CHUNK_BYTES = 64
@@ -217,9 +217,12 @@ def test_cancel_a_running_job(client: ApiClient, native: httpx.Client) -> None:
     created = native.post("/api/v2/jobs/?start_now=true", json=body).json()
     identifier = created["job_identifier"]
     wait_for(lambda: client.jobs.get(identifier).status == "IN_PROGRESS", what="job running")
-    client.jobs.cancel(identifier)
-    done = _block(client, identifier)
-    assert done.status == "CANCELED"
+    assert client.jobs.cancel(identifier).status == "CANCELED"  # at once, while workers stop
+    assert _block(client, identifier).status == "CANCELED"
+    # Once the workers have stopped (natively REVOKED) the counters and results stay put.
+    wait_status(native, created["id"], {"REVOKED"}, 30)
+    done = client.jobs.get(identifier)
+    assert done.status == "CANCELED" and done.finishedAt is not None
     assert done.completed < done.total == 20
     result = client.results.get(identifier)
     assert result.finished is True and len(result.results) == done.completed

@@ -27,18 +27,22 @@ def test_every_state_has_a_modzy_name_and_every_name_filters_back() -> None:
     }  # fmt: skip
     for state, name in MODZY_STATUS.items():
         assert state in MODZY_STATUS_FILTERS[name]
-    assert MODZY_STATUS_FILTERS["IN_PROGRESS"] == {JobStatus.STARTED, JobStatus.RETRY, JobStatus.CANCELING}
+    assert MODZY_STATUS_FILTERS["IN_PROGRESS"] == {JobStatus.STARTED, JobStatus.RETRY}
+    # A canceling job can no longer complete: Modzy shows it CANCELED (and finished) at once.
+    assert MODZY_STATUS[JobStatus.CANCELING] == "CANCELED"
+    assert MODZY_STATUS_FILTERS["CANCELED"] == {JobStatus.REVOKED, JobStatus.CANCELING}
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
         ("all", frozenset(JobStatus)),
-        ("pending", ACTIVE),
-        ("terminated", TERMINAL),
+        ("pending", ACTIVE - {JobStatus.CANCELING}),
+        ("terminated", TERMINAL | {JobStatus.CANCELING}),
         ("timedout", {JobStatus.TIMEDOUT}),
         ("COMPLETED", {JobStatus.SUCCESS}),
-        ("canceled", {JobStatus.REVOKED}),
+        ("canceled", {JobStatus.REVOKED, JobStatus.CANCELING}),
+        ("CANCELING", {JobStatus.CANCELING}),
         ("OPEN,FAILED", {JobStatus.CREATED, JobStatus.FAILURE}),
         ("SUCCESS", {JobStatus.SUCCESS}),
     ],

@@ -12,7 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, DBAPIError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.api.schemas import modzy
@@ -97,7 +96,7 @@ def install(app: FastAPI) -> None:
             from conveyor.api.deps import authenticate
 
             try:
-                await run_in_threadpool(authenticate, request)
+                await authenticate(request)
             except ConveyorError as auth_error:
                 return await _domain(request, auth_error)
         errors = _finite(json.loads(json.dumps(exc.errors(), default=str)))

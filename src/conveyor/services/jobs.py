@@ -35,7 +35,7 @@ from conveyor.services.submission import (
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.history import HistoryPage, HistoryQuery
-from conveyor.store.jobs import Queued
+from conveyor.store.jobs import JobDetail, Queued
 from conveyor.store.uploads import is_open
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,29 @@ class JobService:
     # ----------------------------------------------------------------- reads
     def get(self, principal: Principal, job_id: int) -> RowMapping:
         return self.store.jobs.get(scope_of(principal), job_id)
+
+    def detail(
+        self,
+        principal: Principal,
+        job_id: int | None = None,
+        *,
+        uuid: str | None = None,
+        logs: bool = True,
+        inputs: int = 0,
+    ) -> JobDetail:
+        """A job by id or by uuid, with its recent log lines (``logs``: as many as the native
+        detail shows) and its first ``inputs`` items, in one read."""
+        return self.store.jobs.detail(
+            scope_of(principal),
+            job_id,
+            uuid=uuid,
+            log_lines=self.settings.job_log_lines_in_detail if logs else 0,
+            inputs=inputs,
+        )
+
+    def tag_by_uuid(self, principal: Principal, uuid: str) -> tuple[int, JobStatus]:
+        """(row version, status) of a job the key can see, by uuid: Modzy's job ETag."""
+        return self.store.jobs.tag_by_uuid(scope_of(principal), uuid)
 
     def tag(self, principal: Principal, job_id: int) -> tuple[str, int, int]:
         """(uuid, row version, newest log id) of a job the key can see: the inputs of its ETags."""

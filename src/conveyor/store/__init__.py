@@ -49,7 +49,7 @@ class Store:
         )
         self.uploads = UploadRepository(self.db, self.jobs)
         self.changes = ChangeFeed(self.db)
-        self.memberships = MembershipRepository(self.db)
+        self.memberships = MembershipRepository(self.db, self.auth.cache)
         self.audit = AuditRepository(self.db)
         self.quotas = QuotaRepository(self.db)
         self.collections = CollectionRepository(self.db, self.blobs)

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +19,7 @@ from conveyor.clock import utcnow
 from conveyor.domain.access import ROLES, Principal
 from conveyor.errors import InvalidInput, NotFound, Unauthenticated
 from conveyor.store.database import Database
+from conveyor.store.principal_cache import PrincipalCache, token_digest
 from conveyor.store.tables import accounts, api_keys, memberships, projects
 
 DEFAULT_ACCOUNT = "default"
@@ -47,8 +49,9 @@ def _random(n: int) -> str:
 
 
 class AuthRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache: PrincipalCache | None = None) -> None:
         self.db = db
+        self.cache = cache if cache is not None else PrincipalCache()
 
     def ensure_defaults(self) -> tuple[int, int]:
         """The default account and project exist (idempotent). Returns their ids."""
@@ -169,10 +172,26 @@ class AuthRepository:
             where.append(api_keys.c.project_id == project_id)
         with self.db.write() as conn:
             done = conn.execute(update(api_keys).where(*where).values(revoked_at=utcnow())).rowcount
+        self.cache.clear()
         if not done:
             raise NotFound(f"No active key with prefix {prefix!r}.")
 
+    def cached(self, token: str) -> Principal | None:
+        """The key's principal if the cache holds it (no I/O: callable from the event loop)."""
+        return self.cache.get(token_digest(token.strip()))
+
     def authenticate(self, token: str) -> Principal:
+        """The key's principal: from the cache (store/principal_cache.py) or the database."""
+        digest = token_digest(token.strip())
+        cached = self.cache.get(digest)
+        if cached is not None:
+            return cached
+        read_at = time.monotonic()
+        principal, expires_at = self._authenticate(token)
+        self.cache.put(digest, principal, read_at=read_at, expires_at=expires_at)
+        return principal
+
+    def _authenticate(self, token: str) -> tuple[Principal, datetime | None]:
         prefix, _, secret = token.strip().partition(".")
         if not prefix or not secret:
             raise Unauthenticated("Malformed API key.")
@@ -208,7 +227,7 @@ class AuthRepository:
                 )
                 project_roles = {r.project_id: r.role for r in extra}
             project_roles[row["project_id"]] = row["role"]
-        return Principal(
+        principal = Principal(
             row["id"],
             row["prefix"],
             row["name"],
@@ -218,6 +237,7 @@ class AuthRepository:
             row["project_id"],
             project_roles,
         )
+        return principal, row["expires_at"]
 
     def touch(self, key_id: int) -> None:
         with self.db.write() as conn:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, func, insert, select, update
+from sqlalchemy import Connection, Integer, RowMapping, bindparam, delete, func, insert, select, update
 
 from conveyor.clock import utcnow
 from conveyor.domain.access import Scope
@@ -21,6 +21,7 @@ from conveyor.errors import Conflict, NotFound
 from conveyor.store import bulk, lifecycle
 from conveyor.store.database import Database
 from conveyor.store.tables import (
+    api_keys,
     chunks,
     items,
     job_events,
@@ -78,6 +79,80 @@ class NewJob:
 
     def values(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    """One job as its detail shows it, read in one transaction: the row (with its pipeline,
+    project and ``submitted_by_name``, the submitting key's name), its newest log lines (newest
+    first) and its first items' input descriptors (``seq`` order, no data)."""
+
+    row: RowMapping
+    logs: list[RowMapping]
+    inputs: list[RowMapping]
+
+
+def _job_rows_select(*, with_submitter: bool = False) -> Any:
+    """Job rows joined with their pipeline and project (and the submitting key's name)."""
+    joined = jobs.outerjoin(pipelines, pipelines.c.id == jobs.c.pipeline_id).join(
+        projects, projects.c.id == jobs.c.project_id
+    )
+    extra = []
+    if with_submitter:
+        joined = joined.outerjoin(
+            api_keys,
+            (api_keys.c.prefix == jobs.c.submitted_by) & (api_keys.c.account_id == jobs.c.account_id),
+        )
+        extra.append(api_keys.c.name.label("submitted_by_name"))
+    return select(
+        *PRESENTED_JOB_COLUMNS,  # never the job's encrypted credentials
+        pipelines.c.slug.label("pipeline_slug"),
+        pipelines.c.name.label("pipeline_name"),
+        pipelines.c.description.label("pipeline_description"),
+        pipelines.c.version.label("pipeline_version"),
+        pipelines.c.version_name.label("pipeline_version_name"),
+        pipelines.c.stages.label("pipeline_stages"),
+        pipelines.c.image_classification_model.label("image_classification_model"),
+        pipelines.c.created_at.label("pipeline_created_at"),
+        pipelines.c.updated_at.label("pipeline_updated_at"),
+        projects.c.name.label("project_name"),
+        projects.c.slug.label("project_slug"),
+        *extra,
+    ).select_from(joined)
+
+
+JOB_ROWS = _job_rows_select()
+INPUT_COLUMNS = (items.c.job_id, items.c.seq, items.c.name, items.c.kind, items.c.byte_size)
+
+
+def _detail_statements() -> dict[tuple[str, bool], Any]:
+    """The job detail's select, by id or uuid, account-wide or narrowed to some projects.
+
+    Built once with bound parameters and reused: a status read is the hottest request, and
+    building a select of ~50 columns and computing its cache key (which SQLAlchemy memoizes per
+    statement object) cost as much as running it.
+    """
+    base = _job_rows_select(with_submitter=True)
+    out = {}
+    for by, column in (("id", jobs.c.id), ("uuid", jobs.c.uuid)):
+        where = base.where(column == bindparam("key"), jobs.c.account_id == bindparam("account_id"))
+        out[by, False] = where
+        out[by, True] = where.where(jobs.c.project_id.in_(bindparam("project_ids", expanding=True)))
+    return out
+
+
+JOB_DETAIL = _detail_statements()
+RECENT_LOGS = (
+    select(job_logs)
+    .where(job_logs.c.job_id == bindparam("job_id"))
+    .order_by(job_logs.c.id.desc())
+    .limit(bindparam("lines", type_=Integer))
+)
+FIRST_INPUTS = (
+    select(*INPUT_COLUMNS)
+    .where(items.c.job_id == bindparam("job_id"), items.c.seq < bindparam("inputs"))
+    .order_by(items.c.seq)
+)
 
 
 @dataclass(frozen=True)
@@ -308,6 +383,39 @@ class JobRepository:
             raise NotFound(f"Job {job_uuid} not found.", job_identifier=job_uuid)
         return int(found)
 
+    def detail(
+        self,
+        scope: Scope,
+        job_id: int | None = None,
+        *,
+        uuid: str | None = None,
+        log_lines: int = 0,
+        inputs: int = 0,
+    ) -> JobDetail:
+        """A job by id or by ``uuid`` (Modzy's ``jobIdentifier``) with its newest ``log_lines``
+        log lines and first ``inputs`` items, in one read transaction; 404 outside the scope."""
+        narrowed = scope.project_ids is not None
+        statement = JOB_DETAIL["id" if job_id is not None else "uuid", narrowed]
+        params: dict[str, Any] = {
+            "key": job_id if job_id is not None else uuid,
+            "account_id": scope.account_id,
+        }
+        if narrowed:
+            params["project_ids"] = sorted(scope.project_ids or ())
+        with self.db.read() as conn:
+            row = conn.execute(statement, params).mappings().first()
+            if row is None:
+                if job_id is not None:
+                    raise NotFound(f"Job {job_id} not found.", job_id=job_id)
+                raise NotFound(f"Job {uuid} not found.", job_identifier=uuid)
+            logs: list[RowMapping] = []
+            if log_lines > 0:
+                logs = list(conn.execute(RECENT_LOGS, {"job_id": row["id"], "lines": log_lines}).mappings())
+            first: list[RowMapping] = []
+            if inputs > 0:
+                first = list(conn.execute(FIRST_INPUTS, {"job_id": row["id"], "inputs": inputs}).mappings())
+        return JobDetail(row, logs, first)
+
     def get(self, scope: Scope, job_id: int) -> RowMapping:
         with self.db.read() as conn:
             rows = self.fetch_rows(conn, [jobs.c.id == job_id, *scope_clauses(scope)])
@@ -333,6 +441,17 @@ class JobRepository:
             raise NotFound(f"Job {job_id} not found.", job_id=job_id)
         return str(row[0]), int(row[1]), int(row[2])
 
+    def tag_by_uuid(self, scope: Scope, job_uuid: str) -> tuple[int, JobStatus]:
+        """(row version, status) of a job by its uuid, in one indexed read: what Modzy's job
+        ETag is made of. 404 outside the scope."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(jobs.c.version, jobs.c.status).where(jobs.c.uuid == job_uuid, *scope_clauses(scope))
+            ).first()
+        if row is None:
+            raise NotFound(f"Job {job_uuid} not found.", job_identifier=job_uuid)
+        return int(row[0]), JobStatus(row[1])
+
     @staticmethod
     def fetch_rows(
         conn: Connection,
@@ -342,29 +461,7 @@ class JobRepository:
         offset: int = 0,
     ) -> list[RowMapping]:
         """Job rows joined with their pipeline and project, for presentation."""
-        query = (
-            select(
-                *PRESENTED_JOB_COLUMNS,
-                pipelines.c.slug.label("pipeline_slug"),
-                pipelines.c.name.label("pipeline_name"),
-                pipelines.c.description.label("pipeline_description"),
-                pipelines.c.version.label("pipeline_version"),
-                pipelines.c.version_name.label("pipeline_version_name"),
-                pipelines.c.stages.label("pipeline_stages"),
-                pipelines.c.image_classification_model.label("image_classification_model"),
-                pipelines.c.created_at.label("pipeline_created_at"),
-                pipelines.c.updated_at.label("pipeline_updated_at"),
-                projects.c.name.label("project_name"),
-                projects.c.slug.label("project_slug"),
-            )
-            .select_from(
-                jobs.outerjoin(pipelines, pipelines.c.id == jobs.c.pipeline_id).join(
-                    projects, projects.c.id == jobs.c.project_id
-                )
-            )
-            .where(*where)
-            .order_by(*order_by)
-        )
+        query = JOB_ROWS.where(*where).order_by(*order_by)
         if limit is not None:
             query = query.limit(limit)
         if offset:
@@ -458,11 +555,10 @@ class JobRepository:
         """The first ``per_job`` items (no data) of each job, in one query: input descriptors."""
         if not job_ids or per_job <= 0:
             return {}
-        columns = [items.c.job_id, items.c.seq, items.c.name, items.c.kind, items.c.byte_size]
         out: dict[int, list[RowMapping]] = {job_id: [] for job_id in job_ids}
         with self.db.read() as conn:
             rows = conn.execute(
-                select(*columns)
+                select(*INPUT_COLUMNS)
                 .where(items.c.job_id.in_(sorted(set(job_ids))), items.c.seq < per_job)
                 .order_by(items.c.job_id, items.c.seq)
             ).mappings()

@@ -9,12 +9,14 @@ from conveyor.clock import utcnow
 from conveyor.domain.access import ROLES
 from conveyor.errors import Conflict, InvalidInput, NotFound
 from conveyor.store.database import Database
+from conveyor.store.principal_cache import PrincipalCache
 from conveyor.store.tables import api_keys, memberships
 
 
 class MembershipRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, principals: PrincipalCache | None = None) -> None:
         self.db = db
+        self.principals = principals  # cleared on every change: roles are part of a principal
 
     def roles_of(self, key_id: int) -> dict[int, str]:
         """project id -> role, for one key's memberships."""
@@ -74,6 +76,8 @@ class MembershipRepository:
                         key_id=key.id, project_id=project_id, role=role, created_at=utcnow()
                     )
                 )
+        if self.principals is not None:
+            self.principals.clear()
 
     def remove(self, account_id: int, project_id: int, prefix: str) -> None:
         with self.db.write() as conn:
@@ -89,5 +93,7 @@ class MembershipRepository:
                 if key_id is not None
                 else 0
             )
+        if self.principals is not None:
+            self.principals.clear()
         if not done:
             raise NotFound(f"Key {prefix!r} is not a member of this project.")

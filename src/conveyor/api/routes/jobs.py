@@ -48,8 +48,8 @@ def job_response(
     request: Request | None = None,
 ) -> JSONResponse:
     """The job's detail; with ``request`` (a GET) tagged with its ETag."""
-    row = jobs.get(principal, job_id)
-    logs = jobs.store.jobs.recent_logs(job_id, jobs.settings.job_log_lines_in_detail)  # newest first
+    detail = jobs.detail(principal, job_id)  # the row and its newest log lines, in one read
+    row, logs = detail.row, detail.logs
     body = present_job(row, base, logs=logs, permissions=_permissions(principal))
     response = JSONResponse(body, status_code=status_code)
     if request is None:

@@ -4,20 +4,26 @@ Jobs are addressed by their UUID (``jobIdentifier``). Submission with ``text``, 
 ``aws-s3`` inputs queues at once (S3 objects are fetched at submit, with the request's
 credentials when it gives them); submission without ``input`` opens the job for chunked file inputs
 (``POST /api/jobs/{id}/{item}/{input}``) until ``POST /api/jobs/{id}/close`` queues it.
+``GET /api/jobs/{id}`` answers with a weak ``ETag`` and honours ``If-None-Match`` like the native
+detail (api/conditional.py).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from sqlalchemy import RowMapping
 
+from conveyor.api import conditional
+from conveyor.api.conditional import NOT_MODIFIED_DOC
 from conveyor.api.deps import JobsDep, PrincipalDep, SettingsDep
 from conveyor.api.routes.modzy_models import find_version
 from conveyor.api.schemas.modzy import (
+    CLOCKED,
     ModzyJobCreate,
     history_statuses,
     ordering,
@@ -26,6 +32,7 @@ from conveyor.api.schemas.modzy import (
     present_results,
 )
 from conveyor.domain.access import Principal, scope_of
+from conveyor.domain.status import JobStatus
 from conveyor.errors import NotFound, UnknownPipeline
 from conveyor.services.jobs import JobService
 from conveyor.services.uploads import UploadService
@@ -59,9 +66,28 @@ def _present(
     ]
 
 
+def _detail(
+    jobs: JobService, principal: Principal, job_id: int | None = None, *, uuid: str | None = None
+) -> tuple[RowMapping, dict[str, Any]]:
+    """One job's row and Modzy object, from one read (row, submitting key's name, inputs)."""
+    detail = jobs.detail(principal, job_id, uuid=uuid, logs=False, inputs=INPUTS_IN_DETAIL)
+    row = detail.row
+    names = {row["submitted_by"]: row["submitted_by_name"]} if row["submitted_by_name"] is not None else {}
+    body = present_job(row, account=principal.account_slug, key_names=names, inputs=detail.inputs)
+    return row, body
+
+
 def _job_response(jobs: JobService, principal: Principal, job_id: int) -> JSONResponse:
-    row = jobs.get(principal, job_id)
-    return JSONResponse(_present(jobs, principal, [row], INPUTS_IN_DETAIL)[0])
+    return JSONResponse(_detail(jobs, principal, job_id)[1])
+
+
+def _job_etag(principal: Principal, uuid: str, version: int, status: JobStatus) -> str:
+    """The job object's weak ETag: the row's version (bumped by every update of the job: status,
+    counters, timestamps, items) and the caller's account (``accountIdentifier``). While the job
+    is queued or running its ``queueTime``/``elapsedTime`` grow with the clock, so the tag also
+    changes every second then: a 304 is never more than a second behind them."""
+    tick = int(time.time()) if status in CLOCKED else 0
+    return conditional.make_etag("modzy-job", principal.account_slug, uuid, version, tick)
 
 
 @router.get(
@@ -162,16 +188,32 @@ def submit(body: ModzyJobCreate, jobs: JobsDep, principal: PrincipalDep) -> JSON
     return _job_response(jobs, principal, job_id)
 
 
-@router.get("/jobs/{job_identifier}", summary="One job: status, counters, timings (Modzy's job object)")
-def get_job(job_identifier: str, jobs: JobsDep, principal: PrincipalDep) -> JSONResponse:
-    return _job_response(jobs, principal, _job_id(jobs, principal, job_identifier))
+@router.get(
+    "/jobs/{job_identifier}",
+    summary="One job: status, counters, timings (Modzy's job object)",
+    description="Answers with a weak `ETag`; send it back in `If-None-Match` to get `304 Not Modified` "
+    "(no body) while the job is unchanged (while it is queued or running, its times change the tag "
+    "every second). A canceled job reads CANCELED at once, while its workers stop.",
+    responses=NOT_MODIFIED_DOC,
+)
+def get_job(request: Request, job_identifier: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    if request.headers.get("if-none-match"):  # one indexed read decides a 304
+        version, status = jobs.tag_by_uuid(principal, job_identifier)
+        hit = conditional.not_modified(request, _job_etag(principal, job_identifier, version, status))
+        if hit is not None:
+            return hit
+    row, body = _detail(jobs, principal, uuid=job_identifier)
+    etag = _job_etag(principal, row["uuid"], row["version"], JobStatus(row["status"]))
+    return conditional.tagged(JSONResponse(body), etag)
 
 
 @router.delete(
     "/jobs/{job_identifier}",
     summary="Cancel a job",
-    description="An OPEN or queued job is CANCELED at once; a running one within seconds (IN_PROGRESS "
-    "until its workers stop). An OPEN job's uploaded chunks are dropped.",
+    description="Answers with the job CANCELED, and reads show CANCELED from then on: an OPEN or queued "
+    "job is revoked at once; a running one can no longer complete and its workers stop within seconds "
+    "(`finishedAt` is set then; results say `finished: true` at once). An OPEN job's uploaded chunks "
+    "are dropped. A finished job is a 409.",
 )
 def cancel(job_identifier: str, jobs: JobsDep, uploads: UploadsDep, principal: PrincipalDep) -> JSONResponse:
     job_id = _job_id(jobs, principal, job_identifier)

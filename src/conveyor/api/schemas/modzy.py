@@ -31,12 +31,23 @@ MODZY_STATUS: dict[JobStatus, str] = {
     JobStatus.PENDING: "SUBMITTED",
     JobStatus.STARTED: "IN_PROGRESS",
     JobStatus.RETRY: "IN_PROGRESS",
-    JobStatus.CANCELING: "IN_PROGRESS",
+    # Canceled: the job can no longer complete and REVOKED follows (its workers stop within
+    # seconds). A Modzy client takes CANCELED as done, as it does IN_PROGRESS as not yet.
+    JobStatus.CANCELING: "CANCELED",
     JobStatus.SUCCESS: "COMPLETED",
     JobStatus.FAILURE: "FAILED",
     JobStatus.REVOKED: "CANCELED",
     JobStatus.TIMEDOUT: "TIMEDOUT",
 }
+# States a Modzy client sees as finished (``finished`` in results, the `terminated` filter): the
+# terminal ones and CANCELING, which Modzy shows as CANCELED.
+MODZY_FINISHED: frozenset[JobStatus] = TERMINAL | {JobStatus.CANCELING}
+MODZY_STATUS_GROUPS: dict[str, frozenset[JobStatus]] = {
+    "pending": frozenset(JobStatus) - MODZY_FINISHED,
+    "terminated": MODZY_FINISHED,
+}
+# While queued or running a job's queueTime/elapsedTime grow with the clock (until it finishes).
+CLOCKED: frozenset[JobStatus] = frozenset(JobStatus) - TERMINAL - {JobStatus.CREATED}
 # Modzy's own status names -> canonical states (the history filter accepts both).
 MODZY_STATUS_FILTERS: dict[str, frozenset[JobStatus]] = {}
 for _state, _name in MODZY_STATUS.items():
@@ -185,7 +196,9 @@ def history_statuses(value: str) -> frozenset[JobStatus] | None:
     result: set[JobStatus] = set()
     for raw in value.split(","):
         token = raw.strip()
-        if token.upper() in MODZY_STATUS_FILTERS:
+        if token.lower() in MODZY_STATUS_GROUPS:
+            result |= MODZY_STATUS_GROUPS[token.lower()]
+        elif token.upper() in MODZY_STATUS_FILTERS:
             result |= MODZY_STATUS_FILTERS[token.upper()]
         elif token:
             result |= resolve_status_filter(token)
@@ -292,7 +305,7 @@ def present_results(row: RowMapping, account: str, items: Iterable[RowMapping]) 
         "total": row["total"],
         "completed": row["completed"],
         "failed": row["failed"],
-        "finished": JobStatus(row["status"]) in TERMINAL,
+        "finished": JobStatus(row["status"]) in MODZY_FINISHED,
         "submittedByKey": row["submitted_by"],
         "explained": row["explain"],
         "submittedAt": isoformat(row["submitted_at"] or row["created_at"]),
