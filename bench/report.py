@@ -674,6 +674,46 @@ def model_by_reference_section(r: dict[str, Any]) -> Section:
             f"best round: {best['status']}, "
             f"{best['objects_fetched']} images fetched.",
             *_fetch_note(r, "images not fetched or the job did not succeed"),
+        ],
+    )
+
+
+def submit_by_reference_section(r: dict[str, Any]) -> Section:
+    ref, old = r["by_reference"], r["at_submit"]
+
+    def plot(fig: Any) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.bar(
+            ["fetch: at_submit\n(old path)", "by reference\n(default)"],
+            [old["best_post_seconds"], ref["best_post_seconds"]],
+            color=["#888888", "#1f77b4"],
+        )
+        ax.set_yscale("log")
+        ax.set_ylabel("POST → 201, s (log)")
+
+    n = r["params"]["urls"]
+    return Section(
+        figure=f"{n:,} URLs: POST {fmt(ref['best_post_seconds'], 2)} s by reference vs "
+        f"{fmt(old['best_post_seconds'], 1)} s at submit",
+        target="submit answers at once (no number set)",
+        baseline=f"the old path on the same URLs (`fetch: at_submit`): {fmt(old['best_post_seconds'], 2)} s",
+        met=None,
+        table=[
+            ["", "POST s (best)", "objects fetched during the POST"],
+            [
+                "by reference",
+                fmt(ref["best_post_seconds"], 3),
+                fmt(ref["runs"][0]["objects_fetched_during_post"]),
+            ],
+            [
+                "at submit",
+                fmt(old["best_post_seconds"], 3),
+                fmt(old["runs"][0]["objects_fetched_during_post"]),
+            ],
+        ],
+        plot=plot,
+        notes=[f"Objects: {r['params']['objects']} ({fmt(r['params']['object_bytes_total'])} bytes in all)."],
+    )
 
 
 def conditional_gets_section(r: dict[str, Any]) -> Section:
@@ -746,46 +786,6 @@ def conditional_gets_section(r: dict[str, Any]) -> Section:
             f"{r['params']['database']}."
         ],
     )
-
-
-def submit_by_reference_section(r: dict[str, Any]) -> Section:
-    ref, old = r["by_reference"], r["at_submit"]
-
-    def plot(fig: Any) -> None:
-        ax = fig.add_subplot(1, 1, 1)
-        ax.bar(
-            ["fetch: at_submit\n(old path)", "by reference\n(default)"],
-            [old["best_post_seconds"], ref["best_post_seconds"]],
-            color=["#888888", "#1f77b4"],
-        )
-        ax.set_yscale("log")
-        ax.set_ylabel("POST → 201, s (log)")
-
-    n = r["params"]["urls"]
-    return Section(
-        figure=f"{n:,} URLs: POST {fmt(ref['best_post_seconds'], 2)} s by reference vs "
-        f"{fmt(old['best_post_seconds'], 1)} s at submit",
-        target="submit answers at once (no number set)",
-        baseline=f"the old path on the same URLs (`fetch: at_submit`): {fmt(old['best_post_seconds'], 2)} s",
-        met=None,
-        table=[
-            ["", "POST s (best)", "objects fetched during the POST"],
-            [
-                "by reference",
-                fmt(ref["best_post_seconds"], 3),
-                fmt(ref["runs"][0]["objects_fetched_during_post"]),
-            ],
-            [
-                "at submit",
-                fmt(old["best_post_seconds"], 3),
-                fmt(old["runs"][0]["objects_fetched_during_post"]),
-            ],
-        ],
-        plot=plot,
-        notes=[f"Objects: {r['params']['objects']} ({fmt(r['params']['object_bytes_total'])} bytes in all)."],
-    )
-
-
 
 
 # name -> (title, section builder); the order of the report
