@@ -17,11 +17,11 @@ import pytest
 
 from conveyor import sealing
 from conveyor.inputs.s3 import S3Credentials
+from conveyor.sealing import CREDENTIALS_SECRET
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.jobs import NewJob
 from conveyor.testing import TERMINAL_STATUSES
-from conveyor.worker.executor import CREDENTIALS_SECRET
 from tests.helpers import Server, start_server, wait_for, wait_status
 from tests.helpers.api import JOBS, all_items, all_logs
 from tests.helpers.inputs import FileServer
