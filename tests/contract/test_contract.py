@@ -16,11 +16,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
+import sqlalchemy as sa
 
 from conveyor.pipelines.digits import holdout_pngs
 from tests.helpers import TERMINAL_STATUSES as FINISHED
 from tests.helpers import assert_counters_match_rows, wait_for, wait_status
 from tests.helpers.deployments import Deployment
+from tests.helpers.inputs import FileServer
 
 
 def ts(value: str) -> datetime:
@@ -63,6 +65,50 @@ def started(deployment: Deployment, job_id: int, completed: int = 3) -> None:
 
 
 # ------------------------------------------------------------------ submit, counters, stages
+
+
+def test_inputs_by_reference_run_once_and_a_missing_one_fails_alone(
+    deployment: Deployment, contract_files: FileServer
+) -> None:
+    """Inline bytes through the blob store (S3 in the Celery deployments), URLs listed by a
+    manifest's collect stage and fetched by the workers; one missing URL fails one item."""
+    tag = deployment.prefix
+    bodies = {f"{tag}-{i}.bin": bytes([i]) * (100 + i) for i in range(12)}
+    urls = [contract_files.add(f"/{tag}/{name}", body) for name, body in bodies.items()]
+    urls[5] = contract_files.base + f"/{tag}/missing.bin"
+    contract_files.add(f"/{tag}/list.txt", "".join(u + "\n" for u in urls).encode())
+    inline = [
+        {"name": f"inline-{i}", "kind": "base64", "data": base64.b64encode(b"x" * (200 + i)).decode()}
+        for i in range(3)
+    ]
+    job = deployment.submit(
+        0,
+        name="by-reference",
+        inputs=[*inline, {"kind": "manifest", "data": f"{contract_files.base}/{tag}/list.txt"}],
+    )
+    final = finish(deployment, job["id"], timeout=60)
+    assert final["status"] == "SUCCESS", final["progress"]["logs"][-5:]
+    assert (final["total"], final["completed"], final["failed"]) == (15, 14, 1)
+    assert_counters_match_items(deployment, final)
+    with deployment.client() as client:
+        items = client.get(f"/api/v2/jobs/{job['id']}/items/", params={"limit": 100}).json()["results"]
+    sizes = {i["name"]: (i["result"] or {}).get("bytes") for i in items}
+    expected = {f"inline-{i}": 200 + i for i in range(3)}
+    expected.update({name: len(body) for n, (name, body) in enumerate(bodies.items()) if n != 5})
+    assert {k: v for k, v in sizes.items() if v is not None} == expected
+    (missing,) = [i for i in items if i["status"] == "FAILURE"]
+    assert missing["name"] == "missing.bin" and missing["error"].startswith("input_unavailable:")
+    with deployment.engine.connect() as conn:
+        refs = [
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT ref FROM items WHERE job_id = :j AND seq < 3"), {"j": job["id"]}
+            )
+        ]
+        data = [
+            r[0] for r in conn.execute(sa.text("SELECT data FROM items WHERE job_id = :j"), {"j": job["id"]})
+        ]
+    assert all(ref.startswith("blob:") for ref in refs) and all(d is None for d in data)
 
 
 def test_submit_runs_every_item_once_and_counters_are_exact(deployment: Deployment) -> None:

@@ -17,8 +17,7 @@ from conveyor import exports
 from conveyor.dispatch.base import Dispatcher
 from conveyor.domain.access import Principal, require_write, scope_of
 from conveyor.domain.status import JobStatus
-from conveyor.errors import Conflict, InvalidInput, NotFound, TooLarge
-from conveyor.inputs import stored
+from conveyor.errors import Conflict, ConveyorError, InvalidInput, NotFound
 from conveyor.inputs.resolve import InputResolver
 from conveyor.pipelines import export
 from conveyor.pipelines.export import DataExport
@@ -37,6 +36,7 @@ from conveyor.store import Store
 from conveyor.store.history import HistoryPage, HistoryQuery
 from conveyor.store.jobs import JobDetail, Queued
 from conveyor.store.uploads import is_open
+from conveyor.worker.fetching import store_fetcher
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class JobService:
         self.settings = settings
         self.quotas = Quotas(store, settings)
         self.resolver = InputResolver(settings)
+        self.fetcher = store_fetcher(store, settings)  # the signed media URLs of items by reference
         self.collections = CollectionService(store, settings, self.resolver)
         self.processing = ProcessingServices(store, settings)
         self.submissions = Submissions(
@@ -172,14 +173,10 @@ class JobService:
         data, ref = found
         if data is not None or ref is None:
             return data
-        if stored.is_stored(ref):
-            try:
-                return stored.read(self.store, ref, self.settings.max_input_bytes)
-            except (InvalidInput, TooLarge):  # gone from the blob store, or the collection deleted
-                return None
-        # TODO(issue 15): http(s):// and s3:// refs: serve them through the worker's fetcher (SSRF
-        # guard, per-job S3 credentials) or redirect; until then a processing service gets a 404.
-        return None
+        try:  # the blob store, a collection item, or the URL / S3 object (the SSRF guard applies)
+            return self.fetcher.fetch(ref, f"item {item_id}")
+        except ConveyorError:  # gone, refused or unreachable: the processing service gets a 404
+            return None
 
     def audit(self, principal: Principal, action: str, job: RowMapping) -> None:
         """Who did what to a job (its status changes are in job_events; this outlives a delete)."""

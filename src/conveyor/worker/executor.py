@@ -22,7 +22,6 @@ from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
 from conveyor.domain.work import Claim, ItemInput, ItemOutcome, JobContext, LogLine
 from conveyor.errors import ConveyorError
-from conveyor.inputs import stored
 from conveyor.inputs.collect import Collector
 from conveyor.inputs.s3 import S3Credentials
 from conveyor.pipelines import export, imaging, remote
@@ -34,7 +33,7 @@ from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.outputs import ShardWritten
 from conveyor.worker.collecting import collect_pages
-from conveyor.worker.fetching import Fetched, Fetcher, Loader, Prefetch
+from conveyor.worker.fetching import Fetched, Fetcher, Loader, Prefetch, store_fetcher
 from conveyor.worker.shards import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -148,17 +147,7 @@ class ChunkExecutor:
         #: Told the ids of item chunks a collect stage queued (local: wake the pool; Celery: publish).
         self.on_queued: Callable[[list[int]], object] = on_queued or (lambda chunk_ids: None)
         self._shards = ShardWriter(store, settings)
-        self.fetcher = fetcher or Fetcher(
-            settings,
-            read_blob=lambda ref: store.blobs.read(ref, settings.max_input_bytes),
-            read_collection_item=self._collection_item,
-        )
-
-    def _collection_item(self, item_id: int) -> tuple[bytes, str | None]:
-        """A stored collection item's bytes (from its row or its blob), for ``collection-item:`` refs."""
-        return stored.read(
-            self.store, stored.collection_item_ref(item_id), self.settings.max_input_bytes
-        ), None
+        self.fetcher = fetcher or store_fetcher(store, settings)
 
     def _pipeline(self, slug: str) -> tuple[Pipeline, float | None]:
         """The warm pipeline for ``slug`` (and its load time if loaded now). A remote pipeline is

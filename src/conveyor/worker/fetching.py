@@ -28,9 +28,10 @@ from datetime import datetime
 from conveyor.clock import utcnow
 from conveyor.domain.work import ItemInput
 from conveyor.errors import AddressNotAllowed, ConveyorError, InputUnavailable, InvalidInput, TooLarge
-from conveyor.inputs import s3, url
+from conveyor.inputs import s3, stored, url
 from conveyor.inputs.s3 import S3Credentials
 from conveyor.settings import Settings
+from conveyor.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -312,3 +313,16 @@ class Prefetch:
                 log.exception("fetching input %r failed", item.name)
             return Fetched(item, outcome_error(exc), started, utcnow())
         return Fetched(replace(item, data=data))
+
+
+def store_fetcher(store: Store, settings: Settings) -> Fetcher:
+    """A fetcher that also reads the bytes Conveyor stores itself: ``blob:`` refs from the blob
+    store, ``collection-item:`` refs from the collection (each under the per-input cap)."""
+    cap = settings.max_input_bytes
+
+    def read_collection_item(item_id: int) -> tuple[bytes, str | None]:
+        return stored.read(store, stored.collection_item_ref(item_id), cap), None
+
+    return Fetcher(
+        settings, read_blob=lambda ref: store.blobs.read(ref, cap), read_collection_item=read_collection_item
+    )
