@@ -236,10 +236,14 @@ def test_fetch_at_submit_reads_the_urls_during_the_request(server: Server, files
     refused = cli(server, "submit", "test-delay", present, missing, "--fetch", "at_submit", ok=False)
     assert refused.returncode == 1
     assert "input_unavailable" in refused.stderr and "missing.bin" in refused.stderr
-    # The same inputs by reference: accepted at once (nothing read), each item holding its URL.
-    by_reference = submitted(server, "test-delay", present, missing)
+    # The same inputs by reference: accepted at once (nothing read); the workers then read the
+    # present one (its size known from then on) and fail the missing one alone.
+    by_reference = submitted(server, "test-delay", present, missing, "--max-failed-ratio", "1")
     assert by_reference["total"] == 2
-    assert [r["byte_size"] for r in items_of(server, by_reference["id"])] == [0, 0]
+    finished(server, by_reference["id"])
+    rows = items_of(server, by_reference["id"])
+    assert [(r["status"], r["byte_size"]) for r in rows] == [("SUCCESS", 10), ("FAILURE", 0)]
+    assert rows[1]["error"].startswith("input_unavailable:")
     strict = submitted(server, "test-delay", present, "--fetch", "at_submit")
     assert finished(server, strict["id"])["status"] == "SUCCESS"
     rows = items_of(server, strict["id"])

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from modzy.error import BadRequestError
 
 from conveyor.pipelines.digits import holdout_pngs
@@ -115,14 +116,28 @@ def test_aws_s3_text_object_reaches_a_text_pipeline(client: ApiClient, pngs: Any
     assert result.get_source_outputs("note")["results.json"] == {"bytes": len(b"hello from s3")}
 
 
-def test_missing_object_is_a_400_naming_the_source_and_no_job_is_created(
+def test_a_missing_object_fails_its_source_alone(
+    client: ApiClient, native: httpx.Client, pngs: list[tuple[str, bytes, int]]
+) -> None:
+    """Objects are read by the workers (inputs by reference): a missing key fails that source
+    with input_unavailable, the others are classified."""
+    good = {"image": {"bucket": BUCKET, "key": f"digits/{pngs[0][0]}"}}
+    missing = {"image": {"bucket": BUCKET, "key": "digits/no-such.png"}}
+    job = submit(client, "digits", {"good": good, "gone": missing})
+    done = client.jobs.block_until_complete(job, timeout=60, poll_interval=POLL)
+    assert (done.total, done.completed, done.failed) == (2, 1, 1)
+    result = client.results.get(job)
+    assert "gone" in result.failures and "input_unavailable" in str(result.failures["gone"])
+    assert "label" in result.get_source_outputs("good")["results.json"]
+
+
+def test_bad_s3_sources_are_a_400_naming_the_source_and_no_job_is_created(
     client: ApiClient, native: httpx.Client, pngs: list[tuple[str, bytes, int]]
 ) -> None:
     before = job_count(native)
     good = {"image": {"bucket": BUCKET, "key": f"digits/{pngs[0][0]}"}}
     cases = [
-        ({"bucket": BUCKET, "key": "digits/no-such.png"}, "no such object"),
-        ({"bucket": "no-such-bucket", "key": "a.png"}, "no such object"),
+        ({"bucket": "no-such-bucket", "key": "a.png"}, "no such bucket"),
         ({"bucket": BUCKET}, "needs `key`"),
         ({"bucket": BUCKET, "key": "digits/"}, "needs `key`"),
         ({"key": "digits/a.png"}, "needs `bucket`"),
@@ -144,6 +159,25 @@ def test_credentials_are_per_request_and_never_stored(
 ) -> None:
     job = submit(client, "test-delay", {"note": {"input.txt": {"bucket": BUCKET, "key": "notes/hello.txt"}}})
     assert client.jobs.block_until_complete(job, timeout=60, poll_interval=POLL).status == "COMPLETED"
+    # The worker read the object with the job's own credentials (the server has none), sealed in
+    # the job while it ran and erased when it ended; no read shows them.
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'conveyor.db'}")
+    try:
+        with engine.connect() as conn:
+            (job_id, sealed) = conn.execute(
+                sa.text("SELECT id, secret FROM jobs WHERE uuid = :u"), {"u": job.jobIdentifier}
+            ).one()
+    finally:
+        engine.dispose()
+    assert sealed is None
+    shown = [
+        native.get(f"/api/v2/jobs/{job_id}/").text,
+        native.get(f"/api/v2/jobs/{job_id}/logs/").text,
+        native.get(f"/api/v2/jobs/{job_id}/events/").text,
+        native.get(f"/api/v2/jobs/{job_id}/results/").text,
+        native.get(f"/api/jobs/{job.jobIdentifier}", headers={"Accept": "application/json"}).text,
+    ]
+    assert not any(SECRET in text for text in shown)
     # The next request brings no credentials and the server has none: the fetch fails, no job.
     before = job_count(native)
     body = {
