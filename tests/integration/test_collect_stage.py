@@ -12,9 +12,9 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.helpers import Server, start_server, wait_for, wait_status
+from tests.helpers import Server, wait_for, wait_status
 from tests.helpers.api import all_items
-from tests.helpers.inputs import FileServer, serve_files
+from tests.helpers.inputs import FileServer, serve_files, serve_references
 from tests.helpers.reliability import kill_9
 from tests.moto_s3 import CREDENTIALS, moto_s3_server
 
@@ -32,19 +32,7 @@ def s3_endpoint() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[Server]:
-    env = {
-        "CONVEYOR_ALLOW_PRIVATE_URLS": "true",
-        "CONVEYOR_CHUNK_SIZE": "100",
-        "CONVEYOR_S3_ENDPOINT_URL": s3_endpoint,
-        "CONVEYOR_S3_REGION": "us-east-1",
-        "CONVEYOR_S3_ACCESS_KEY_ID": "testing",
-        "CONVEYOR_S3_SECRET_ACCESS_KEY": "testing",
-    }
-    server = start_server(tmp_path_factory.mktemp("collect"), workers=2, extra_env=env)
-    yield server
-    server.stop()
+server = pytest.fixture(scope="module")(serve_references)
 
 
 def test_manifest_at_a_url_is_listed_by_the_collect_stage(server: Server, files: FileServer) -> None:

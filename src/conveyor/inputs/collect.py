@@ -49,12 +49,7 @@ class Collector:
         self.credentials = credentials
         self.blob_lines = blob_lines
         self._s3: S3Source | None = None
-        self.url_policy = url.UrlPolicy(
-            max_bytes=settings.max_input_bytes,
-            timeout=settings.url_timeout_seconds,
-            max_redirects=settings.url_max_redirects,
-            allow_private=settings.allow_private_urls,
-        )
+        self.url_policy = url.UrlPolicy.of(settings)
 
     def s3(self) -> S3Source:
         if self._s3 is None:

@@ -30,12 +30,7 @@ INPUT_KINDS = (*INLINE_KINDS, *REFERENCE_KINDS)
 class InputResolver:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.url_policy = url.UrlPolicy(
-            max_bytes=settings.max_input_bytes,
-            timeout=settings.url_timeout_seconds,
-            max_redirects=settings.url_max_redirects,
-            allow_private=settings.allow_private_urls,
-        )
+        self.url_policy = url.UrlPolicy.of(settings)
         self._s3: S3Source | None = None
 
     def resolve(self, index: int, name: str | None, kind: str, data: str) -> Iterator[DecodedInput]:

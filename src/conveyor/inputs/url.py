@@ -24,6 +24,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 
 from conveyor.errors import AddressNotAllowed, InputUnavailable, InvalidInput, TooLarge
+from conveyor.settings import Settings
 
 SCHEMES = ("http", "https")
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -36,6 +37,16 @@ class UrlPolicy:
     timeout: float
     max_redirects: int
     allow_private: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> UrlPolicy:
+        """The server's policy for URL inputs (caps, timeout, redirects, the address guard)."""
+        return cls(
+            max_bytes=settings.max_input_bytes,
+            timeout=settings.url_timeout_seconds,
+            max_redirects=settings.url_max_redirects,
+            allow_private=settings.allow_private_urls,
+        )
 
 
 def is_public(address: IPAddress) -> bool:

@@ -65,12 +65,7 @@ class Fetcher:
         self.settings = settings
         self.read_blob = read_blob
         self.read_collection_item = read_collection_item
-        self.policy = url.UrlPolicy(
-            max_bytes=settings.max_input_bytes,
-            timeout=settings.url_timeout_seconds,
-            max_redirects=settings.url_max_redirects,
-            allow_private=settings.allow_private_urls,
-        )
+        self.policy = url.UrlPolicy.of(settings)
         self._s3: dict[S3Credentials | None, s3.S3Source] = {}
         self._s3_lock = threading.Lock()
 
