@@ -314,13 +314,18 @@ class ChunkExecutor:
         last_flush = time.monotonic()
         processed = 0
         position = 0
-        prefetch = self._prefetch(job, items, batch_size, watch)
+        # Items by reference are fetched ahead of the model; a chunk of inline items skips that.
+        prefetch = self._prefetch(job, items, batch_size, watch) if any(i.ref for i in items) else None
         while position < len(items) and not watch.should_stop():
-            fetched = prefetch.take(batch_size)
-            if fetched is None:  # stopping while fetching: the chunk goes back as it is
-                break
-            batch = [f.item for f in fetched]
-            outcomes = self._process_fetched(pipeline, fetched, ctx)
+            if prefetch is None:
+                batch = items[position : position + batch_size]
+                outcomes = self._process(pipeline, batch, ctx)
+            else:
+                fetched = prefetch.take(batch_size)
+                if fetched is None:  # stopping while fetching: the chunk goes back as it is
+                    break
+                batch = [f.item for f in fetched]
+                outcomes = self._process_fetched(pipeline, fetched, ctx)
             if outcomes is None:  # the batch was interrupted by a stop: nothing of it is kept
                 break
             buffer.extend(outcomes)
