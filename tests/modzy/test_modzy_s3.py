@@ -173,7 +173,8 @@ def test_credentials_are_per_request_and_never_stored(
     shown = [
         native.get(f"/api/v2/jobs/{job_id}/").text,
         native.get(f"/api/v2/jobs/{job_id}/logs/").text,
-        native.get(f"/api/v2/jobs/{job_id}/events/").text,
+        native.get(f"/api/v2/jobs/{job_id}/transitions/").text,
+        native.get(f"/api/v2/jobs/{job_id}/items/").text,
         native.get(f"/api/v2/jobs/{job_id}/results/").text,
         native.get(f"/api/jobs/{job.jobIdentifier}", headers={"Accept": "application/json"}).text,
     ]
