@@ -11,6 +11,8 @@ manifests become sources of the job's ``collect`` stage (``inputs/collect.py``).
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +26,7 @@ from conveyor.inputs.url import SCHEMES, is_public
 
 MANIFEST_KIND = "manifest"
 REF_SCHEMES = ("http://", "https://", "s3://")
+_NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")
 
 
 @dataclass
@@ -127,9 +130,8 @@ def check_url(address: str, label: str, *, allow_private: bool) -> None:
         raise InvalidInput(f"Input {label!r}: {address!r} has an invalid port.", input=label) from None
     if allow_private:
         return
-    try:
-        literal = ipaddress.ip_address(parts.hostname)
-    except ValueError:
+    literal = _literal_address(parts.hostname)
+    if literal is None:
         return  # a name: resolved and checked when a worker fetches it
     if not is_public(literal):
         raise AddressNotAllowed(
@@ -138,6 +140,21 @@ def check_url(address: str, label: str, *, allow_private: bool) -> None:
             input=label,
             address=str(literal),
         )
+
+
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address when it is one, in any spelling a resolver takes without DNS
+    (``127.0.0.1``, ``::1``, and the legacy ``2130706433``, ``0x7f.1``, ``0177.0.0.1``, ``127.1``)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if not _NUMERIC_HOST.fullmatch(host):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def _last_segment(address: str) -> str:

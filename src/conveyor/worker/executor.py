@@ -22,6 +22,7 @@ from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
 from conveyor.domain.work import Claim, ItemInput, ItemOutcome, JobContext, LogLine
 from conveyor.errors import ConveyorError
+from conveyor.inputs import stored
 from conveyor.inputs.collect import Collector
 from conveyor.inputs.s3 import S3Credentials
 from conveyor.pipelines import export, imaging, remote
@@ -439,7 +440,8 @@ class ChunkExecutor:
                 )
                 continue
             outcome = by_id[f.item.id]
-            if f.item.ref is not None:
+            if f.item.ref is not None and not stored.is_stored(f.item.ref):
+                # Read from a URL or S3: counted now (bytes stored by Conveyor were counted at submit).
                 outcome.byte_size = len(f.item.data)
             outcomes.append(outcome)
         return outcomes
