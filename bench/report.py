@@ -596,37 +596,49 @@ def manifest_scale_section(r: dict[str, Any]) -> Section:
 
 def fetch_throughput_section(r: dict[str, Any]) -> Section:
     best, plain = r["conveyor"]["best"], r["plain_loop"]
+    streams = r.get("streams_loop")  # reports before the bare-streams baseline have none
+    bars = [("httpx.AsyncClient loop\n(baseline)", plain["items_per_second"], "#888888")]
+    if streams:
+        bars.append(("asyncio streams loop\n(baseline)", streams["items_per_second"], "#555555"))
+    strongest = max(value for _, value, _ in bars)
 
     def plot(fig: Any) -> None:
         ax = fig.add_subplot(1, 1, 1)
         ax.bar(
-            ["plain asyncio loop\n(baseline)", "Conveyor\nend to end", "Conveyor\nserver side"],
-            [
-                plain["items_per_second"],
-                best["end_to_end_items_per_second"],
-                best["server_items_per_second"] or 0,
-            ],
-            color=["#888888", "#1f77b4", "#aec7e8"],
+            [label for label, _, _ in bars] + ["Conveyor\nend to end", "Conveyor\nserver side"],
+            [value for _, value, _ in bars]
+            + [best["end_to_end_items_per_second"], best["server_items_per_second"] or 0],
+            color=[color for _, _, color in bars] + ["#1f77b4", "#aec7e8"],
         )
-        ax.axhline(
-            plain["items_per_second"] * r["target_ratio"], color="red", ls="--", label="target 0.8 x plain"
-        )
+        ax.axhline(strongest * r["target_ratio"], color="red", ls="--", label="target 0.8 x the faster loop")
         ax.set_ylabel("items/s")
         ax.legend(fontsize=8)
 
+    concurrency = r["params"]["concurrency"]
+    baseline = f"one httpx.AsyncClient with {concurrency} tasks, same server and URLs: "
+    baseline += f"{fmt(plain['items_per_second'])} items/s"
+    table = [["", "items/s"], ["plain asyncio loop (httpx.AsyncClient)", fmt(plain["items_per_second"])]]
+    if streams:
+        baseline += (
+            f"; the same loop on bare asyncio streams ({concurrency} keep-alive connections): "
+            f"{fmt(streams['items_per_second'])} items/s"
+        )
+        table.append(["plain asyncio loop (bare streams)", fmt(streams["items_per_second"])])
+    table += [
+        ["Conveyor end to end (best round)", fmt(best["end_to_end_items_per_second"])],
+        ["Conveyor server side", fmt(best["server_items_per_second"])],
+    ]
+    figure = f"{fmt(best['end_to_end_items_per_second'])} items/s end to end, "
+    figure += f"ratio {fmt(r['ratio_end_to_end'], 2)}"
+    if streams and r.get("ratio_end_to_end_vs_httpx") is not None:
+        figure += f" (vs the httpx loop alone: {fmt(r['ratio_end_to_end_vs_httpx'], 2)})"
     return Section(
-        figure=f"{fmt(best['end_to_end_items_per_second'])} items/s end to end, "
-        f"ratio {fmt(r['ratio_end_to_end'], 2)}",
-        target=f"Conveyor end to end ≥ {r['target_ratio']} x a plain asyncio fetch loop",
-        baseline=f"one httpx.AsyncClient with {r['params']['concurrency']} tasks, same server and URLs: "
-        f"{fmt(plain['items_per_second'])} items/s",
+        figure=figure,
+        target=f"Conveyor end to end ≥ {r['target_ratio']} x a plain asyncio fetch loop"
+        + (" (the faster of the two)" if streams else ""),
+        baseline=baseline,
         met=r["meets_target"],
-        table=[
-            ["", "items/s"],
-            ["plain asyncio loop", fmt(plain["items_per_second"])],
-            ["Conveyor end to end (best round)", fmt(best["end_to_end_items_per_second"])],
-            ["Conveyor server side", fmt(best["server_items_per_second"])],
-        ],
+        table=table,
         plot=plot,
         notes=[
             f"{r['params']['items']:,} objects of {r['params']['object_bytes']} bytes, "
