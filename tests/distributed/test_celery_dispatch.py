@@ -93,7 +93,7 @@ def test_a_worker_limited_to_other_pipelines_hands_chunks_back(cluster: Cluster)
     try:
         job = submit(cluster, 25, name="celery-pipelines", config={"item_seconds": 0.02})
         with cluster.server.client() as client:
-            final = wait_status(client, job["id"], FINISHED, timeout=30)
+            final = wait_status(client, job["id"], FINISHED, timeout=60)  # two workers start under load
         assert final["status"] == "SUCCESS"
         assert final["completed"] == 25
         # Every chunk ran on the worker that serves test-delay; the digits-only one ran none.
