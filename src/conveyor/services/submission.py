@@ -45,10 +45,9 @@ from conveyor.store.jobs import NewJob
 log = logging.getLogger(__name__)
 
 JOB_TYPE_ML = "ml"
+JOB_TYPE_EXPORT = "data_export"
 FETCH_BY_REFERENCE = "by_reference"  # the default: items keep references, workers fetch them
 FETCH_AT_SUBMIT = "at_submit"  # fetch URL/S3 inputs during the request: a 4xx if one cannot be read
-FETCH_MODES = (FETCH_BY_REFERENCE, FETCH_AT_SUBMIT)
-JOB_TYPE_EXPORT = "data_export"
 FETCH_AHEAD = 8  # URL / S3 inputs fetched at once during a submission
 
 
