@@ -98,6 +98,8 @@ def test_a_worker_limited_to_other_pipelines_hands_chunks_back(cluster: Cluster)
         assert final["completed"] == 25
         # Every chunk ran on the worker that serves test-delay; the digits-only one ran none.
         assert not task_runs_in(digits_only.log(), job["id"])
+        # A task logs its run after the write-back that finished the job: wait for the last line.
+        wait_for(lambda: sum(task_runs(cluster, job["id"]).values()) >= 5, 10, what="the tasks' log lines")
         assert sum(task_runs(cluster, job["id"]).values()) == 5
     finally:
         digits_only.stop()
