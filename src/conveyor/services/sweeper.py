@@ -3,13 +3,16 @@
 It re-queues chunks whose lease ran out (a worker was killed), times jobs out, settles
 canceled jobs (the store's verbs in ``store/sweeping.py``) and writes the output manifest of
 jobs that ended (``services/outputs.py``). Every step is a guarded
-compare-and-set, so several sweepers (one per API server) may run at once.
+compare-and-set, so several sweepers (one per API server) may run at once. Manifests are written
+in a thread of their own: a slow or unreachable output sink (retries, S3 timeouts) must never
+hold up lease expiry, timeouts or cancels.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from conveyor.dispatch.base import Dispatcher
 from conveyor.services.outputs import OutputFinisher
@@ -26,7 +29,7 @@ class Sweeper:
         self.cancel_grace = cancel_grace
         self.outputs = OutputFinisher(store, store.settings)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def sweep_once(self) -> dict[str, list[int]]:
         self.dispatcher.retry_pending()
@@ -39,21 +42,31 @@ class Sweeper:
         for job_id in timed_out:
             self.dispatcher.revoke(job_id)
         revoked = self.store.sweeping.settle_canceling(self.cancel_grace)
-        manifests = self.outputs.finish_ended()
-        return {"requeued": requeued, "timed_out": timed_out, "revoked": revoked, "manifests": manifests}
+        return {"requeued": requeued, "timed_out": timed_out, "revoked": revoked}
 
-    def _run(self) -> None:
+    def _run(self, step: Callable[[], object], what: str) -> None:
         while not self._stop.wait(self.period):
             try:
-                self.sweep_once()
+                step()
             except Exception:  # the sweeper must outlive a dropped connection; it retries next period
-                log.exception("sweep failed")
+                log.exception("%s failed", what)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="conveyor-sweeper", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._run, args=(self.sweep_once, "sweep"), name="conveyor-sweeper", daemon=True
+            ),
+            threading.Thread(
+                target=self._run,
+                args=(self.outputs.finish_ended, "output manifests"),
+                name="conveyor-output-manifests",
+                daemon=True,
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
