@@ -9,8 +9,8 @@ so a collect stage taken over after a crash lists exactly what the last one did 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 S3_PREFIX = "s3_prefix"
 MANIFEST = "manifest"
 
-#: Opens the lines of a blob-store object (an inline or uploaded manifest).
-BlobLines = Callable[[str], AbstractContextManager[Iterator[bytes]]]
-
 
 @dataclass(frozen=True)
 class Page:
@@ -43,11 +40,9 @@ class Collector:
         settings: Settings,
         *,
         credentials: S3Credentials | None = None,
-        blob_lines: BlobLines | None = None,
     ) -> None:
         self.settings = settings
         self.credentials = credentials
-        self.blob_lines = blob_lines
         self._s3: S3Source | None = None
         self.url_policy = url.UrlPolicy.of(settings)
 
@@ -107,12 +102,7 @@ class Collector:
 
     @contextmanager
     def _lines(self, ref: str, label: str) -> Iterator[Iterator[bytes | str]]:
-        if ref.startswith("blob:"):
-            if self.blob_lines is None:
-                raise InvalidInput(f"Manifest {label!r}: this process cannot read the blob store.")
-            with self.blob_lines(ref) as blob:
-                yield blob
-        elif ref.startswith("s3://"):
+        if ref.startswith("s3://"):
             from conveyor.inputs.s3 import parse
 
             bucket, key = parse(ref, label)

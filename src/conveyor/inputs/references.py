@@ -21,7 +21,7 @@ from conveyor.errors import AddressNotAllowed, InputUnavailable, InvalidInput
 from conveyor.inputs import manifest
 from conveyor.inputs.collect import MANIFEST, S3_PREFIX, Collector
 from conveyor.inputs.inline import INLINE_KINDS, DecodedInput, decode
-from conveyor.inputs.resolve import BINARY, InputResolver
+from conveyor.inputs.resolve import BINARY, InputResolver, last_segment
 from conveyor.inputs.url import SCHEMES, is_public
 
 MANIFEST_KIND = "manifest"
@@ -66,7 +66,7 @@ class ReferencePlanner:
 
     # ------------------------------------------------------------------ kinds
     def url(self, index: int, name: str | None, address: str) -> DecodedInput:
-        label = name or _last_segment(address) or f"input-{index}"
+        label = name or last_segment(address) or f"input-{index}"
         check_url(address, label, allow_private=self.settings.allow_private_urls)
         return DecodedInput(label[:500], BINARY, b"", ref=address)
 
@@ -155,7 +155,3 @@ def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
         return ipaddress.IPv4Address(socket.inet_aton(host))
     except OSError:
         return None
-
-
-def _last_segment(address: str) -> str:
-    return urlsplit(address).path.rstrip("/").rsplit("/", 1)[-1]

@@ -38,7 +38,7 @@ class InputResolver:
         if kind in INLINE_KINDS:
             yield decode(index, name, kind, data, max_bytes=self.settings.max_input_bytes)
         elif kind == "url":
-            label = name or _last_segment(data) or f"input-{index}"
+            label = name or last_segment(data) or f"input-{index}"
             yield DecodedInput(label, BINARY, url.fetch(data, label, self.url_policy), source=data)
         elif kind == "s3":
             yield from self.s3().resolve(index, name, data)
@@ -93,5 +93,6 @@ def as_pipeline_kind(decoded: DecodedInput, accepted: set[str], pipeline: str) -
     )
 
 
-def _last_segment(address: str) -> str:
+def last_segment(address: str) -> str:
+    """The last part of a URL's path (an item's default name)."""
     return urlsplit(address).path.rstrip("/").rsplit("/", 1)[-1]

@@ -33,6 +33,8 @@ def parse(address: str, label: str) -> tuple[str, str]:
     return bucket, key
 
 
+#: S3 error codes that say the object (or its bucket) is not there.
+MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
 #: S3 error codes that say "try again later" (throttling, a server-side hiccup).
 TRANSIENT_CODES = frozenset(
     {
@@ -112,7 +114,7 @@ class S3Source:
             body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            missing = code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
+            missing = code in MISSING_CODES
             reason = "no such object" if missing else str(exc)
             raise InputUnavailable(f"Input {label!r}: s3://{bucket}/{key}: {reason}.", input=label) from None
         except BotoCoreError as exc:
@@ -175,7 +177,7 @@ class S3Source:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            missing = code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound")
+            missing = code in MISSING_CODES
             reason = "no such object" if missing else f"{code or status}: {error.get('Message', exc)}"
             transient = code in TRANSIENT_CODES or status == 429 or status >= 500
             raise InputUnavailable(

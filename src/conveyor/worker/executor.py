@@ -214,13 +214,10 @@ class ChunkExecutor:
         if plan is None or plan.get("done"):
             self.store.collecting.finish(claim, plan or {"done": True}, "Collect stage: nothing to list")
             return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
-        credentials = None
-        if job.secret:  # an aws-s3 prefix lists with the job's own credentials
-            secret = self.store.processing_services.secret(sealing.CREDENTIALS_SECRET)
-            credentials = S3Credentials.from_dict(sealing.unseal(secret, job.secret))
-        collector = Collector(self.settings, credentials=credentials, blob_lines=None)
         listed_now = 0
         try:
+            # An aws-s3 prefix lists with the job's own credentials.
+            collector = Collector(self.settings, credentials=self._job_credentials(job))
             for rows, done in collect_pages(collector, plan, self.settings):
                 if watch.should_stop():
                     return self._release(claim, watch, 0, [])
@@ -399,17 +396,26 @@ class ChunkExecutor:
             should_stop=watch.should_stop,
         )
 
+    def _job_credentials(self, job: JobContext) -> S3Credentials | None:
+        """The job's own S3 credentials (sealed at submit), or None when it has none."""
+        if not job.secret:
+            return None
+        try:
+            secret = self.store.processing_services.secret(sealing.CREDENTIALS_SECRET)
+            return S3Credentials.from_dict(sealing.unseal(secret, job.secret))
+        except (ConveyorError, KeyError) as exc:
+            log.error("job %s: its S3 credentials cannot be read: %s", job.job_id, exc)
+            raise ConveyorError(f"the job's S3 credentials cannot be read ({exc})") from None
+
     def _loader(self, job: JobContext, items: list[ItemInput]) -> Loader:
         """How the prefetch reads an item: with the job's own S3 credentials when it has some."""
         credentials: S3Credentials | None = None
         sealed_error: ConveyorError | None = None
-        if job.secret and any(i.ref is not None and i.ref.startswith("s3://") for i in items):
+        if any(i.ref is not None and i.ref.startswith("s3://") for i in items):
             try:
-                secret = self.store.processing_services.secret(sealing.CREDENTIALS_SECRET)
-                credentials = S3Credentials.from_dict(sealing.unseal(secret, job.secret))
-            except (ConveyorError, KeyError) as exc:
-                log.error("job %s: its S3 credentials cannot be read: %s", job.job_id, exc)
-                sealed_error = ConveyorError(f"the job's S3 credentials cannot be read ({exc})")
+                credentials = self._job_credentials(job)
+            except ConveyorError as exc:
+                sealed_error = exc
 
         def load(item: ItemInput, stopping: Callable[[], bool]) -> bytes:
             if sealed_error is not None and item.ref is not None and item.ref.startswith("s3://"):
