@@ -20,6 +20,7 @@ from conveyor.api.routes import (
     exports,
     health,
     jobs,
+    leases,
     metrics,
     modzy_jobs,
     modzy_models,
@@ -34,6 +35,7 @@ from conveyor.services.artifacts import ArtifactService
 from conveyor.services.bootstrap import prepare
 from conveyor.services.events import EventHub
 from conveyor.services.jobs import JobService
+from conveyor.services.leases import LeaseService
 from conveyor.services.metrics import ConveyorCollector, make_registry
 from conveyor.services.sweeper import Sweeper
 from conveyor.settings import Settings
@@ -108,6 +110,11 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
                 "Another account's objects are 404, never 403.",
             },
             {
+                "name": "workers",
+                "description": "HTTP workers (`conveyor worker --server URL`, a `worker` key) lease item "
+                "chunks, renew them, post results and hand them back (`/api/v2/workers/leases/`).",
+            },
+            {
                 "name": "modzy",
                 "description": "Modzy's job API (`/api/`): jobs by `jobIdentifier`, chunked file inputs, "
                 "history, results and models; camelCase fields, durations in ms.",
@@ -118,6 +125,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.state.store = store
     app.state.jobs = JobService(store, dispatcher, settings)
     app.state.artifacts = ArtifactService(store)
+    app.state.leases = LeaseService(store, settings)
     app.state.pool = pool
     app.state.sweeper = sweeper
     app.state.events = hub
@@ -138,6 +146,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(uploads.router)
+    app.include_router(leases.router)
     app.include_router(collections.router)
     app.include_router(processing_services.router)
     app.include_router(exports.router)

@@ -13,13 +13,15 @@ from fastapi import Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.schemas.common import DB_INT32_MAX, DB_INT_MAX
-from conveyor.domain.access import Principal
+from conveyor.domain.access import Principal, lease_scope, refuse_worker_key
 from conveyor.errors import Unauthenticated
 from conveyor.services.jobs import JobService
 from conveyor.settings import Settings
 from conveyor.store import Store
 
 SCHEMES = ("token", "apikey", "bearer")
+#: Where worker keys are let in (``authenticate_worker``).
+WORKER_ROUTES = "/api/v2/workers/leases/"
 
 # Path ids within the database's integer bounds (schemas/common.py says which are 32-bit).
 DbId = Annotated[int, Path(ge=-DB_INT_MAX, le=DB_INT_MAX)]
@@ -42,6 +44,21 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def authenticate(request: Request) -> Principal:
+    """The caller of every route but the worker routes: a worker key gets 403 here."""
+    principal = await _principal(request)
+    refuse_worker_key(principal)
+    return principal
+
+
+async def authenticate_worker(request: Request) -> Principal:
+    """The caller of the worker routes (``/api/v2/workers/leases/``): a worker, member or owner
+    key (a viewer key gets 403)."""
+    principal = await _principal(request)
+    lease_scope(principal)
+    return principal
+
+
+async def _principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() not in SCHEMES or not token.strip():
@@ -63,4 +80,6 @@ StoreDep = Annotated[Store, Depends(get_store)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
+#: Worker routes: worker/member/owner keys (``authenticate_worker``).
+WorkerPrincipalDep = Annotated[Principal, Depends(authenticate_worker)]
 BaseUrlDep = Annotated[str, Depends(base_url)]

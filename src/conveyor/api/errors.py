@@ -93,10 +93,11 @@ def install(app: FastAPI) -> None:
         # FastAPI parses the body before it runs the auth dependency: an anonymous caller must
         # get 401, not a description of its body.
         if request.url.path.startswith("/api/") and getattr(request.state, "principal", None) is None:
-            from conveyor.api.deps import authenticate
+            from conveyor.api.deps import WORKER_ROUTES, authenticate, authenticate_worker
 
+            check = authenticate_worker if request.url.path.startswith(WORKER_ROUTES) else authenticate
             try:
-                await authenticate(request)
+                await check(request)
             except ConveyorError as auth_error:
                 return await _domain(request, auth_error)
         errors = _finite(json.loads(json.dumps(exc.errors(), default=str)))

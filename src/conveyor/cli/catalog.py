@@ -67,7 +67,11 @@ def keys_create(
         str | None, typer.Option(help="Bind the key to this project slug (created if new).")
     ] = None,
     role: Annotated[
-        str, typer.Option(help="owner (keys, projects), member (submit, cancel, retry) or viewer (read).")
+        str,
+        typer.Option(
+            help="owner (keys, projects), member (submit, cancel, retry), viewer (read) or worker "
+            "(only lease work and post results: `conveyor worker --server`)."
+        ),
     ] = "owner",
     account: AccountOption = "default",
     expires_days: Annotated[

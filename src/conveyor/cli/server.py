@@ -66,21 +66,61 @@ def serve(
 
 
 def worker(
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Run as an HTTP worker of this Conveyor server (https://...): it leases work over the API "
+            "with the key in CONVEYOR_KEY (a worker key), and needs no database or broker."
+        ),
+    ] = None,
     concurrency: Annotated[
-        int, typer.Option(help="Worker processes (Celery prefork pool); default: CPU count.")
+        int,
+        typer.Option(
+            help="Celery: worker processes (prefork pool; default: CPU count). HTTP worker (--server): "
+            "threads leasing chunks side by side, sharing one process's models (default: 1)."
+        ),
     ] = 0,
     pipelines: Annotated[
-        str | None, typer.Option(help="Comma-separated pipeline slugs to run (default: all).")
+        str | None, typer.Option(help="Comma-separated pipeline slugs to run (default: every installed one).")
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="HTTP worker: its name, shown as the chunks' holder (default: host-pid)."),
     ] = None,
     queue: Annotated[str | None, typer.Option(help="Queue to consume (default: CONVEYOR_QUEUE).")] = None,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
-    """Run a Celery worker with the Conveyor task set (distributed mode).
+    """Run a Celery worker with the Conveyor task set (distributed mode), or with --server an HTTP
+    worker that talks only to the API.
 
-    Needs CONVEYOR_BROKER_URL (redis://... or amqp://...) and a shared CONVEYOR_DATABASE_URL
+    Celery: needs CONVEYOR_BROKER_URL (redis://... or amqp://...) and a shared CONVEYOR_DATABASE_URL
     (PostgreSQL); run `conveyor db upgrade` first. Start as many as you like, on any host.
+
+    HTTP (--server URL): needs only CONVEYOR_KEY (create one with `conveyor keys create --role worker`)
+    and a data directory of its own (CONVEYOR_DATA_DIR: models, temporary files). SIGTERM finishes the
+    batch in flight, posts it, hands the rest back and exits 0; a refused key exits 3.
     """
+    slugs = [slug.strip() for slug in (pipelines or "").split(",") if slug.strip()]
+    os.environ.setdefault("CONVEYOR_LOG_LEVEL", loglevel.upper())
     settings = load_settings()
+    if server is not None:
+        key = os.environ.get("CONVEYOR_KEY", "").strip()
+        if not key:
+            typer.echo(
+                "error: CONVEYOR_KEY is not set (create a key with `conveyor keys create --role worker`).",
+                err=True,
+            )
+            raise typer.Exit(2)
+        if not server.startswith(("http://", "https://")):
+            typer.echo(f"error: --server must be an http(s):// URL, not {server!r}.", err=True)
+            raise typer.Exit(2)
+        from conveyor.worker import http_worker
+
+        logs.configure(loglevel, process_name="http-worker")
+        code = http_worker.run(
+            server, key, settings=settings, pipelines=slugs, concurrency=concurrency or 1, name=name
+        )
+        raise typer.Exit(code)
     if not settings.broker_url:
         typer.echo("error: CONVEYOR_BROKER_URL is not set (e.g. redis://127.0.0.1:6379/0).", err=True)
         raise typer.Exit(2)
@@ -88,8 +128,6 @@ def worker(
         settings = settings.model_copy(update={"queue": queue})
     from conveyor.worker.celery import run_worker
 
-    slugs = [slug.strip() for slug in (pipelines or "").split(",") if slug.strip()]
-    os.environ.setdefault("CONVEYOR_LOG_LEVEL", loglevel.upper())
     run_worker(settings, concurrency=concurrency or os.cpu_count() or 1, pipelines=slugs, loglevel=loglevel)
 
 

@@ -1,8 +1,9 @@
 """Who is calling and what they may touch: the principal, its job scope and the role checks.
 
 One place for the access rules the store, the services and the API all apply: roles (``owner``
-manages keys, projects and services; ``member`` submits and acts on jobs; ``viewer`` reads), a
-key's visible projects, and the 403s for keys that may not write.
+manages keys, projects and services; ``member`` submits and acts on jobs; ``viewer`` reads;
+``worker`` only leases work and posts its results: an HTTP worker's key), a key's visible
+projects, and the 403s for keys that may not write.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from dataclasses import dataclass
 
 from conveyor.errors import Forbidden
 
-ROLES = ("owner", "member", "viewer")
+ROLES = ("owner", "member", "viewer", "worker")
 WRITE_ROLES = ("owner", "member")
+#: Roles that may lease chunks and post their results (``conveyor worker --server``).
+LEASE_ROLES = ("owner", "member", "worker")
+#: The role of keys that may do nothing else.
+WORKER_ROLE = "worker"
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,32 @@ class Scope:
 
 def scope_of(principal: Principal) -> Scope:
     return Scope(principal.account_id, principal.visible_projects())
+
+
+def lease_scope(principal: Principal) -> Scope:
+    """The jobs whose work this key may lease: its account's, or its projects where its role
+    may lease (403 when it may lease nowhere, e.g. a viewer key)."""
+    if principal.project_roles is None:
+        if principal.role not in LEASE_ROLES:
+            raise Forbidden(
+                f"Leasing work needs a worker, member or owner key; this key's role is {principal.role}."
+            )
+        return Scope(principal.account_id)
+    projects = frozenset(p for p, role in principal.project_roles.items() if role in LEASE_ROLES)
+    if not projects:
+        raise Forbidden(
+            f"Leasing work needs a worker, member or owner key; this key's role is {principal.role}."
+        )
+    return Scope(principal.account_id, projects)
+
+
+def refuse_worker_key(principal: Principal) -> None:
+    """403 for a worker key anywhere but the worker routes: it may lease and post results only."""
+    if principal.role == WORKER_ROLE:
+        raise Forbidden(
+            "This is a worker key: it may only lease work and post results (/api/v2/workers/leases/); "
+            "use a member or owner key for anything else."
+        )
 
 
 def require_write(principal: Principal, project_id: int | None = None) -> None:

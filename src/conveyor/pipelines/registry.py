@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from functools import lru_cache
@@ -47,9 +48,15 @@ class WarmPipelines:
         self.capacity = capacity
         self._loaded: OrderedDict[str, Pipeline] = OrderedDict()
         self.load_seconds: dict[str, float] = {}
+        # An HTTP worker's threads share one process's models (worker/http_worker.py).
+        self._lock = threading.Lock()
 
     def get(self, slug: str) -> tuple[Pipeline, float | None]:
         """The warm instance, and its load time in seconds if it was loaded by this call."""
+        with self._lock:
+            return self._get(slug)
+
+    def _get(self, slug: str) -> tuple[Pipeline, float | None]:
         if slug in self._loaded:
             self._loaded.move_to_end(slug)
             return self._loaded[slug], None

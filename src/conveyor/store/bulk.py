@@ -156,23 +156,48 @@ _PG_UPDATE_ITEMS = (
     "byte_size = COALESCE(v.byte_size, i.byte_size), attempts = i.attempts + 1 "
     "FROM jsonb_to_recordset(CAST(%s AS JSONB)) AS v(id bigint, status text, result jsonb, error text, "
     "started_at timestamptz, finished_at timestamptz, duration_ms int, byte_size int) "
-    "WHERE i.id = v.id AND i.status = 'PENDING'"
+    "WHERE i.id = v.id AND i.status = 'PENDING' AND i.job_id = %s AND i.seq >= %s AND i.seq <= %s "
+    "RETURNING i.id"
 )
+#: Ids per ``IN (...)`` list on SQLite (its default limit of bound parameters is 999 on old builds).
+_SQLITE_IDS_PER_QUERY = 900
 
 
-def update_items(conn: Connection, dialect: Dialect, params: Any) -> None:
+def update_items(
+    conn: Connection, dialect: Dialect, params: Any, job_id: int, first: int, last: int
+) -> set[int]:
+    """Write item results, only over items still PENDING in the chunk's seq range of its job (an
+    id from elsewhere is ignored); the ids actually written.
+
+    The caller holds the job's row lock, so the answer is exact: a results post replayed after
+    a lost response, or a late one after another worker wrote the items, writes (and counts)
+    nothing twice.
+    """
     if not params:
-        return
+        return set()
     if not dialect.sqlite:
-        conn.exec_driver_sql(_PG_UPDATE_ITEMS, (params,))
-        return
+        return set(conn.exec_driver_sql(_PG_UPDATE_ITEMS, (params, job_id, first, last)).scalars().all())
     m = dialect.mark
-    sql = (
-        f"UPDATE items SET status={m}, result={dialect.json_mark}, error={m}, started_at={m}, "
-        f"finished_at={m}, duration_ms={m}, byte_size=COALESCE({m}, byte_size), attempts=attempts + 1 "
-        f"WHERE id={m} AND status='PENDING'"
-    )
-    conn.exec_driver_sql(sql, params)
+    ids = [p[-1] for p in params]
+    pending: set[int] = set()
+    for start in range(0, len(ids), _SQLITE_IDS_PER_QUERY):
+        part = ids[start : start + _SQLITE_IDS_PER_QUERY]
+        marks = ",".join(m for _ in part)
+        found = conn.exec_driver_sql(
+            f"SELECT id FROM items WHERE status='PENDING' AND job_id={m} AND seq >= {m} AND seq <= {m} "
+            f"AND id IN ({marks})",
+            (job_id, first, last, *part),
+        )
+        pending.update(r[0] for r in found)
+    todo = [p for p in params if p[-1] in pending]
+    if todo:
+        sql = (
+            f"UPDATE items SET status={m}, result={dialect.json_mark}, error={m}, started_at={m}, "
+            f"finished_at={m}, duration_ms={m}, byte_size=COALESCE({m}, byte_size), attempts=attempts + 1 "
+            f"WHERE id={m} AND status='PENDING'"
+        )
+        conn.exec_driver_sql(sql, todo)
+    return pending
 
 
 def pending_items(

@@ -22,10 +22,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, insert, select, update
 
 from conveyor.clock import ms_between, utcnow
+from conveyor.domain.access import Scope
 from conveyor.domain.status import RUNNABLE, ChunkKind, ChunkStatus, JobStatus
 from conveyor.domain.work import Claim, ItemInput, ItemOutcome, JobContext, LogLine, WriteBack
 from conveyor.store import artifacts, bulk, lifecycle, outputs
 from conveyor.store.database import Database
+from conveyor.store.jobs import scope_clauses
 from conveyor.store.tables import chunks, job_logs, jobs, pipelines
 
 ACCEPTS_RESULTS = [s.value for s in (*RUNNABLE, JobStatus.CANCELING)]
@@ -53,21 +55,31 @@ class ChunkRepository:
         *,
         chunk_id: int | None = None,
         pipeline_slugs: Sequence[str] = (),
+        kinds: Sequence[ChunkKind] = (),
+        scope: Scope | None = None,
     ) -> Claim | None:
         """Lease the oldest queued chunk of a runnable job (or the given chunk, for brokered dispatch).
 
-        The claim carries its job's state; the job's first chunk also starts the job
-        (PENDING -> STARTED), in the same transaction.
+        ``pipeline_slugs``, ``kinds`` and ``scope`` narrow what may be taken (an HTTP worker:
+        item chunks of its pipelines, in its key's account or projects). The claim carries its
+        job's state; the job's first chunk also starts the job (PENDING -> STARTED), in the same
+        transaction.
         """
         for attempt in range(CLAIM_ATTEMPTS):
             try:
-                return self._claim(worker, lease_seconds, chunk_id, pipeline_slugs)
+                return self._claim(worker, lease_seconds, chunk_id, pipeline_slugs, kinds, scope)
             except _JobBusy:
                 time.sleep(0.01 * (attempt + 1))
         return None
 
     def _claim(
-        self, worker: str, lease_seconds: float, chunk_id: int | None, pipeline_slugs: Sequence[str]
+        self,
+        worker: str,
+        lease_seconds: float,
+        chunk_id: int | None,
+        pipeline_slugs: Sequence[str],
+        kinds: Sequence[ChunkKind],
+        scope: Scope | None,
     ) -> Claim | None:
         now = utcnow()
         token = secrets.token_hex(16)
@@ -93,6 +105,10 @@ class ChunkRepository:
             )
             if chunk_id is not None:
                 query = query.where(chunks.c.id == chunk_id)
+            if kinds:
+                query = query.where(chunks.c.kind.in_([k.value for k in kinds]))
+            if scope is not None:
+                query = query.where(*scope_clauses(scope))
             if pipeline_slugs:
                 query = query.join(pipelines, pipelines.c.id == jobs.c.pipeline_id).where(
                     pipelines.c.slug.in_(list(pipeline_slugs))
@@ -132,6 +148,29 @@ class ChunkRepository:
             token,
             row.attempts + 1,
             job=job,
+        )
+
+    def held(self, chunk_id: int, token: str, scope: Scope) -> Claim | None:
+        """The chunk as a claim under ``token`` (for a worker that holds it over HTTP), if it is
+        in ``scope``; None when there is no such chunk there. The token is not checked here:
+        every verb taking the claim re-checks it (the lease guard)."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(
+                    chunks.c.id,
+                    chunks.c.job_id,
+                    chunks.c.kind,
+                    chunks.c.first_seq,
+                    chunks.c.last_seq,
+                    chunks.c.attempts,
+                )
+                .join(jobs, jobs.c.id == chunks.c.job_id)
+                .where(chunks.c.id == chunk_id, *scope_clauses(scope))
+            ).first()
+        if row is None:
+            return None
+        return Claim(
+            row.id, row.job_id, ChunkKind(row.kind), row.first_seq, row.last_seq, token, row.attempts
         )
 
     def start_job(self, job_id: int) -> None:
@@ -183,31 +222,43 @@ class ChunkRepository:
         them, recorded in the same transaction (``store/outputs.py``).
         """
         now = utcnow()
-        n_ok = sum(1 for o in outcomes if o.ok)
-        n_failed = len(outcomes) - n_ok
-        # Inputs by reference count in the job's input bytes once a worker has read them.
-        fetched_bytes = sum(o.byte_size for o in outcomes if o.byte_size is not None)
         item_params = bulk.item_result_params(self.dialect, outcomes, now)  # before taking the write lock
         try:
             with self.db.write() as conn:
                 # Job row first (lock order), then the chunk lease, then the items.
                 job = conn.execute(
-                    update(jobs)
+                    select(jobs.c.status, jobs.c.stage_params)
                     .where(jobs.c.id == claim.job_id, jobs.c.status.in_(ACCEPTS_RESULTS))
-                    .values(
-                        completed=jobs.c.completed + n_ok,
-                        failed=jobs.c.failed + n_failed,
-                        pending=jobs.c.pending - len(outcomes),
-                        input_byte_amount=jobs.c.input_byte_amount + fetched_bytes,
-                        updated_at=now,
-                    )
-                    .returning(jobs.c.status, jobs.c.stage_params)
+                    .with_for_update()
                 ).first()
                 if job is None or not self._renew(conn, claim, now, lease_seconds, complete=complete):
-                    raise _LeaseLost  # rolls the counter update back
-                if outcomes:
-                    bulk.update_items(conn, self.dialect, item_params)
-                    made = [(o.id, a) for o in outcomes for a in o.artifacts]
+                    raise _LeaseLost
+                # Counted from the rows moved out of PENDING here, not from the outcomes sent: a
+                # replayed or late post (HTTP workers) changes no counter.
+                written = (
+                    bulk.update_items(
+                        conn, self.dialect, item_params, claim.job_id, claim.first_seq, claim.last_seq
+                    )
+                    if outcomes
+                    else set()
+                )
+                moved = [o for o in outcomes if o.id in written]
+                n_ok = sum(1 for o in moved if o.ok)
+                # Inputs by reference count in the job's input bytes once a worker has read them.
+                fetched_bytes = sum(o.byte_size for o in moved if o.byte_size is not None)
+                if moved:
+                    conn.execute(
+                        update(jobs)
+                        .where(jobs.c.id == claim.job_id)
+                        .values(
+                            completed=jobs.c.completed + n_ok,
+                            failed=jobs.c.failed + (len(moved) - n_ok),
+                            pending=jobs.c.pending - len(moved),
+                            input_byte_amount=jobs.c.input_byte_amount + fetched_bytes,
+                            updated_at=now,
+                        )
+                    )
+                    made = [(o.id, a) for o in moved for a in o.artifacts]
                     artifacts.replace(conn, claim.job_id, made, now)
                 if logs:
                     conn.execute(

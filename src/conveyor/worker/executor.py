@@ -22,7 +22,6 @@ from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, JobStatus
 from conveyor.domain.work import Claim, ItemInput, ItemOutcome, JobContext, LogLine
 from conveyor.errors import ConveyorError
-from conveyor.inputs import stored
 from conveyor.inputs.collect import Collector
 from conveyor.inputs.s3 import S3Credentials
 from conveyor.pipelines import export, imaging, remote
@@ -33,6 +32,7 @@ from conveyor.pipelines.remote import RemotePipeline
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.outputs import ShardWritten
+from conveyor.worker.chunk_leases import ChunkLeases
 from conveyor.worker.collecting import collect_pages
 from conveyor.worker.fetching import Fetched, Fetcher, Loader, Prefetch, store_fetcher
 from conveyor.worker.shards import ShardWriter
@@ -62,8 +62,10 @@ class ChunkReport:
 class _Watch:
     """Renews the lease in a background thread and turns job state into a stop reason."""
 
-    def __init__(self, store: Store, claim: Claim, settings: Settings, shutdown: threading.Event) -> None:
-        self.store = store
+    def __init__(
+        self, chunks: ChunkLeases, claim: Claim, settings: Settings, shutdown: threading.Event
+    ) -> None:
+        self.chunks = chunks
         self.claim = claim
         self.settings = settings
         self.shutdown = shutdown
@@ -97,7 +99,7 @@ class _Watch:
         period = self.settings.resolved_heartbeat_seconds
         while not self._done.wait(period):
             try:
-                job = self.store.chunks.heartbeat(
+                job = self.chunks.heartbeat(
                     self.claim, self.settings.lease_seconds, delay_progress=self.delay_progress
                 )
             except Exception:  # a transient database error: the lease has slack, try again next period
@@ -127,9 +129,13 @@ def _artifacts(pipeline: Pipeline, item: ItemInput, result: ItemResult) -> tuple
 
 
 class ChunkExecutor:
+    """Runs chunks leased from the database (``store``: local and Celery workers) or, with no
+    store, through ``chunks`` and ``fetcher`` alone (an HTTP worker, ``worker/http_worker.py``:
+    item chunks of local pipelines only; the server writes their output shards)."""
+
     def __init__(
         self,
-        store: Store,
+        store: Store | None,
         settings: Settings,
         *,
         worker_name: str,
@@ -137,8 +143,18 @@ class ChunkExecutor:
         warm: WarmPipelines | None = None,
         on_queued: Callable[[list[int]], object] | None = None,
         fetcher: Fetcher | None = None,
+        chunks: ChunkLeases | None = None,
     ) -> None:
         self.store = store
+        if chunks is None:
+            if store is None:
+                raise ValueError("a ChunkExecutor needs a store or chunk leases")
+            chunks = store.chunks
+        if fetcher is None:
+            if store is None:
+                raise ValueError("a ChunkExecutor without a store needs a fetcher")
+            fetcher = store_fetcher(store, settings)
+        self.chunks: ChunkLeases = chunks
         self.settings = settings
         self.worker_name = worker_name
         self.shutdown = shutdown or threading.Event()
@@ -147,14 +163,20 @@ class ChunkExecutor:
         self._remote: dict[str, RemotePipeline] = {}
         #: Told the ids of item chunks a collect stage queued (local: wake the pool; Celery: publish).
         self.on_queued: Callable[[list[int]], object] = on_queued or (lambda chunk_ids: None)
-        self._shards = ShardWriter(store, settings)
-        self.fetcher = fetcher or store_fetcher(store, settings)
+        self._shards = ShardWriter(store, settings) if store is not None else None
+        self.fetcher = fetcher
+
+    def _server_store(self, what: str) -> Store:
+        """The database, for what only server-side workers do (HTTP workers are never sent it)."""
+        if self.store is None:
+            raise ConveyorError(f"{what} runs on the server's own workers only")
+        return self.store
 
     def _pipeline(self, slug: str) -> tuple[Pipeline, float | None]:
         """The warm pipeline for ``slug`` (and its load time if loaded now). A remote pipeline is
         looked up each chunk, so a re-registered service's new URL takes effect at once."""
         if slug == export.SLUG:
-            return DataExport(self.settings.data_dir, self.store.jobs), None
+            return DataExport(self.settings.data_dir, self._server_store("a data export").jobs), None
         if not remote.is_remote(slug):
             return self.warm.get(slug)
         cls, endpoint = self._remote_endpoint(slug)
@@ -168,23 +190,24 @@ class ChunkExecutor:
 
     def _remote_endpoint(self, slug: str) -> tuple[type[RemotePipeline], remote.Endpoint]:
         """The class and endpoint a chunk of ``slug`` runs with (UnknownPipeline if it cannot)."""
-        cls, service = remote.resolve(slug, self.store.processing_services.by_name)
+        store = self._server_store(f"remote pipeline {slug}")
+        cls, service = remote.resolve(slug, store.processing_services.by_name)
         endpoint = remote.Endpoint(
             url=service["endpoint_url"],
             media_base_url=self.settings.media_base_url or self.settings.public_url,
-            media_secret=self.store.processing_services.secret(media.SECRET_NAME),
+            media_secret=store.processing_services.secret(media.SECRET_NAME),
         )
         return cls, endpoint
 
     def claim_and_run(self, *, chunk_id: int | None = None) -> ChunkReport | None:
-        claim = self.store.chunks.claim(self.worker_name, self.settings.lease_seconds, chunk_id=chunk_id)
+        claim = self.chunks.claim(self.worker_name, self.settings.lease_seconds, chunk_id=chunk_id)
         if claim is None:
             return None
         return self.run(claim)
 
     def run(self, claim: Claim) -> ChunkReport:
-        job = claim.job if claim.job is not None else self.store.chunks.job_context(claim.job_id)
-        with _Watch(self.store, claim, self.settings, self.shutdown) as watch:
+        job = claim.job if claim.job is not None else self.chunks.job_context(claim.job_id)
+        with _Watch(self.chunks, claim, self.settings, self.shutdown) as watch:
             watch.observe(job)
             if job is None or watch.should_stop():
                 return self._release(claim, watch, 0, [])
@@ -201,7 +224,7 @@ class ChunkExecutor:
             elapsed = time.monotonic() - started
             watch.delay_progress = min(1.0, elapsed / job.delay) if job.delay else 1.0
             if elapsed >= job.delay:
-                unblocked = self.store.chunks.finish_delay(claim)
+                unblocked = self.chunks.finish_delay(claim)
                 return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, unblocked)
             time.sleep(min(0.05, job.delay - elapsed))
         return self._release(claim, watch, 0, [])
@@ -210,9 +233,10 @@ class ChunkExecutor:
     def _run_collect(self, claim: Claim, job: JobContext, watch: _Watch) -> ChunkReport:
         """List the job's S3 prefixes and manifests into items, a page per transaction; each
         page's chunk is announced at once, so its items run while listing goes on."""
-        plan = self.store.collecting.plan(claim.job_id)
+        collecting = self._server_store("a collect stage").collecting
+        plan = collecting.plan(claim.job_id)
         if plan is None or plan.get("done"):
-            self.store.collecting.finish(claim, plan or {"done": True}, "Collect stage: nothing to list")
+            collecting.finish(claim, plan or {"done": True}, "Collect stage: nothing to list")
             return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
         listed_now = 0
         try:
@@ -221,9 +245,7 @@ class ChunkExecutor:
             for rows, done in collect_pages(collector, plan, self.settings):
                 if watch.should_stop():
                     return self._release(claim, watch, 0, [])
-                appended = self.store.collecting.append(
-                    claim, rows, plan, lease_seconds=self.settings.lease_seconds
-                )
+                appended = collecting.append(claim, rows, plan, lease_seconds=self.settings.lease_seconds)
                 if not appended.held:
                     return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.LEASE_LOST, [])
                 if appended.job_status not in RUNNABLE:
@@ -234,22 +256,22 @@ class ChunkExecutor:
                 if done:
                     break
         except ConveyorError as exc:
-            self.store.collecting.fail(claim, plan, exc.message)
+            collecting.fail(claim, plan, exc.message)
             return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
         except Exception as exc:  # a stream broken mid-read: the job fails with the reason, never hangs
             log.exception("collect stage of job %s failed", claim.job_id)
-            self.store.collecting.fail(claim, plan, f"{type(exc).__name__}: {exc}")
+            collecting.fail(claim, plan, f"{type(exc).__name__}: {exc}")
             return ChunkReport(claim.chunk_id, claim.job_id, 0, StopReason.NONE, [])
         message = (
             f"Collect stage listed {plan['listed']} input(s) from {len(plan['sources'])} source(s); "
             f"{plan['bytes']} bytes declared"
         )
-        self.store.collecting.finish(claim, plan, message)
+        collecting.finish(claim, plan, message)
         return ChunkReport(claim.chunk_id, claim.job_id, listed_now, StopReason.NONE, [])
 
     # ------------------------------------------------------------- item chunks
     def _run_items(self, claim: Claim, job: JobContext, watch: _Watch) -> ChunkReport:
-        items = self.store.chunks.pending_items(claim)
+        items = self.chunks.pending_items(claim)
         logs: list[LogLine] = []
         stage_params: dict[str, list[dict[str, Any]]] | None = None
         assert job.pipeline_slug is not None
@@ -265,7 +287,7 @@ class ChunkExecutor:
                 for i in items
             ]
             logs.append(LogLine("ERROR", f"Pipeline {job.pipeline_slug} failed to load: {exc}"))
-            wrote = self.store.chunks.write_back(
+            wrote = self.chunks.write_back(
                 claim,
                 failed,
                 logs,
@@ -334,7 +356,7 @@ class ChunkExecutor:
             position += len(batch)
             last_chunk_batch = position >= len(items)
             if last_chunk_batch or time.monotonic() - last_flush >= self.settings.flush_seconds:
-                wrote = self.store.chunks.write_back(
+                wrote = self.chunks.write_back(
                     claim,
                     buffer,
                     logs,
@@ -354,7 +376,7 @@ class ChunkExecutor:
                 if last_chunk_batch:
                     return ChunkReport(claim.chunk_id, claim.job_id, processed, StopReason.NONE, [])
         if not items:  # a redelivered chunk whose items were all written before (or none readable)
-            wrote = self.store.chunks.write_back(
+            wrote = self.chunks.write_back(
                 claim,
                 buffer,
                 logs,
@@ -378,7 +400,7 @@ class ChunkExecutor:
         """A job with an output: write the chunk's shard before its final write-back records it
         (worker/shards.py); a sink failure adds an ERROR line to ``logs``. Not when the job is
         stopping: the sweeper writes what is missing once the job has ended."""
-        if not job.output or (watch is not None and watch.should_stop()):
+        if not job.output or self._shards is None or (watch is not None and watch.should_stop()):
             return []
         shards, problems = self._shards.write(claim, job, outcomes)
         logs.extend(problems)
@@ -398,7 +420,7 @@ class ChunkExecutor:
 
     def _job_credentials(self, job: JobContext) -> S3Credentials | None:
         """The job's own S3 credentials (sealed at submit), or None when it has none."""
-        if not job.secret:
+        if not job.secret or self.store is None:
             return None
         try:
             secret = self.store.processing_services.secret(sealing.CREDENTIALS_SECRET)
@@ -446,7 +468,7 @@ class ChunkExecutor:
                 )
                 continue
             outcome = by_id[f.item.id]
-            if f.item.ref is not None and not stored.is_stored(f.item.ref):
+            if self.fetcher.counts_input_bytes(f.item):
                 # Read from a URL or S3: counted now (bytes stored by Conveyor were counted at submit).
                 outcome.byte_size = len(f.item.data)
             outcomes.append(outcome)
@@ -490,12 +512,12 @@ class ChunkExecutor:
         if reason is StopReason.LEASE_LOST:
             return ChunkReport(claim.chunk_id, claim.job_id, processed, reason, [])
         if buffer or logs:
-            wrote = self.store.chunks.write_back(
+            wrote = self.chunks.write_back(
                 claim, buffer, logs or [], lease_seconds=self.settings.lease_seconds, complete=False
             )
             if wrote.held:
                 processed += len(buffer)
-        if reason is StopReason.DEADLINE:
-            self.store.sweeping.time_out_jobs()
-        self.store.chunks.release(claim, requeue=reason is StopReason.SHUTDOWN)
+        if reason is StopReason.DEADLINE and self.store is not None:
+            self.store.sweeping.time_out_jobs()  # (an HTTP worker's server does this on its own)
+        self.chunks.release(claim, requeue=reason is StopReason.SHUTDOWN)
         return ChunkReport(claim.chunk_id, claim.job_id, processed, reason, [])

@@ -112,6 +112,11 @@ class Fetcher:
                 ) from None
         return data
 
+    def counts_input_bytes(self, item: ItemInput) -> bool:
+        """Whether the bytes read for ``item`` count in its job's input bytes: read from a URL or
+        S3, yes; stored by Conveyor, no (those were counted at submit)."""
+        return item.ref is not None and not stored.is_stored(item.ref)
+
     # ---------------------------------------------------------------- kinds
     def _retrying(self, attempt: Callable[[], bytes], stop: Callable[[], bool]) -> bytes:
         retries = self.settings.fetch_retries

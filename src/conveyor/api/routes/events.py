@@ -14,7 +14,7 @@ from conveyor.api.deps import SCHEMES, BaseUrlDep, DbId, JobsDep, StoreDep
 from conveyor.api.schemas.common import DB_INT32_MAX
 from conveyor.api.schemas.jobs import format_log, present_job
 from conveyor.clock import isoformat
-from conveyor.domain.access import Principal, scope_of
+from conveyor.domain.access import Principal, refuse_worker_key, scope_of
 from conveyor.errors import NotFound, Unauthenticated
 from conveyor.services.events import JOB, LOG, OVERFLOW, SHUTDOWN, STATUS, EventHub, EventStream, Outgoing
 from conveyor.store.changes import Cursor
@@ -61,6 +61,7 @@ def stream_principal(
         )
     principal: Principal = request.app.state.store.auth.authenticate(secret)
     request.state.principal = principal
+    refuse_worker_key(principal)
     return principal
 
 

@@ -28,8 +28,10 @@ KeysDep = Annotated[KeyService, Depends(get_keys)]
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200, description="A label for the key.")
-    role: Literal["owner", "member", "viewer"] = Field(
-        default="member", description="owner: keys and projects; member: submit, cancel, retry; viewer: read."
+    role: Literal["owner", "member", "viewer", "worker"] = Field(
+        default="member",
+        description="owner: keys and projects; member: submit, cancel, retry; viewer: read; "
+        "worker: only lease work and post results (`conveyor worker --server`).",
     )
     project: str | None = Field(default=None, description="Bind the key to this project (slug).")
     expires_in_days: float | None = Field(
@@ -113,7 +115,7 @@ def create_project(
 
 class MemberSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["owner", "member", "viewer"]
+    role: Literal["owner", "member", "viewer", "worker"]
 
 
 class MemberOut(BaseModel):
