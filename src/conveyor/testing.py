@@ -35,6 +35,7 @@ __all__ = [
     "ServerProcess",
     "create_key",
     "free_port",
+    "http_worker",
     "kill_process_group",
     "postgres_database",
     "run_cli",
@@ -88,6 +89,31 @@ def create_key(
     if done.returncode != 0:
         raise RuntimeError(f"`conveyor {' '.join(args)}` failed ({done.returncode}):\n{done.stderr.strip()}")
     return done.stdout.strip().splitlines()[-1]
+
+
+def http_worker(
+    server_url: str,
+    key: str,
+    data_dir: Path,
+    *,
+    pipelines: Sequence[str] = (),
+    concurrency: int = 1,
+    name: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``conveyor worker --server URL`` in its own session, from ``data_dir`` and with nothing but
+    the URL and ``key`` (no CONVEYOR_* setting of this process leaks in); its output goes to
+    ``data_dir/worker.log``. Stop it with SIGTERM (exit 0) or ``kill_process_group``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update({"CONVEYOR_KEY": key, "CONVEYOR_DATA_DIR": str(data_dir), **(extra_env or {})})
+    args = [*CONVEYOR, "worker", "--server", server_url, "--concurrency", str(concurrency)]
+    if pipelines:
+        args += ["--pipelines", ",".join(pipelines)]
+    if name:
+        args += ["--name", name]
+    with (data_dir / "worker.log").open("ab") as log_file:
+        return subprocess.Popen(args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @contextlib.contextmanager
