@@ -271,6 +271,8 @@ def test_kill9_and_sigterm_keep_every_item_counted_once(tmp_path: Path, backend:
         assert_counters_match_rows(done, rows)
         assert (done["completed"], done["failed"]) == (59, 1)
         assert all(attempts == 1 for _, _, attempts in rows), rows  # every item written exactly once
+        # The killed worker's chunk was delivered again (after its lease ran out).
+        assert any(attempts >= 2 for _, _, _, attempts, _ in chunk_rows(engine, job_id))
 
 
 # ----------------------------------------------------------------------------- refused keys
