@@ -650,6 +650,58 @@ def fetch_throughput_section(r: dict[str, Any]) -> Section:
     )
 
 
+def http_workers_section(r: dict[str, Any]) -> Section:
+    local, http = r["local"], r["http"]
+
+    def plot(fig: Any) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.bar(
+            ["2 local workers\n(baseline)", "2 HTTP workers\nserver side", "2 HTTP workers\nend to end"],
+            [
+                local["server_items_per_second"] or 0,
+                http["server_items_per_second"] or 0,
+                http["end_to_end_items_per_second"],
+            ],
+            color=["#888888", "#1f77b4", "#aec7e8"],
+        )
+        ax.axhline(
+            (local["server_items_per_second"] or 0) * r["target_ratio"],
+            color="red",
+            ls="--",
+            label=f"target {r['target_ratio']} x local",
+        )
+        ax.set_ylabel("items/s")
+        ax.legend(fontsize=8)
+
+    return Section(
+        figure=f"{fmt(http['server_items_per_second'])} items/s through 2 HTTP workers, "
+        f"{fmt(r['ratio_http_to_local_server_side'], 2)} x local ({r['params']['items']:,} items)",
+        target=f"≥ {r['target_ratio']} x 2 local workers (server side)",
+        baseline=f"2 local workers on the same job: {fmt(local['server_items_per_second'])} items/s",
+        met=r["meets_target"],
+        table=[
+            ["", "local workers", "HTTP workers"],
+            [
+                "server side (started → finished)",
+                fmt(local["server_items_per_second"]),
+                fmt(http["server_items_per_second"]),
+            ],
+            [
+                "end to end",
+                fmt(local["end_to_end_items_per_second"]),
+                fmt(http["end_to_end_items_per_second"]),
+            ],
+            [
+                "processing (201 → terminal)",
+                f"{fmt(local['processing_seconds'], 2)} s",
+                f"{fmt(http['processing_seconds'], 2)} s",
+            ],
+        ],
+        plot=plot,
+        notes=list(r.get("notes", [])),
+    )
+
+
 def model_by_reference_section(r: dict[str, Any]) -> Section:
     plain, best = r["plain_loop"], r["conveyor"]["best"]
 
@@ -823,6 +875,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Section]]] = {
         "Jobs by reference: imagenet-classifier over loopback HTTP",
         model_by_reference_section,
     ),
+    "http_workers": ("HTTP workers: no-op items/s vs local workers", http_workers_section),
 }
 
 

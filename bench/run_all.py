@@ -50,6 +50,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "submit_by_reference": ("submit_by_reference.py", ["--urls", "3000"], ["--quick"]),
     "fetch_throughput": ("fetch_throughput.py", ["--items", "20000"], ["--quick"]),
     "model_by_reference": ("model_by_reference.py", ["--images", "96"], ["--quick"]),
+    "http_workers": ("http_workers.py", ["--items", "50000"], ["--quick"]),
 }
 
 
@@ -167,6 +168,11 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         if "ratio_end_to_end" in figures:
             out[f"{name}_ratio"] = figures["ratio_end_to_end"]
             out[f"{name}_meets_target"] = figures["meets_target"]
+    http = results.get("http_workers", {})
+    if "ratio_http_to_local_server_side" in http:
+        out["http_workers_items_per_second"] = http["http"]["server_items_per_second"]
+        out["http_workers_ratio_to_local"] = http["ratio_http_to_local_server_side"]
+        out["http_workers_meets_target"] = http["meets_target"]
     history = results.get("history", {})
     if "summary" in history:
         out["history_jobs"] = history["params"]["jobs"]

@@ -113,7 +113,9 @@ def http_worker(
     if name:
         args += ["--name", name]
     with (data_dir / "worker.log").open("ab") as log_file:
-        return subprocess.Popen(args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 @contextlib.contextmanager
