@@ -8,6 +8,8 @@ from pathlib import Path
 from conveyor.pipelines.registry import WarmPipelines
 from conveyor.settings import Settings
 from conveyor.worker.executor import ChunkExecutor
+from conveyor.worker.fetching import Fetcher
+from conveyor.worker.lease_client import LeaseClient
 
 
 def test_a_pipeline_loads_once_and_the_least_recently_used_is_evicted(tmp_path: Path) -> None:
@@ -23,5 +25,7 @@ def test_a_pipeline_loads_once_and_the_least_recently_used_is_evicted(tmp_path: 
 
 def test_the_capacity_comes_from_the_settings(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, warm_models=3)
-    executor = ChunkExecutor(store=None, settings=settings, worker_name="w")  # type: ignore[arg-type]
+    client = LeaseClient("http://127.0.0.1:9", "key", pipelines=["digits"])  # an HTTP worker's: no store
+    executor = ChunkExecutor(None, settings, worker_name="w", chunks=client, fetcher=Fetcher(settings))
     assert executor.warm.capacity == 3
+    client.close()
