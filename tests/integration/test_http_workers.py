@@ -70,6 +70,7 @@ def test_worker_keys_lease_only_their_accounts_work_and_replays_change_nothing(t
         key = server.create_key(role="worker", name="w")
         other = server.create_key(role="worker", name="other-w", account="other")
         viewer = server.create_key(role="viewer", name="v")
+        elsewhere = server.create_key(role="worker", name="vision-w", project="vision")
         with server.client() as owner, server.client(key) as w, server.client(other) as o:
             # A worker key does nothing but lease: 403 everywhere else, with the reason.
             for response in (w.get("/api/v2/jobs/"), w.post("/api/v2/jobs/", json={})):
@@ -83,6 +84,8 @@ def test_worker_keys_lease_only_their_accounts_work_and_replays_change_nothing(t
             assert w.post(LEASES, json={"pipelines": [], "name": "w"}).status_code == 422
             job = submit(owner, name="manual", n=4)
             assert lease(o) is None  # another account's job is not offered to its workers
+            with server.client(elsewhere) as bound:
+                assert lease(bound) is None  # nor another project's to a project-bound worker key
             got = lease(w)
             assert got is not None and got["job"]["id"] == job["id"] and got["attempt"] == 1
             assert all(i["data_b64"] and i["media_path"] is None for i in got["items"])
@@ -282,6 +285,12 @@ def test_a_revoked_or_wrong_role_key_stops_the_worker_with_a_message(tmp_path: P
         with worker(server, viewer, tmp_path / "v") as refused:
             assert refused.wait(60) == 3
         assert "refused this worker's key" in log_of(tmp_path / "v") and "viewer" in log_of(tmp_path / "v")
+        with worker(server, "cvy_nope.wrong", tmp_path / "bad") as unknown:
+            assert unknown.wait(60) == 3
+        assert "error: the server refused this worker's key" in log_of(tmp_path / "bad")
+        with worker(server, viewer, tmp_path / "np", pipelines=["no-such-pipeline"]) as usage:
+            assert usage.wait(60) == 2
+        assert "not installed here: no-such-pipeline" in log_of(tmp_path / "np")
         key = server.create_key(role="worker", name="to-revoke")
         with server.client() as owner, worker(server, key, tmp_path / "w") as running:
             job = submit(owner, name="before", n=3)

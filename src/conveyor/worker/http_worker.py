@@ -22,7 +22,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from conveyor.pipelines import registry, torch_runtime
+from conveyor.pipelines import export, registry, torch_runtime
 from conveyor.pipelines.registry import WarmPipelines
 from conveyor.settings import Settings
 from conveyor.worker.executor import ChunkExecutor
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 #: How long an idle thread waits before asking for work again.
 IDLE_POLL_SECONDS = 0.5
+EXIT_USAGE = 2
 EXIT_REFUSED = 3
 
 
@@ -56,8 +57,18 @@ def run(
     name: str | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (0) or until the server refuses the key (3)."""
-    slugs = list(pipelines) or list(registry.available())
+    installed = [s for s in registry.available() if s != export.SLUG]
+    missing = [s for s in pipelines if s not in installed]
+    if missing:
+        print(
+            f"error: pipeline(s) not installed here: {', '.join(missing)} "
+            f"(installed: {', '.join(installed)})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    slugs = list(dict.fromkeys(pipelines)) or installed
     name = name or default_name()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per lease and heartbeat
     client = LeaseClient(
         server_url, key, pipelines=slugs, host=os.uname().nodename, connections=2 * concurrency + 2
     )
