@@ -301,3 +301,25 @@ def test_a_revoked_or_wrong_role_key_stops_the_worker_with_a_message(tmp_path: P
         message = log_of(tmp_path / "w")
         assert "error: the server refused this worker's key" in message
         assert "revoked" in message.lower() or "invalid" in message.lower() or "unknown" in message.lower()
+
+
+# ----------------------------------------------------------------------------- cancel, timeout
+def test_cancel_and_timeout_reach_the_http_worker_through_its_heartbeat(tmp_path: Path) -> None:
+    with serve(tmp_path) as (server, engine):
+        key = server.create_key(role="worker", name="w")
+        with server.client() as owner, worker(server, key, tmp_path / "w", pipelines=["test-delay"]) as proc:
+            slow = {"item_seconds": 0.3}
+            canceled = submit(owner, name="to cancel", n=40, config=slow)
+            wait_for(lambda: get_job(owner, canceled["id"])["completed"] >= 2, 60, what="progress")
+            assert owner.post(f"/api/v2/jobs/{canceled['id']}/cancel/").status_code == 200
+            revoked = finished(owner, canceled["id"], timeout=30)
+            timed = submit(owner, name="to time out", n=40, config=slow, timeout=1500)
+            timed_out = finished(owner, timed["id"], timeout=30)
+            after = submit(owner, name="after", n=3)  # the worker goes on with the next job
+            assert finished(owner, after["id"], timeout=30)["status"] == "SUCCESS"
+            assert proc.poll() is None
+        assert revoked["status"] == "REVOKED" and timed_out["status"] == "TIMEDOUT"
+        for job in (revoked, timed_out):
+            assert_counters_match_rows(job, item_rows(engine, job["id"]))
+            assert 0 < job["completed"] < 40 and job["canceled"] > 0
+            assert "LEASED" not in [c[2] for c in chunk_rows(engine, job["id"])]
