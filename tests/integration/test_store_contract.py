@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conveyor.domain.access import Scope
-from conveyor.domain.status import JobStatus
+from conveyor.domain.status import ChunkKind, JobStatus
 from conveyor.domain.work import Claim, ItemOutcome
 from conveyor.errors import Conflict
 from conveyor.services.bootstrap import prepare
@@ -432,3 +432,41 @@ def test_artifacts_are_written_with_the_write_back_and_only_under_the_lease(stor
     other_job, _ = new_job(store, 1, start=False)
     with pytest.raises(NotFound, match="Item"):
         store.artifacts.get(scope, other_job, pending[0].id, ArtifactKind.SAMPLE)
+
+
+def test_a_replayed_or_foreign_write_back_changes_nothing(store: Store) -> None:
+    """Counters count the rows a write-back moved out of PENDING, not the outcomes it was sent:
+    an HTTP worker's results post replayed after a lost answer, or an id of another chunk or job,
+    counts nothing."""
+    job_id, _ = new_job(store, 5)
+    other_id, _ = new_job(store, 5)
+    claim = store.chunks.claim("w", 30)
+    assert claim is not None and claim.job_id == job_id
+    done = outcomes(store, claim)
+    with store.db.read() as conn:
+        other_item = conn.execute(select(items.c.id).where(items.c.job_id == other_id).limit(1)).scalar_one()
+    for _ in range(3):
+        wrote = store.chunks.write_back(
+            claim, [*done[:2], ItemOutcome(other_item, True, {"x": 1})], [], lease_seconds=30, complete=False
+        )
+        assert wrote.held
+    job = status_of(store, job_id)
+    assert (job["completed"], job["failed"], job["pending"]) == (2, 0, 3)
+    assert status_of(store, other_id)["pending"] == 5
+    assert (
+        store.chunks.write_back(claim, done, [], lease_seconds=30, complete=True).job_status
+        == JobStatus.SUCCESS
+    )
+    assert status_of(store, job_id)["completed"] == 5
+
+
+def test_claims_narrowed_by_kind_and_scope(store: Store) -> None:
+    job_id, scope = new_job(store, 3)
+    assert store.chunks.claim("w", 30, kinds=(ChunkKind.DELAY,)) is None
+    assert store.chunks.claim("w", 30, scope=Scope(scope.account_id + 1000)) is None
+    assert store.chunks.claim("w", 30, scope=Scope(scope.account_id, frozenset({-1}))) is None
+    claim = store.chunks.claim("w", 30, kinds=(ChunkKind.ITEMS,), scope=scope)
+    assert claim is not None and claim.job_id == job_id
+    held = store.chunks.held(claim.chunk_id, claim.token, scope)
+    assert held is not None and (held.first_seq, held.last_seq) == (claim.first_seq, claim.last_seq)
+    assert store.chunks.held(claim.chunk_id, claim.token, Scope(scope.account_id + 1000)) is None
