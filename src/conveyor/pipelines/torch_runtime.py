@@ -54,7 +54,7 @@ def import_torch() -> Any:
 
 class DeviceUnavailable(RuntimeError):
     """CONVEYOR_DEVICE asks for a GPU this process cannot use. Raised by a model's ``load``, so the
-    job's items fail with the reason instead of running, unnoticed, 10-50x slower on the CPU."""
+    job's items fail with the reason instead of running, unnoticed, many times slower on the CPU."""
 
 
 def resolve_device(requested: str, torch: Any) -> str:
