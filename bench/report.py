@@ -852,6 +852,76 @@ def conditional_gets_section(r: dict[str, Any]) -> Section:
     )
 
 
+def device_throughput_section(r: dict[str, Any]) -> Section:
+    devices = r["devices"]
+    rows = [["device", "workload", "batch / forward", "plain loop", "overlap off", "overlap on", "on / off"]]
+    for device, models in devices.items():
+        imagenet = models["imagenet-classifier"]
+        for workload in ("photos", "large"):
+            figures = imagenet[workload]
+            rows.append(
+                [
+                    device,
+                    f"imagenet-classifier, {workload} ({figures['images']} images)",
+                    f"{imagenet['batch_size']} / {imagenet['forward_batch']}",
+                    fmt(figures["plain_loop"]["items_per_second"]),
+                    fmt(figures["overlap_off"]["items_per_second"]),
+                    fmt(figures["overlap_on"]["items_per_second"]),
+                    fmt(figures["overlap_speedup"], 2),
+                ]
+            )
+        text = models["text-embedding"]
+        rows.append(
+            [
+                device,
+                f"text-embedding ({text['texts']} texts)",
+                str(text["batch_size"]),
+                fmt(text["plain_loop"]["items_per_second"]),
+                fmt(text["pipeline"]["items_per_second"]),
+                "",
+                "",
+            ]
+        )
+    first = next(iter(devices))
+    photos = devices[first]["imagenet-classifier"]["photos"]
+
+    def plot(fig: Any) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        labels, values, colors = [], [], []
+        for device, models in devices.items():
+            for workload in ("photos", "large"):
+                figures = models["imagenet-classifier"][workload]
+                for variant, color in (
+                    ("plain_loop", "#888888"),
+                    ("overlap_off", "#aec7e8"),
+                    ("overlap_on", "#1f77b4"),
+                ):
+                    labels.append(f"{device} {workload}\n{variant.replace('_', ' ')}")
+                    values.append(figures[variant]["items_per_second"])
+                    colors.append(color)
+        ax.bar(labels, values, color=colors)
+        ax.set_ylabel("images/s")
+        ax.tick_params(axis="x", labelsize=6)
+
+    return Section(
+        figure=f"imagenet-classifier on {first}: {fmt(photos['overlap_on']['items_per_second'])} images/s "
+        f"with decode-ahead, {fmt(photos['overlap_off']['items_per_second'])} without "
+        f"(x{fmt(photos['overlap_speedup'], 2)}); devices: {', '.join(devices)}",
+        target="none set (a figure per device, to run on a GPU machine)",
+        baseline="plain in-process loop (decode → preprocess → forward → top-5 at the pipeline's forward "
+        f"size): {fmt(photos['plain_loop']['items_per_second'])} images/s on {first}",
+        met=None,
+        table=rows,
+        plot=plot,
+        notes=[
+            f"torch {r['params']['torch']}, {r['params']['torch_threads']} CPU thread(s), CUDA available: "
+            f"{fmt(r['params']['cuda_available'])}; large = the photos enlarged to "
+            f"{r['params']['large_px']} px (JPEG); variants take turns batch by batch, best of "
+            f"{r['params']['repeat']} round(s).",
+        ],
+    )
+
+
 # name -> (title, section builder); the order of the report
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Section]]] = {
     "model_throughput": ("Model throughput: imagenet-classifier vs a plain loop", model_section),
@@ -876,6 +946,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Section]]] = {
         model_by_reference_section,
     ),
     "http_workers": ("HTTP workers: no-op items/s vs local workers", http_workers_section),
+    "device_throughput": ("Model pipelines per device (CONVEYOR_DEVICE)", device_throughput_section),
 }
 
 

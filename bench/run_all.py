@@ -51,6 +51,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "fetch_throughput": ("fetch_throughput.py", ["--items", "20000"], ["--quick"]),
     "model_by_reference": ("model_by_reference.py", ["--images", "96"], ["--quick"]),
     "http_workers": ("http_workers.py", ["--items", "50000"], ["--quick"]),
+    "device_throughput": ("device_throughput.py", ["--images", "64", "--texts", "400"], ["--quick"]),
 }
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: CONVEYOR_DEVICE's values (resolved against the installed torch in ``pipelines/torch_runtime.py``).
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 class Settings(BaseSettings):
@@ -56,6 +60,12 @@ class Settings(BaseSettings):
         ge=1,
         description="CPU threads of a worker process's model (torch intra-op threads); default: the "
         "host's CPU count divided by its worker processes, at least 1.",
+    )
+    device: str = Field(
+        default="auto",
+        description="Where the torch pipelines (imagenet-classifier, text-embedding) run: `auto` (CUDA "
+        "when torch sees a GPU, else the CPU), `cpu`, `cuda` or `cuda:N`. An explicit `cuda` on a "
+        "machine without a usable GPU fails the model's load with the reason (no silent CPU fallback).",
     )
 
     # Input caps (a request over any of them gets 413, nothing is stored)
@@ -198,6 +208,17 @@ class Settings(BaseSettings):
     media_url_seconds: float = Field(
         default=3600.0, gt=0, description="Lifetime of the signed image URLs sent to processing services."
     )
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        """A typo (``gpu``, ``cuda1``) stops the process at start-up instead of at the first job."""
+        device = value.strip().lower()
+        if not DEVICE_PATTERN.fullmatch(device):
+            raise ValueError(
+                f"CONVEYOR_DEVICE must be auto, cpu, cuda or cuda:N (N a GPU index), not {value!r}."
+            )
+        return device
 
     @property
     def resolved_database_url(self) -> str:

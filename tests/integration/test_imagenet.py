@@ -88,12 +88,38 @@ def test_model_load_time_is_in_the_logs_and_stage_params(
     client: httpx.Client, classified: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
     job, _ = classified
+    torch = pytest.importorskip("torch")
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"  # CONVEYOR_DEVICE=auto, the default
     lines = [r["message"] for r in client.get(f"{JOBS}{job['id']}/logs/").json()["results"]]
-    assert any("imagenet-classifier" in line and "model loaded in" in line for line in lines), lines
+    assert any(f"imagenet-classifier v1 on {device} (model loaded in" in line for line in lines), lines
     (stage,) = [s for s in job["progress"]["stages"] if s["key"] == "classify"]
     params = {p["name"]: p["value"] for p in stage["params"]}
     assert params["model_load_ms"] > 0
     assert params["model_warm"] is False
+    assert params["device"] == device
+
+
+def test_an_explicit_cuda_without_a_gpu_fails_the_items_with_the_reason(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    server = start_server(
+        tmp_path_factory.mktemp("imagenet-cuda"), workers=1, extra_env={"CONVEYOR_DEVICE": "cuda"}
+    )
+    try:
+        with server.client() as other:
+            cat, _ = photos.bundled(limit=2)
+            job, items = run(other, [b64(cat.name, cat.data)])
+            lines = [r["message"] for r in other.get(f"{JOBS}{job['id']}/logs/").json()["results"]]
+    finally:
+        server.stop()
+    assert job["status"] == "FAILURE" and job["failed"] == 1
+    (item,) = items
+    assert "pipeline failed to load: CONVEYOR_DEVICE=cuda but torch" in item["error"]
+    assert "set CONVEYOR_DEVICE=auto or cpu" in item["error"]
+    assert any("failed to load" in line and "no usable GPU" in line for line in lines), lines
 
 
 def test_each_image_gets_a_sample_thumbnail(

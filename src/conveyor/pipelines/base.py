@@ -13,6 +13,7 @@ from conveyor.domain.artifacts import Artifact
 from conveyor.domain.stages import StageDef
 from conveyor.domain.work import ItemInput
 from conveyor.errors import InvalidInput
+from conveyor.pipelines import torch_runtime
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,17 @@ class Pipeline(ABC):
     image_classification_model: ClassVar[bool] = False
     supports_explain: ClassVar[bool] = False
 
-    def __init__(self, data_dir: Path) -> None:
+    #: Default batch size per device kind (``cpu``, ``cuda``) of a model that runs where
+    #: CONVEYOR_DEVICE says; ``batch_size`` when the kind is not listed. A job's
+    #: ``config.batch_size`` overrides both.
+    batch_sizes: ClassVar[dict[str, int]] = {}
+
+    def __init__(self, data_dir: Path, device: str = "auto") -> None:
         self.data_dir = data_dir
+        #: CONVEYOR_DEVICE as configured (``auto``, ``cpu``, ``cuda``, ``cuda:N``); a torch
+        #: pipeline resolves it in ``load`` and sets ``device`` to where its model runs.
+        self.requested_device = device
+        self.device: str | None = None
 
     def load(self) -> None:  # noqa: B027 - optional hook: most pipelines load a model here
         """Load weights or train; called once per worker process."""
@@ -83,7 +93,12 @@ class Pipeline(ABC):
         return config
 
     def effective_batch_size(self, config: dict[str, Any]) -> int:
-        return int(config.get("batch_size") or self.batch_size)
+        """The job's ``batch_size``, else this device kind's default, else the class's."""
+        if config.get("batch_size"):
+            return int(config["batch_size"])
+        if self.device is not None:
+            return int(self.batch_sizes.get(torch_runtime.device_kind(self.device), self.batch_size))
+        return int(self.batch_size)
 
     @abstractmethod
     def process_batch(self, batch: list[ItemInput], ctx: BatchContext) -> list[ItemResult]:

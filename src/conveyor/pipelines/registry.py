@@ -41,11 +41,13 @@ def get(slug: str) -> type[Pipeline]:
 
 
 class WarmPipelines:
-    """A worker process's loaded pipelines, least recently used evicted past ``capacity``."""
+    """A worker process's loaded pipelines, least recently used evicted past ``capacity``; each is
+    made with the worker's CONVEYOR_DEVICE (the torch pipelines resolve it when they load)."""
 
-    def __init__(self, data_dir: Path, capacity: int = 4) -> None:
+    def __init__(self, data_dir: Path, capacity: int = 4, device: str = "auto") -> None:
         self.data_dir = data_dir
         self.capacity = capacity
+        self.device = device
         self._loaded: OrderedDict[str, Pipeline] = OrderedDict()
         self.load_seconds: dict[str, float] = {}
         # An HTTP worker's threads share one process's models (worker/http_worker.py).
@@ -61,7 +63,7 @@ class WarmPipelines:
             self._loaded.move_to_end(slug)
             return self._loaded[slug], None
         started = time.perf_counter()
-        pipeline = get(slug)(self.data_dir)
+        pipeline = get(slug)(self.data_dir, device=self.device)
         pipeline.load()
         elapsed = time.perf_counter() - started
         self._loaded[slug] = pipeline

@@ -50,3 +50,43 @@ def import_torch() -> Any:
     with contextlib.suppress(RuntimeError):  # allowed only before any parallel work ran
         torch.set_num_interop_threads(1)
     return torch
+
+
+class DeviceUnavailable(RuntimeError):
+    """CONVEYOR_DEVICE asks for a GPU this process cannot use. Raised by a model's ``load``, so the
+    job's items fail with the reason instead of running, unnoticed, many times slower on the CPU."""
+
+
+def resolve_device(requested: str, torch: Any) -> str:
+    """``auto``/``cpu``/``cuda``/``cuda:N`` (already checked by the settings) -> the torch device a
+    model goes to: ``cpu`` or ``cuda:N``. Only ``auto`` falls back to the CPU."""
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        return f"cuda:{torch.cuda.current_device()}" if cuda else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    if not cuda:
+        build = "a CPU-only build" if getattr(torch.version, "cuda", None) is None else "built with CUDA"
+        raise DeviceUnavailable(
+            f"CONVEYOR_DEVICE={requested} but torch {torch.__version__} ({build}) sees no usable GPU "
+            "(torch.cuda.is_available() is False); set CONVEYOR_DEVICE=auto or cpu to run on the CPU"
+        )
+    index = int(requested.partition(":")[2] or torch.cuda.current_device())
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise DeviceUnavailable(
+            f"CONVEYOR_DEVICE={requested} but this machine has {count} GPU(s): cuda:0 to cuda:{count - 1}"
+        )
+    return f"cuda:{index}"
+
+
+def device_kind(device: str | None) -> str:
+    """``cpu`` or ``cuda``: what per-device defaults (batch sizes) are keyed by."""
+    return "cuda" if device is not None and device.startswith("cuda") else "cpu"
+
+
+def describe_device(device: str, torch: Any) -> str:
+    """The device for logs and stage params: ``cpu``, or ``cuda:0 (NVIDIA L4)``."""
+    if device_kind(device) != "cuda":
+        return device
+    return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"

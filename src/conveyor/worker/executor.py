@@ -158,7 +158,9 @@ class ChunkExecutor:
         self.settings = settings
         self.worker_name = worker_name
         self.shutdown = shutdown or threading.Event()
-        self.warm = warm or WarmPipelines(settings.data_dir, capacity=settings.warm_models)
+        self.warm = warm or WarmPipelines(
+            settings.data_dir, capacity=settings.warm_models, device=settings.device
+        )
         self._started_jobs: set[int] = set()
         self._remote: dict[str, RemotePipeline] = {}
         #: Told the ids of item chunks a collect stage queued (local: wake the pool; Celery: publish).
@@ -308,10 +310,11 @@ class ChunkExecutor:
             seconds = load_seconds if load_seconds is not None else self.warm.load_seconds.get(pipeline.slug)
             load_ms = round((seconds or 0.0) * 1000)
             how = "loaded in" if load_seconds is not None else "already warm; it loaded in"
+            device = "" if pipeline.device is None else f"on {pipeline.device} "
             where = (
                 f"on processing service {pipeline.endpoint.url}"
                 if isinstance(pipeline, RemotePipeline)
-                else f"(model {how} {load_ms} ms)"
+                else f"{device}(model {how} {load_ms} ms)"
             )
             logs.append(
                 LogLine("INFO", f"Worker {self.worker_name} runs {pipeline.slug} v{pipeline.version} {where}")
@@ -323,6 +326,8 @@ class ChunkExecutor:
                     {"name": "worker", "value": self.worker_name},
                 ]
             }
+            if pipeline.device is not None:  # a torch model: where it runs (CONVEYOR_DEVICE, resolved)
+                stage_params[pipeline.stages[0].key].append({"name": "device", "value": pipeline.device})
         ctx = BatchContext(
             config=job.config,
             explain=job.explain,
