@@ -35,6 +35,7 @@ from conveyor.store import Store
 from conveyor.store.outputs import ShardWritten
 from conveyor.worker.collecting import collect_pages
 from conveyor.worker.fetching import Fetched, Fetcher, Loader, Prefetch, store_fetcher
+from conveyor.worker.presence import Presence
 from conveyor.worker.shards import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,9 @@ class ChunkExecutor:
         warm: WarmPipelines | None = None,
         on_queued: Callable[[list[int]], object] | None = None,
         fetcher: Fetcher | None = None,
+        presence: Presence | None = None,
     ) -> None:
+        """``presence``: where this worker reports itself to the worker registry (None: nowhere)."""
         self.store = store
         self.settings = settings
         self.worker_name = worker_name
@@ -149,6 +152,7 @@ class ChunkExecutor:
         self.on_queued: Callable[[list[int]], object] = on_queued or (lambda chunk_ids: None)
         self._shards = ShardWriter(store, settings)
         self.fetcher = fetcher or store_fetcher(store, settings)
+        self.presence = presence
 
     def _pipeline(self, slug: str) -> tuple[Pipeline, float | None]:
         """The warm pipeline for ``slug`` (and its load time if loaded now). A remote pipeline is
@@ -183,6 +187,15 @@ class ChunkExecutor:
         return self.run(claim)
 
     def run(self, claim: Claim) -> ChunkReport:
+        if self.presence is None:
+            return self._run(claim)
+        self.presence.working(claim.job_id)
+        report = self._run(claim)
+        # Only item chunks count: a collect chunk's count is of the inputs it listed.
+        self.presence.working(claim.job_id, report.processed if claim.kind is ChunkKind.ITEMS else 0)
+        return report
+
+    def _run(self, claim: Claim) -> ChunkReport:
         job = claim.job if claim.job is not None else self.store.chunks.job_context(claim.job_id)
         with _Watch(self.store, claim, self.settings, self.shutdown) as watch:
             watch.observe(job)
