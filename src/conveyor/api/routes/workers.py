@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/v2", tags=["workers"])
     "seen first",
     description="Every worker reports itself when it starts, when its job changes, about once a second "
     "while it finishes items and every few seconds while idle. One that stays silent for longer than a "
-    "lease (`CONVEYOR_LEASE_SECONDS`; for pull workers `CONVEYOR_PULL_LEASE_SECONDS`) is `lost`: its "
+    "lease (`CONVEYOR_LEASE_SECONDS`; for pull workers the pull protocol's task lease) is `lost`: its "
     "leases ran out and its work went back to the queue. Stopped and lost workers stay listed until "
     "they have been silent for 7 days. Any key may read it.",
 )
