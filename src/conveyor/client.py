@@ -628,9 +628,21 @@ class ConveyorClient:
         found: list[dict[str, Any]] = self._json("GET", "/api/v2/projects/")
         return found
 
-    def workers(self) -> list[dict[str, Any]]:
-        """The server's local worker processes: pid, liveness, restarts."""
-        found: list[dict[str, Any]] = self._json("GET", "/api/v2/workers/")
+    def workers(
+        self, *, kind: str | None = None, state: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """Every worker this key sees (the deployment's local and Celery workers, the account's
+        HTTP and pull workers): kind, name, host, pipelines, state (active, idle, lost, stopped),
+        last seen, current job, items done. Most recently seen first."""
+        params = {"kind": kind, "state": state, "limit": limit}
+        found: list[dict[str, Any]] = self._json(
+            "GET", "/api/v2/workers/", params={k: v for k, v in params.items() if v is not None}
+        )
+        return found
+
+    def worker_pool(self) -> list[dict[str, Any]]:
+        """The answering server's local worker pool: each slot's pid, liveness, restarts."""
+        found: list[dict[str, Any]] = self._json("GET", "/api/v2/workers/pool/")
         return found
 
     def ready(self) -> bool:

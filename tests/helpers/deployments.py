@@ -66,7 +66,7 @@ class Deployment:
         if self.worker is not None:
             return self.worker.children()
         with self.client() as client:
-            return [w["pid"] for w in client.get("/api/v2/workers/").json() if w["alive"] and w["pid"]]
+            return [w["pid"] for w in client.get("/api/v2/workers/pool/").json() if w["alive"] and w["pid"]]
 
     @staticmethod
     def leaseholder_pid(leased_by: str | None) -> int | None:

@@ -51,7 +51,7 @@ def test_kill_9_of_a_worker_mid_chunk_loses_and_doubles_nothing(
             30,
             what="work to start",
         )
-        workers = client.get("/api/v2/workers/").json()
+        workers = client.get("/api/v2/workers/pool/").json()
         victim = workers[0]["pid"]
         os.kill(victim, signal.SIGKILL)
         final = wait_status(client, job["id"], TERMINAL_STATUSES, timeout=90)
@@ -65,7 +65,9 @@ def test_kill_9_of_a_worker_mid_chunk_loses_and_doubles_nothing(
         assert any("expired" in line["message"] for line in logs["results"])
         # The dead worker was replaced in its slot.
         replaced = wait_for(
-            lambda: [w for w in client.get("/api/v2/workers/").json() if w["restarts"] >= 1 and w["alive"]],
+            lambda: [
+                w for w in client.get("/api/v2/workers/pool/").json() if w["restarts"] >= 1 and w["alive"]
+            ],
             10,
             what="replacement worker",
         )
@@ -75,7 +77,7 @@ def test_kill_9_of_a_worker_mid_chunk_loses_and_doubles_nothing(
         # replacement, and nothing the dead worker shared blocks the wake-ups.
         after = submit(server, 20, name="after-kill-9", config={"item_seconds": 0.01})
         assert wait_status(client, after["id"], {"SUCCESS", "FAILURE"}, timeout=60)["status"] == "SUCCESS"
-        workers_after = client.get("/api/v2/workers/", timeout=5).json()
+        workers_after = client.get("/api/v2/workers/pool/", timeout=5).json()
         assert all(w["alive"] and w["ready"] for w in workers_after)
     # ...and it still stops cleanly: a killed worker used to wedge the graceful shutdown.
     assert server.stop(signal.SIGTERM, timeout=30) == 0
@@ -178,7 +180,7 @@ def test_sigterm_stops_cleanly_and_a_restart_finishes_the_job(server_factory: Ca
             30,
             what="work to start",
         )
-        workers = [w["pid"] for w in client.get("/api/v2/workers/").json()]
+        workers = [w["pid"] for w in client.get("/api/v2/workers/pool/").json()]
     assert server.stop(signal.SIGTERM, timeout=30) == 0
     for pid in workers:  # the worker processes exited too
         assert not alive(pid)

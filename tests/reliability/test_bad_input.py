@@ -102,7 +102,7 @@ def test_bombs_and_corrupt_images_fail_alone_and_the_workers_live(
         {"name": n, "kind": "base64", "data": base64.b64encode(d).decode()} for n, d in hostile.items()
     ]
     inputs += [{"name": "good-1", "kind": "base64", "data": base64.b64encode(good[1]).decode()}]
-    restarts = sum(w["restarts"] for w in client.get("/api/v2/workers/").json())
+    restarts = sum(w["restarts"] for w in client.get("/api/v2/workers/pool/").json())
     response = client.post(
         f"{JOBS}?start_now=true",
         json={
@@ -128,7 +128,7 @@ def test_bombs_and_corrupt_images_fail_alone_and_the_workers_live(
         sample = client.get(f"{JOBS}{job['id']}/items/{items[name]['id']}/sample")
         assert sample.status_code == 404
     assert (job["completed"], job["failed"]) == (2, len(hostile))
-    workers = client.get("/api/v2/workers/").json()
+    workers = client.get("/api/v2/workers/pool/").json()
     assert all(w["alive"] for w in workers)
     assert sum(w["restarts"] for w in workers) == restarts
 

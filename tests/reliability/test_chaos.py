@@ -81,7 +81,7 @@ def test_kill_9_of_random_local_workers_during_a_2000_item_job(server_factory: C
 
         # The pool is whole again: every killed process was replaced and reported.
         def pool_whole() -> list[dict[str, object]] | None:
-            workers: list[dict[str, object]] = client.get("/api/v2/workers/").json()
+            workers: list[dict[str, object]] = client.get("/api/v2/workers/pool/").json()
             ok = all(w["alive"] and w["ready"] for w in workers)
             return workers if ok and sum(int(w["restarts"]) for w in workers) == len(killed) else None  # type: ignore[call-overload]
 

@@ -28,6 +28,7 @@ from conveyor.api.routes import (
     tenancy,
     uploads,
 )
+from conveyor.api.routes import workers as worker_registry  # `workers` is create_app's pool size
 from conveyor.dispatch.base import Dispatcher
 from conveyor.dispatch.celery import CeleryDispatcher
 from conveyor.dispatch.local import LocalDispatcher
@@ -157,6 +158,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(events.router)
     app.include_router(metrics.router)
     app.include_router(artifacts.router)
+    app.include_router(worker_registry.router)
     app.include_router(web.router)
     app.mount("/static", web.static_files, name="static")
     errors.install_openapi(app)

@@ -3,7 +3,7 @@
 - :mod:`~conveyor.cli.server`   version, serve, worker, db (running Conveyor, migrations)
 - :mod:`~conveyor.cli.jobs`     submit, jobs, show, logs, cancel, retry, run, delete
 - :mod:`~conveyor.cli.results`  results, export
-- :mod:`~conveyor.cli.catalog`  pipelines, projects, keys
+- :mod:`~conveyor.cli.catalog`  pipelines, projects, workers, keys
 - :mod:`~conveyor.cli.services` services (remote processing services)
 - :mod:`~conveyor.cli.common` and :mod:`~conveyor.cli.progress`: what they share (consoles,
   options, errors, formatting; the progress bar, the summary, the outcome report)
@@ -45,3 +45,4 @@ app.command("results")(results.results)
 app.command("export")(results.export)
 app.command("pipelines")(catalog.pipelines)
 app.command("projects")(catalog.projects)
+app.command("workers")(catalog.workers)

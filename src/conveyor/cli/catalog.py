@@ -54,6 +54,34 @@ def projects(as_json: JsonOpt = False, url: UrlOpt = DEFAULT_URL, key: KeyOpt = 
     )
 
 
+def workers(
+    kind: Annotated[str | None, typer.Option(help="Only this kind: local, celery, http or pull.")] = None,
+    state: Annotated[str | None, typer.Option(help="Only this state: active, idle, lost or stopped.")] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = None,
+) -> None:
+    """Every worker the key sees: the server's own (local, Celery) and the account's (HTTP, pull), with
+    state (a worker silent for longer than a lease is `lost`), last report, current job and items done."""
+    print_listing(
+        url,
+        key,
+        lambda client: client.workers(kind=kind, state=state),
+        as_json,
+        ("Name", "Host", "Kind", "State", "Pipelines", "Last seen", "Job", "Items done"),
+        lambda w: (
+            escape(w["name"]),
+            escape(w["host"]),
+            w["kind"],
+            w["state"].upper() if w["state"] == "lost" else w["state"],
+            escape(", ".join(w["pipelines"])),
+            fmt_time(w["last_seen_at"]),
+            str(w["current_job_id"] or ""),
+            str(w["items_done"]),
+        ),
+    )
+
+
 AccountOption = Annotated[
     str,
     typer.Option(help="Account (tenant) slug; created if new. Keys of one account never see another's data."),

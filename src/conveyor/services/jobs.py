@@ -31,6 +31,7 @@ from conveyor.services.submission import (
     ResolvedPipeline,
     Submissions,
 )
+from conveyor.services.workers import Workers
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.history import HistoryPage, HistoryQuery
@@ -54,6 +55,7 @@ class JobService:
         self.fetcher = store_fetcher(store, settings)  # the signed media URLs of items by reference
         self.collections = CollectionService(store, settings, self.resolver)
         self.processing = ProcessingServices(store, settings)
+        self.workers = Workers(store)
         self.submissions = Submissions(
             store,
             settings,

@@ -25,6 +25,18 @@ from conveyor.store.quotas import QuotaRepository
 from conveyor.store.stats import StatsRepository
 from conveyor.store.sweeping import SweepRepository
 from conveyor.store.uploads import UploadRepository
+from conveyor.store.workers import WorkerRepository
+
+#: Antenna's CONVEYOR_PULL_LEASE_SECONDS default, until the pull protocol's setting exists.
+PULL_LEASE_SECONDS = 300.0
+
+
+def lost_after_seconds(settings: Settings) -> dict[str, float]:
+    """Per worker kind, the silence after which a worker counts as lost: the lease it holds (a
+    chunk's for local, Celery and HTTP workers; a pull task's for Antenna pull workers)."""
+    pull = float(getattr(settings, "pull_lease_seconds", PULL_LEASE_SECONDS))
+    lease = settings.lease_seconds
+    return {"local": lease, "celery": lease, "http": lease, "pull": pull}
 
 
 class Store:
@@ -57,6 +69,7 @@ class Store:
         self.artifacts = ArtifactRepository(self.db)
         self.processing_services = ProcessingServiceRepository(self.db)
         self.outputs = OutputRepository(self.db)
+        self.workers = WorkerRepository(self.db, lost_after_seconds=lost_after_seconds(settings))
 
     def ping(self) -> None:
         """One round trip to the database (``/readyz``); raises whatever the driver raises."""

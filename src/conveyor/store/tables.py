@@ -405,3 +405,44 @@ server_secrets = Table(
     Column("value", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+# Workers (migration 0011): every worker that reports itself — the server's local processes,
+# Celery pool processes, HTTP and Antenna pull workers — upserted by its identity, for
+# ``GET /api/v2/workers/`` and the dashboard. ``account_id`` NULL: the deployment's own workers,
+# seen by every account. The identity is (kind, name, account): two accounts' pull workers may
+# well share a hostname ("gpu01"), and one must never overwrite the other's row. NULLs are
+# distinct in a unique constraint on both dialects, so the identity is two partial unique indexes.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
+    Column("key_id", Integer, nullable=True),  # the key an http/pull worker authenticated with
+    Column("pipelines", JSONType, nullable=False),
+    Column("info", JSONType, nullable=False),  # client_info, software, version, pid, device
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("current_job_id", BigId, nullable=True),  # no foreign key: a deleted job is just gone
+    Column("items_done", BigInteger, nullable=False, default=0),
+    Column("stopped_at", UTCDateTime, nullable=True),
+)
+Index(
+    "uq_workers_deployment_kind_name",
+    workers.c.kind,
+    workers.c.name,
+    unique=True,
+    sqlite_where=workers.c.account_id.is_(None),
+    postgresql_where=workers.c.account_id.is_(None),
+)
+Index(
+    "uq_workers_account_kind_name",
+    workers.c.account_id,
+    workers.c.kind,
+    workers.c.name,
+    unique=True,
+    sqlite_where=workers.c.account_id.isnot(None),
+    postgresql_where=workers.c.account_id.isnot(None),
+)

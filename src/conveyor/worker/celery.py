@@ -17,16 +17,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from billiard.process import current_process
 from celery import Celery, Task, bootsteps
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
 from kombu import Queue
 
 from conveyor.errors import BrokerNotConfigured
-from conveyor.pipelines import torch_runtime
+from conveyor.pipelines import registry, torch_runtime
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.worker.executor import ChunkExecutor, StopReason
 from conveyor.worker.pool import model_threads
+from conveyor.worker.presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class _Runtime:
     pid: int
     store: Store
     executor: ChunkExecutor
+    presence: Presence
 
 
 _runtime: _Runtime | None = None
@@ -91,14 +94,31 @@ _runtime: _Runtime | None = None
 _shutdown = threading.Event()
 #: What the worker's main process sends its pool processes on a warm shutdown.
 HAND_BACK_SIGNAL = signal.SIGUSR2
+#: The Celery node name (``--hostname``) of this worker; pool processes inherit it with the fork.
+_node_name = ""
 
 
-def _runtime_for(settings: Settings, app: Celery) -> _Runtime:
+def registry_name() -> str:
+    """The worker registry's name of this pool process: the Celery node name and the pool slot
+    (a replaced pool process takes over its slot's row)."""
+    index = getattr(current_process(), "index", None)
+    slot = f"pool-{index}" if index is not None else f"pid-{os.getpid()}"
+    return f"{_node_name or socket.gethostname()}/{slot}"
+
+
+def _runtime_for(settings: Settings, app: Celery, pipelines: Sequence[str] = ()) -> _Runtime:
     # Built lazily in the pool's child process: a database pool must never cross a fork.
     global _runtime
     if _runtime is None or _runtime.pid != os.getpid():
         store = Store(settings, pool_size=2)
         name = f"celery:{socket.gethostname()}:{os.getpid()}"
+        presence = Presence(
+            store,
+            kind="celery",
+            name=registry_name(),
+            pipelines=list(pipelines) or sorted(registry.available()),
+            info={"node": _node_name, "queue": settings.queue},
+        )
         executor = ChunkExecutor(
             store,
             settings,
@@ -106,8 +126,9 @@ def _runtime_for(settings: Settings, app: Celery) -> _Runtime:
             shutdown=_shutdown,
             # A collect stage's new item chunks go out as messages as soon as they are committed.
             on_queued=lambda chunk_ids: publish(app, settings.queue, chunk_ids),
+            presence=presence,
         )
-        _runtime = _Runtime(os.getpid(), store, executor)
+        _runtime = _Runtime(os.getpid(), store, executor, presence.start())
     return _runtime
 
 
@@ -121,7 +142,7 @@ def _register_tasks(app: Celery, settings: Settings, pipelines: tuple[str, ...])
         max_retries=None,
     )
     def run_chunk(self: Task, chunk_id: int) -> dict[str, Any]:
-        runtime = _runtime_for(settings, app)
+        runtime = _runtime_for(settings, app, pipelines)
         claim = runtime.store.chunks.claim(
             runtime.executor.worker_name, settings.lease_seconds, chunk_id=chunk_id, pipeline_slugs=pipelines
         )
@@ -129,8 +150,10 @@ def _register_tasks(app: Celery, settings: Settings, pipelines: tuple[str, ...])
             if pipelines and runtime.store.chunks.waits_for_another_worker(chunk_id):
                 raise self.retry(countdown=FOREIGN_CHUNK_RETRY_SECONDS, queue=settings.queue)
             log.info("run_chunk chunk=%d skipped (not queued: done, dropped or held elsewhere)", chunk_id)
+            runtime.presence.idle()
             return {"chunk_id": chunk_id, "ran": False}
         report = runtime.executor.run(claim)
+        runtime.presence.idle()  # the next message may be minutes away
         log.info(
             "run_chunk chunk=%d job=%d processed=%d stop=%s",
             chunk_id,
@@ -180,6 +203,11 @@ def _on_pool_process_start(**_: Any) -> None:
     signal.signal(HAND_BACK_SIGNAL, lambda *_: _shutdown.set())
 
 
+def _on_pool_process_stop(**_: Any) -> None:
+    if _runtime is not None and _runtime.pid == os.getpid():
+        _runtime.presence.stopped()
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -188,11 +216,16 @@ def run_worker(
     loglevel: str = "info",
 ) -> None:
     """Run a Celery worker (prefork pool) on ``settings.queue`` until it is told to stop."""
+    global _node_name
+    _node_name = f"conveyor-{os.getpid()}@{socket.gethostname()}"
     app = make_celery(settings, pipelines=pipelines)
     # Pool processes inherit this: each model gets its share of the host's cores.
     torch_runtime.use_model_threads(model_threads(settings, concurrency))
     app.steps["worker"].add(HandBackRunningChunks)
     worker_process_init.connect(_on_pool_process_start, weak=False)
+    # Each pool process reports itself as soon as it runs, not only at its first message.
+    worker_process_init.connect(lambda **_: _runtime_for(settings, app, pipelines), weak=False)
+    worker_process_shutdown.connect(_on_pool_process_stop, weak=False)
     worker_shutting_down.connect(hand_back_running_chunks, weak=False)
     app.worker_main(
         [
@@ -201,7 +234,7 @@ def run_worker(
             f"--concurrency={concurrency}",
             f"--queues={settings.queue}",
             f"--loglevel={loglevel.upper()}",
-            f"--hostname=conveyor-{os.getpid()}@{socket.gethostname()}",
+            f"--hostname={_node_name}",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",

@@ -35,6 +35,7 @@ from conveyor.store.outputs import ShardWritten
 from conveyor.worker.chunk_leases import ChunkLeases
 from conveyor.worker.collecting import collect_pages
 from conveyor.worker.fetching import Fetched, Fetcher, Loader, Prefetch, store_fetcher
+from conveyor.worker.presence import Presence
 from conveyor.worker.shards import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,9 @@ class ChunkExecutor:
         on_queued: Callable[[list[int]], object] | None = None,
         fetcher: Fetcher | None = None,
         chunks: ChunkLeases | None = None,
+        presence: Presence | None = None,
     ) -> None:
+        """``presence``: where this worker reports itself to the worker registry (None: nowhere)."""
         self.store = store
         if chunks is None:
             if store is None:
@@ -167,6 +170,7 @@ class ChunkExecutor:
         self.on_queued: Callable[[list[int]], object] = on_queued or (lambda chunk_ids: None)
         self._shards = ShardWriter(store, settings) if store is not None else None
         self.fetcher = fetcher
+        self.presence = presence
 
     def _server_store(self, what: str) -> Store:
         """The database, for what only server-side workers do (HTTP workers are never sent it)."""
@@ -208,6 +212,15 @@ class ChunkExecutor:
         return self.run(claim)
 
     def run(self, claim: Claim) -> ChunkReport:
+        if self.presence is None:
+            return self._run(claim)
+        self.presence.working(claim.job_id)
+        report = self._run(claim)
+        # Only item chunks count: a collect chunk's count is of the inputs it listed.
+        self.presence.working(claim.job_id, report.processed if claim.kind is ChunkKind.ITEMS else 0)
+        return report
+
+    def _run(self, claim: Claim) -> ChunkReport:
         job = claim.job if claim.job is not None else self.chunks.job_context(claim.job_id)
         with _Watch(self.chunks, claim, self.settings, self.shutdown) as watch:
             watch.observe(job)

@@ -11,6 +11,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -21,6 +22,7 @@ from conveyor.pipelines import registry, torch_runtime
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.worker.executor import ChunkExecutor
+from conveyor.worker.presence import Presence
 from conveyor.worker.wakeup import READY, WAKE_ALL, drain, send
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,11 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbo
     if settings.model_threads:  # read by the model pipelines when they load
         torch_runtime.use_model_threads(settings.model_threads)
     store = Store(settings, pool_size=2)
-    registry.available()
+    installed = registry.available()
+    # A stable name per slot: a replacement process takes over its predecessor's registry row.
+    presence = Presence(
+        store, kind="local", name=local_name(slot), pipelines=sorted(installed), info={"slot": slot}
+    )
     executor = ChunkExecutor(
         store,
         settings,
@@ -57,11 +63,13 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbo
         shutdown=shutdown,
         # A collect stage queued item chunks: wake the siblings so they start on them now.
         on_queued=lambda _chunk_ids: send(inbox, WAKE_ALL, slot),
+        presence=presence,
     )
     wake_fd = wake.fileno()
     os.set_blocking(wake_fd, False)
     send(inbox, READY, slot)  # /readyz counts this worker from now on
     log.info("worker %d ready (pid %d)", slot, os.getpid())
+    presence.start()
     try:
         while not shutdown.is_set():
             if not drain(wake_fd):  # before looking, so a wake-up during the claim is not lost
@@ -75,12 +83,19 @@ def worker_main(settings_data: dict[str, Any], slot: int, wake: Connection, inbo
                 shutdown.wait(0.5)
                 continue
             if report is None:
+                presence.idle()  # written when this ends a job, else a no-op (throttled)
                 select.select([wake_fd, stop_reader], [], [], IDLE_POLL_SECONDS)
             elif report.unblocked:
                 send(inbox, WAKE_ALL, slot)  # a delay stage released chunks: wake the siblings too
     finally:
+        presence.stopped()
         store.close()
         log.info("worker %d stopped", slot)
+
+
+def local_name(slot: int) -> str:
+    """The registry name of a server's local worker in ``slot``."""
+    return f"{socket.gethostname()}/local-{slot}"
 
 
 def _watch_parent(parent: int, slot: int, stop: Callable[[], None], shutdown: threading.Event) -> None:

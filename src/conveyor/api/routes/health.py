@@ -44,7 +44,12 @@ def readyz(request: Request, store: StoreDep) -> JSONResponse:
     )
 
 
-@router.get("/api/v2/workers/", summary="Local worker processes: pid, liveness, restarts")
-def workers(request: Request, _: PrincipalDep) -> JSONResponse:
+@router.get(
+    "/api/v2/workers/pool/",
+    summary="This server's local worker pool: each slot's pid, liveness, readiness, restarts, exit codes",
+    description="The supervisor's view, from the server process that answers (empty without local "
+    "workers). Every worker of the deployment, with its state and current job, is `GET /api/v2/workers/`.",
+)
+def worker_pool(request: Request, _: PrincipalDep) -> JSONResponse:
     pool = getattr(request.app.state, "pool", None)
     return JSONResponse(pool.status() if pool is not None else [])

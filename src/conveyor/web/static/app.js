@@ -664,6 +664,37 @@ function initPipelines() {
     } catch (error) { flash(`Not registered: ${error.message}`); }
   });
 
+  const WORKER_BADGE = { active: "STARTED", idle: "SUCCESS", lost: "FAILURE", stopped: "REVOKED" };
+  function ago(iso) {
+    const seconds = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
+    if (seconds < 90) return `${seconds} s ago`;
+    if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+    return when(iso);
+  }
+
+  function workerRow(w) {
+    const state = el("span", { class: `badge s-${WORKER_BADGE[w.state] || "PENDING"}` }, w.state === "lost" ? "LOST" : w.state);
+    const job = w.current_job_id ? el("a", { href: `/jobs/${w.current_job_id}` }, `#${w.current_job_id}`) : "—";
+    return el("tr", { "data-worker": w.name, "data-state": w.state },
+      el("td", {}, el("div", {}, w.name), el("div", { class: "hint" }, w.host)),
+      el("td", {}, w.kind),
+      el("td", { title: w.pipelines.join(", ") }, w.pipelines.length > 4 ? `${w.pipelines.slice(0, 4).join(", ")} +${w.pipelines.length - 4}` : w.pipelines.join(", ")),
+      el("td", {}, state),
+      el("td", { title: when(w.last_seen_at) }, ago(w.last_seen_at)),
+      el("td", {}, job),
+      el("td", {}, String(w.items_done)));
+  }
+
+  async function loadWorkers() {
+    try {
+      const list = await api("/api/v2/workers/");
+      $("#workers tbody").replaceChildren(...list.map(workerRow));
+      $("#workers-empty").hidden = list.length > 0;
+    } catch (error) { flash(`Could not load workers: ${error.message}`); }
+  }
+  loadWorkers();
+  setInterval(() => { if (!document.hidden) loadWorkers(); }, 5000);
+
   // Owner keys (those that manage a project) may register, check and remove services.
   projects().then((list) => {
     owner = list.some((p) => (p.user_permissions || []).includes("manage"));
