@@ -854,7 +854,17 @@ def conditional_gets_section(r: dict[str, Any]) -> Section:
 
 def device_throughput_section(r: dict[str, Any]) -> Section:
     devices = r["devices"]
-    rows = [["device", "workload", "batch / forward", "plain loop", "overlap off", "overlap on", "on / off"]]
+    rows = [
+        [
+            "device",
+            "workload",
+            "batch / forward",
+            "plain loop",
+            "overlap off",
+            "overlap on",
+            "on / off (rounds)",
+        ]
+    ]
     for device, models in devices.items():
         imagenet = models["imagenet-classifier"]
         for workload in ("photos", "large"):
@@ -867,7 +877,8 @@ def device_throughput_section(r: dict[str, Any]) -> Section:
                     fmt(figures["plain_loop"]["items_per_second"]),
                     fmt(figures["overlap_off"]["items_per_second"]),
                     fmt(figures["overlap_on"]["items_per_second"]),
-                    fmt(figures["overlap_speedup"], 2),
+                    f"{fmt(figures['overlap_speedup'], 2)} "
+                    f"({', '.join(fmt(x, 2) for x in figures.get('overlap_speedup_by_round', []))})",
                 ]
             )
         text = models["text-embedding"]
@@ -906,7 +917,7 @@ def device_throughput_section(r: dict[str, Any]) -> Section:
     return Section(
         figure=f"imagenet-classifier on {first}: {fmt(photos['overlap_on']['items_per_second'])} images/s "
         f"with decode-ahead, {fmt(photos['overlap_off']['items_per_second'])} without "
-        f"(x{fmt(photos['overlap_speedup'], 2)}); devices: {', '.join(devices)}",
+        f"(median of the rounds' ratios x{fmt(photos['overlap_speedup'], 2)}); devices: {', '.join(devices)}",
         target="none set (a figure per device, to run on a GPU machine)",
         baseline="plain in-process loop (decode → preprocess → forward → top-5 at the pipeline's forward "
         f"size): {fmt(photos['plain_loop']['items_per_second'])} images/s on {first}",
@@ -916,8 +927,8 @@ def device_throughput_section(r: dict[str, Any]) -> Section:
         notes=[
             f"torch {r['params']['torch']}, {r['params']['torch_threads']} CPU thread(s), CUDA available: "
             f"{fmt(r['params']['cuda_available'])}; large = the photos enlarged to "
-            f"{r['params']['large_px']} px (JPEG); variants take turns batch by batch, best of "
-            f"{r['params']['repeat']} round(s).",
+            f"{r['params']['large_px']} px (JPEG); variants take turns batch by batch; images/s: the best "
+            f"of {r['params']['repeat']} round(s); on / off: the median of the rounds' ratios.",
         ],
     )
 

@@ -47,14 +47,16 @@ def test_the_model_is_on_the_cpu_with_the_cpu_batch_sizes(classifier: ImagenetCl
     assert classifier.effective_batch_size({}) == ImagenetClassifier.batch_sizes["cpu"]
     assert classifier.effective_batch_size({"batch_size": 3}) == 3
     assert classifier.model_batch_size == ImagenetClassifier.model_batch_sizes["cpu"] == 4
+    assert classifier.overlap is None and not classifier.decodes_ahead  # on the CPU: off unless asked
 
 
 def test_decoding_ahead_gives_the_same_answers(classifier: ImagenetClassifier, tmp_path: Path) -> None:
     batch = inputs()
     classifier.overlap = False
     in_turn = classifier.process_batch(batch, context(tmp_path))
-    classifier.overlap = True  # the default, and what the other tests use
+    classifier.overlap = True  # as on CUDA
     ahead = classifier.process_batch(batch, context(tmp_path))
+    assert classifier._decoder is not None  # the background thread did the decoding
     assert len(ahead) == len(in_turn) == len(batch)
     assert [r.ok for r in ahead] == [r.ok for r in in_turn] == [True, True, True, False, True, True, True]
     assert "not a readable image" in (ahead[3].error or "")
@@ -70,7 +72,11 @@ def test_decoding_ahead_gives_the_same_answers(classifier: ImagenetClassifier, t
     assert by_name["coffee.png"]["class_id"] == 967  # espresso
 
 
-def test_a_stop_mid_batch_drops_the_batch_promptly(classifier: ImagenetClassifier, tmp_path: Path) -> None:
+@pytest.mark.parametrize("overlap", [True, False])
+def test_a_stop_mid_batch_drops_the_batch_promptly(
+    classifier: ImagenetClassifier, tmp_path: Path, overlap: bool
+) -> None:
+    classifier.overlap = overlap
     calls = 0
     lock = threading.Lock()
 
@@ -84,7 +90,7 @@ def test_a_stop_mid_batch_drops_the_batch_promptly(classifier: ImagenetClassifie
         classifier.process_batch(inputs() * 4, context(tmp_path, stop_after_the_first_image))
     # Asked once per image at most, never the 28 images' worth: the rest was never decoded.
     assert calls < 10
-    # The decode thread is free again: the next batch runs normally.
+    # The decoding (thread) is free again: the next batch runs normally.
     assert all(r.ok for r in classifier.process_batch(inputs()[:2], context(tmp_path)))
 
 

@@ -4,10 +4,12 @@ Weights, architecture and label names all come from installed packages (the ``co
 extra); nothing is downloaded. torch is imported in ``load``, so the core runs without it.
 Preprocessing is Pillow + NumPy: RGB, 224x224 bilinear, ImageNet mean/std, NCHW float32.
 
-A batch runs in slices of ``model_batch_sizes`` images; with ``overlap`` (the default) one
-background thread decodes and preprocesses slice k+1 (and makes its samples) while the model
-runs slice k. Pillow and NumPy release the GIL while they work, so the two really overlap; the
-thread is one slice ahead at most, so memory stays bounded.
+A batch runs in slices of ``model_batch_sizes`` images; with ``overlap`` one background thread
+decodes and preprocesses slice k+1 (and makes its samples) while the model runs slice k, one
+slice ahead at most, so memory stays bounded. It is on by default on CUDA, where the CPU is
+otherwise idle while the GPU computes, and off on the CPU: there the model's threads already
+take the cores, and bench/device_throughput.py measured no gain on 2 cores (about 10 % lost on
+1600 px photos: the decoding thread's Python-level work delays the forward pass's GIL hand-offs).
 """
 
 from __future__ import annotations
@@ -82,9 +84,9 @@ class ImagenetClassifier(Pipeline):
     image_classification_model = True
     supports_explain = True
 
-    def __init__(self, data_dir: Path, device: str = "auto", *, overlap: bool = True) -> None:
+    def __init__(self, data_dir: Path, device: str = "auto", *, overlap: bool | None = None) -> None:
         super().__init__(data_dir, device)
-        #: Decode slice k+1 in a background thread while the model runs slice k.
+        #: Decode slice k+1 in a background thread while the model runs slice k; None: on CUDA only.
         self.overlap = overlap
         self._decoder: ThreadPoolExecutor | None = None
 
@@ -114,6 +116,12 @@ class ImagenetClassifier(Pipeline):
         self.labels = [get_1k_class_name(i) for i in range(CLASSES)]
 
     @property
+    def decodes_ahead(self) -> bool:
+        if self.overlap is not None:
+            return self.overlap
+        return torch_runtime.device_kind(self.device) == "cuda"
+
+    @property
     def model_batch_size(self) -> int:
         return self.model_batch_sizes[torch_runtime.device_kind(self.device)]
 
@@ -139,7 +147,7 @@ class ImagenetClassifier(Pipeline):
         self, batch: list[ItemInput], positions: list[int], ctx: BatchContext
     ) -> Future[Decoded]:
         """The slice decoded by the background thread (with ``overlap``), or decoded now."""
-        if self.overlap:
+        if self.decodes_ahead:
             if self._decoder is None:
                 self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.slug}-decode")
             return self._decoder.submit(self._decode, batch, positions, ctx)
