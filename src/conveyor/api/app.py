@@ -24,6 +24,7 @@ from conveyor.api.routes import (
     modzy_jobs,
     modzy_models,
     processing_services,
+    pull,
     tenancy,
     uploads,
 )
@@ -136,6 +137,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
         return await call_next(request)
 
     app.include_router(health.router)
+    app.include_router(pull.router)  # before jobs: /jobs/next/ is not a job id
     app.include_router(jobs.router)
     app.include_router(uploads.router)
     app.include_router(collections.router)

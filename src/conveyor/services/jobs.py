@@ -23,6 +23,7 @@ from conveyor.pipelines import export
 from conveyor.pipelines.export import DataExport
 from conveyor.services.collections import CollectionService
 from conveyor.services.processing import ProcessingServices
+from conveyor.services.pull import PullService
 from conveyor.services.quotas import Quotas
 from conveyor.services.submission import (
     JOB_TYPE_EXPORT,
@@ -54,6 +55,7 @@ class JobService:
         self.fetcher = store_fetcher(store, settings)  # the signed media URLs of items by reference
         self.collections = CollectionService(store, settings, self.resolver)
         self.processing = ProcessingServices(store, settings)
+        self.pull = PullService(store, settings)
         self.submissions = Submissions(
             store,
             settings,
@@ -62,6 +64,7 @@ class JobService:
             collections=self.collections,
             processing=self.processing,
             quotas=self.quotas,
+            pull=self.pull,
         )
 
     # ---------------------------------------------------------------- writes
