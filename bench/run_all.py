@@ -50,6 +50,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "submit_by_reference": ("submit_by_reference.py", ["--urls", "3000"], ["--quick"]),
     "fetch_throughput": ("fetch_throughput.py", ["--items", "20000"], ["--quick"]),
     "model_by_reference": ("model_by_reference.py", ["--images", "96"], ["--quick"]),
+    "antenna_pull": ("antenna_pull.py", ["--items", "20000"], ["--quick"]),
 }
 
 

@@ -77,7 +77,9 @@ class PullService:
     # ---------------------------------------------------------------- tasks and results
     def _pull_job(self, principal: Principal, job_id: int) -> RowMapping:
         """The job, if the key may work on it (404 another account's, 403 read-only) and it is async_api."""
-        job = self.store.jobs.get(scope_of(principal), job_id)
+        job = self.store.pull.job_access(scope_clauses(scope_of(principal)), job_id)
+        if job is None:
+            raise NotFound(f"Job {job_id} not found.", job_id=job_id)
         require_write(principal, job["project_id"])
         if job["dispatch_mode"] != ASYNC_API:
             raise InvalidInput(

@@ -194,6 +194,18 @@ class PullRepository:
                 .first()
             )
 
+    def job_access(self, job_clauses: Sequence[ColumnElement[bool]], job_id: int) -> RowMapping | None:
+        """The job's project and dispatch mode, if ``job_clauses`` (the caller's scope) let it be
+        seen: one indexed read per task call, not the whole job row."""
+        with self.db.read() as conn:
+            return (
+                conn.execute(
+                    select(jobs.c.project_id, jobs.c.dispatch_mode).where(jobs.c.id == job_id, *job_clauses)
+                )
+                .mappings()
+                .first()
+            )
+
     # ------------------------------------------------------------ tasks
     def reserve(
         self, job_id: int, batch_size: int, *, lease_seconds: float, max_deliveries: int
