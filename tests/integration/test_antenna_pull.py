@@ -254,6 +254,11 @@ def test_another_accounts_key_gets_404_and_a_read_only_key_403(
         )
         assert post.status_code == 404
         assert job["id"] not in [j for j, _ in theirs.get_jobs([slug])]
+        theirs_catalog = theirs.http.get(f"{server.url}/api/v2/pipelines/").json()
+        assert not any(p["slug"].endswith(f"/{slug}") for p in theirs_catalog)
+        assert theirs.http.get(f"{server.url}/api/v2/pipelines/{job['pipeline']['id']}/").status_code == 404
+    ours = [p["slug"] for p in client.get("/api/v2/pipelines/").json()]
+    assert job["pipeline"]["slug"] in ours
     reader = server.create_key(role="viewer", name=unique("reader"))
     with AdcWorker(f"{server.url}/api/v2", reader) as readonly:
         assert readonly.tasks_response(job["id"]).status_code == 403

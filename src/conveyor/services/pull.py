@@ -15,7 +15,7 @@ from sqlalchemy import RowMapping
 
 from conveyor import media
 from conveyor.domain.access import Principal, require_write, scope_of
-from conveyor.domain.pull import ASYNC_API, PullOutcome, Task, registered_slug, subject_item
+from conveyor.domain.pull import ASYNC_API, PullOutcome, Task, pull_slug, registered_slug, subject_item
 from conveyor.errors import InvalidInput, NotFound
 from conveyor.pipelines import pull
 from conveyor.settings import Settings
@@ -73,6 +73,11 @@ class PullService:
             return None
         row = self.store.pipelines.by_id(found["pipeline_id"])
         return row, pull.pipeline_class(project_id, dict(found["info"]))
+
+    def visible_slugs(self, principal: Principal) -> set[str]:
+        """The ``pull:<project>/<slug>`` pipelines of the projects this key can see (the catalog)."""
+        found = self.store.pull.registered(principal.account_id, principal.visible_projects())
+        return {pull_slug(project_id, slug) for project_id, slug in found}
 
     # ---------------------------------------------------------------- tasks and results
     def _pull_job(self, principal: Principal, job_id: int) -> RowMapping:

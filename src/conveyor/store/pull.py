@@ -206,6 +206,19 @@ class PullRepository:
                 .first()
             )
 
+    def registered(self, account_id: int, project_ids: frozenset[int] | None) -> list[tuple[int, str]]:
+        """(project id, slug) of the pull pipelines registered in the account's projects (those
+        of ``project_ids`` when given)."""
+        query = (
+            select(pull_pipelines.c.project_id, pull_pipelines.c.slug)
+            .join(pull_services, pull_services.c.id == pull_pipelines.c.service_id)
+            .where(pull_services.c.account_id == account_id)
+        )
+        if project_ids is not None:
+            query = query.where(pull_pipelines.c.project_id.in_(sorted(project_ids)))
+        with self.db.read() as conn:
+            return [(row.project_id, row.slug) for row in conn.execute(query)]
+
     # ------------------------------------------------------------ tasks
     def reserve(
         self, job_id: int, batch_size: int, *, lease_seconds: float, max_deliveries: int
