@@ -21,7 +21,7 @@ from conveyor.pipelines import pull
 from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.jobs import scope_clauses
-from conveyor.store.pull import MAX_BATCH
+from conveyor.store.pull import MAX_BATCH, JobFacts
 
 MAX_RESULTS_PER_POST = 2000
 MAX_PIPELINES = 200
@@ -80,15 +80,20 @@ class PullService:
         return {pull_slug(project_id, slug) for project_id, slug in found}
 
     # ---------------------------------------------------------------- tasks and results
-    def _pull_job(self, principal: Principal, job_id: int) -> RowMapping:
+    def _pull_job(self, principal: Principal, job_id: int) -> JobFacts:
         """The job, if the key may work on it (404 another account's, 403 read-only) and it is async_api."""
-        job = self.store.pull.job_access(scope_clauses(scope_of(principal)), job_id)
-        if job is None:
+        job = self.store.pull.job_facts(job_id)
+        visible = principal.visible_projects()
+        if (
+            job is None
+            or job.account_id != principal.account_id
+            or (visible is not None and job.project_id not in visible)
+        ):  # the job scope of store/jobs.scope_clauses, on the job's immutable facts
             raise NotFound(f"Job {job_id} not found.", job_id=job_id)
-        require_write(principal, job["project_id"])
-        if job["dispatch_mode"] != ASYNC_API:
+        require_write(principal, job.project_id)
+        if job.dispatch_mode != ASYNC_API:
             raise InvalidInput(
-                f"Job {job_id} is not an async_api job (its dispatch_mode is {job['dispatch_mode']}); "
+                f"Job {job_id} is not an async_api job (its dispatch_mode is {job.dispatch_mode}); "
                 "pull workers serve only jobs of pipelines registered through /projects/{id}/pipelines/.",
                 job_id=job_id,
             )

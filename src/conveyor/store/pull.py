@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,8 @@ from conveyor.store.database import Database
 from conveyor.store.tables import items, jobs, pipelines, pull_pipelines, pull_services
 
 RUNNABLE_VALUES = [s.value for s in RUNNABLE]
+#: Jobs whose facts (account, project, dispatch mode) are kept in memory.
+FACTS_CACHED = 10_000
 #: The batch a puller may reserve at once (the ADC worker asks for 24; Antenna allows more).
 MAX_BATCH = 500
 
@@ -55,10 +58,18 @@ def pipeline_ids(conn: Connection, slugs: Sequence[str]) -> list[int]:
     return list(conn.execute(select(pipelines.c.id).where(slug_clause(slugs))).scalars())
 
 
+@dataclass(frozen=True)
+class JobFacts:
+    account_id: int
+    project_id: int
+    dispatch_mode: str
+
+
 class PullRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.dialect = bulk.Dialect(db.dialect)
+        self._facts: dict[int, JobFacts] = {}
 
     # ------------------------------------------------------------ registration
     def register(
@@ -194,17 +205,24 @@ class PullRepository:
                 .first()
             )
 
-    def job_access(self, job_clauses: Sequence[ColumnElement[bool]], job_id: int) -> RowMapping | None:
-        """The job's project and dispatch mode, if ``job_clauses`` (the caller's scope) let it be
-        seen: one indexed read per task call, not the whole job row."""
+    def job_facts(self, job_id: int) -> JobFacts | None:
+        """The job's account, project and dispatch mode: never changed once the job exists, so
+        kept in memory after the first read (a deleted job's entry only lets a caller reach
+        verbs that find nothing to lease or write). One dict lookup per task call."""
+        found = self._facts.get(job_id)
+        if found is not None:
+            return found
         with self.db.read() as conn:
-            return (
-                conn.execute(
-                    select(jobs.c.project_id, jobs.c.dispatch_mode).where(jobs.c.id == job_id, *job_clauses)
-                )
-                .mappings()
-                .first()
-            )
+            row = conn.execute(
+                select(jobs.c.account_id, jobs.c.project_id, jobs.c.dispatch_mode).where(jobs.c.id == job_id)
+            ).first()
+        if row is None:
+            return None
+        facts = JobFacts(row.account_id, row.project_id, row.dispatch_mode)
+        if len(self._facts) >= FACTS_CACHED:
+            self._facts.pop(next(iter(self._facts)))
+        self._facts[job_id] = facts
+        return facts
 
     def registered(self, account_id: int, project_ids: frozenset[int] | None) -> list[tuple[int, str]]:
         """(project id, slug) of the pull pipelines registered in the account's projects (those
