@@ -279,6 +279,10 @@ def test_cancel_answers_no_tasks_and_ignores_late_results(client: httpx.Client, 
     )
     assert late["status"] == "accepted" and late["results_applied"] == 0
     assert get_job(client, job["id"])["completed"] == 0
+    # Deleted: the server had the job's facts in memory, and still answers 404 from now on.
+    assert client.delete(f"{JOBS}{job['id']}/").status_code == 204
+    assert adc.tasks_response(job["id"]).status_code == 404
+    assert adc.post_response(job["id"], [{"reply_subject": "1.x", "result": {}}]).status_code == 404
 
 
 def test_a_job_of_an_installed_pipeline_is_not_served_to_pull_workers(

@@ -104,14 +104,19 @@ class PullService:
     ) -> list[dict[str, str]]:
         if not 1 <= batch_size <= MAX_BATCH:
             raise InvalidInput(f"`batch_size` is 1 to {MAX_BATCH}.")
-        self._pull_job(principal, job_id)
-        tasks = self.store.pull.reserve(
-            job_id,
-            batch_size,
-            lease_seconds=self.settings.pull_lease_seconds,
-            max_deliveries=self.settings.pull_max_deliveries,
-        )
-        return self.present_tasks(tasks, base_url)
+        for _ in range(2):
+            facts = self._pull_job(principal, job_id)
+            tasks = self.store.pull.reserve(
+                facts,
+                job_id,
+                batch_size,
+                lease_seconds=self.settings.pull_lease_seconds,
+                max_deliveries=self.settings.pull_max_deliveries,
+            )
+            if tasks is not None:
+                return self.present_tasks(tasks, base_url)
+            self.store.pull.forget(job_id)  # deleted (its id maybe reused): check from the row again
+        raise NotFound(f"Job {job_id} not found.", job_id=job_id)
 
     def present_tasks(self, tasks: Sequence[Task], base_url: str) -> list[dict[str, str]]:
         """``{"id", "image_id", "image_url", "reply_subject"}``: the item's own public URL, else a
@@ -140,7 +145,7 @@ class PullService:
         every one: repeated, late, forged or post-cancel answers are acknowledged and change nothing."""
         if len(results) > MAX_RESULTS_PER_POST:
             raise InvalidInput(f"Post at most {MAX_RESULTS_PER_POST} results at once.")
-        self._pull_job(principal, job_id)
+        facts = self._pull_job(principal, job_id)
         outcomes: list[PullOutcome] = []
         subjects: list[str] = []
         for entry in results:
@@ -151,7 +156,12 @@ class PullService:
             item_id = subject_item(subject)
             if item_id is not None:
                 outcomes.append(pull.outcome(item_id, subject, entry.get("result")))
-        applied = self.store.pull.apply_results(job_id, outcomes)
+        applied = self.store.pull.apply_results(facts, job_id, outcomes)
+        if applied is None:  # deleted (its id maybe reused): check from the row again
+            self.store.pull.forget(job_id)
+            applied = self.store.pull.apply_results(self._pull_job(principal, job_id), job_id, outcomes)
+        if applied is None:
+            raise NotFound(f"Job {job_id} not found.", job_id=job_id)
         by_subject = {o.reply_subject: o.item_id for o in outcomes}
         return {
             "status": "accepted",

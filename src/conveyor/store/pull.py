@@ -238,9 +238,12 @@ class PullRepository:
             return [(row.project_id, row.slug) for row in conn.execute(query)]
 
     # ------------------------------------------------------------ tasks
+    def forget(self, job_id: int) -> None:
+        self._facts.pop(job_id, None)
+
     def reserve(
-        self, job_id: int, batch_size: int, *, lease_seconds: float, max_deliveries: int
-    ) -> list[Task]:
+        self, facts: JobFacts, job_id: int, batch_size: int, *, lease_seconds: float, max_deliveries: int
+    ) -> list[Task] | None:
         """Lease up to ``batch_size`` items of a runnable async_api job (none if it is not runnable).
 
         Starts the job (PENDING -> STARTED) like a first chunk claim, and first fails the items
@@ -248,7 +251,9 @@ class PullRepository:
         """
         now = utcnow()
         with self.db.write() as conn:
-            status = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+            status = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id, *_owned(facts))).scalar()
+            if status is None:
+                return None  # no such job under these facts any more: the caller checks again
             if status not in RUNNABLE_VALUES:
                 return []
             if status == JobStatus.PENDING.value:
@@ -294,7 +299,7 @@ class PullRepository:
         )
 
     # ------------------------------------------------------------ results
-    def apply_results(self, job_id: int, outcomes: Sequence[PullOutcome]) -> Applied:
+    def apply_results(self, facts: JobFacts, job_id: int, outcomes: Sequence[PullOutcome]) -> Applied | None:
         """Write the answers whose reply subject is still current, with the job's counters, in one
         transaction. A job that is no longer runnable (canceled, ended) takes nothing."""
         now = utcnow()
@@ -304,9 +309,14 @@ class PullRepository:
         chosen = list(unique.values())
         params = self._result_params(chosen, now)  # before the write transaction
         with self.db.write() as conn:
-            status = lifecycle.lock_job_status(conn, job_id)
-            if status is None or status not in RUNNABLE or not chosen:
-                return Applied(frozenset(), status.value if status else None)
+            found = conn.execute(
+                select(jobs.c.status).where(jobs.c.id == job_id, *_owned(facts)).with_for_update()
+            ).scalar()
+            if found is None:
+                return None  # no such job under these facts any more: the caller checks again
+            status = JobStatus(found)
+            if status not in RUNNABLE or not chosen:
+                return Applied(frozenset(), status.value)
             written = self._write_items(conn, job_id, chosen, params, now)
             if not written:
                 return Applied(frozenset(), status.value)
@@ -449,6 +459,11 @@ class PullRepository:
                 if _fail_exhausted(conn, job_id, now, max_deliveries) is not None:
                     ended.append(job_id)
         return ended
+
+
+def _owned(facts: JobFacts) -> list[ColumnElement[bool]]:
+    """The job still is the one the cached facts describe (an id of a deleted job may be reused)."""
+    return [jobs.c.account_id == facts.account_id, jobs.c.project_id == facts.project_id]
 
 
 def _status(outcome: PullOutcome) -> str:
