@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -311,3 +312,34 @@ def test_jobs_next_claims_a_job_with_work_left(client: httpx.Client, adc: AdcWor
         "job": None,
         "tasks": [],
     }
+
+
+def test_concurrent_pullers_get_disjoint_tasks_and_every_item_counts_once(
+    server: Server, client: httpx.Client
+) -> None:
+    slug = registered(client, AdcWorker(f"{server.url}/api/v2", server.key))
+    job = submit_images(client, slug, [png(i % 250) for i in range(240)])
+    seen: list[list[str]] = [[], [], []]
+
+    def pull(index: int) -> None:
+        with AdcWorker(f"{server.url}/api/v2", server.key) as worker:
+            while tasks := worker.fetch_tasks(job["id"], batch_size=7):
+                seen[index].extend(t["image_id"] for t in tasks)
+                worker.post_results(
+                    job["id"],
+                    [
+                        {"reply_subject": t["reply_subject"], "result": detections_result(t, slug, "c")}
+                        for t in tasks
+                    ],
+                )
+
+    threads = [threading.Thread(target=pull, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    delivered = [image for part in seen for image in part]
+    assert len(delivered) == len(set(delivered)) == 240  # no task handed to two pullers
+    done = wait_status(client, job["id"], {"SUCCESS", "FAILURE"}, timeout=30)
+    assert (done["status"], done["completed"], done["failed"], done["pending"]) == ("SUCCESS", 240, 0, 0)
+    assert all(i["attempts"] == 1 for i in all_items(client, job["id"]))
