@@ -118,6 +118,13 @@ def test_registration_is_idempotent_and_updates(client: httpx.Client, adc: AdcWo
     # The job of a re-registered pipeline runs its latest version.
     job = submit_images(client, slug, [png(1)])
     assert job["pipeline"]["version"] == 2 and job["pipeline"]["name"] == "Renamed"
+    # Newer ADC workers send no service name, only client_info: the hostname names the service.
+    newer = adc.http.post(
+        f"{adc.base_url}/projects/{pid}/pipelines/",
+        json={"pipelines": [pipeline_config(slug)], "client_info": {"hostname": "gpu-box-1"}},
+    )
+    assert newer.status_code == 200 and newer.json()["pipelines_updated"] == [slug], newer.text
+    assert newer.json()["processing_service_id"] != body["processing_service_id"]
     assert adc.register(10**6, "ADC reg", []).status_code == 404
     assert adc.register(pid, "ADC reg", [{"name": "no slug"}]).status_code == 400
 

@@ -36,9 +36,9 @@ router = APIRouter(prefix="/api/v2", tags=["antenna pull workers"])
 async def register_pull_service(
     project_id: SmallId, body: PullRegistration, jobs: JobsDep, principal: PrincipalDep
 ) -> JSONResponse:
-    answer = await run_in_threadpool(
-        jobs.pull.register, principal, project_id, body.processing_service_name, body.pipelines
-    )
+    hostname = (body.client_info or {}).get("hostname")
+    name = body.processing_service_name or (str(hostname) if hostname else None) or principal.key_name
+    answer = await run_in_threadpool(jobs.pull.register, principal, project_id, name, body.pipelines)
     return JSONResponse(answer, status_code=201 if answer["pipelines_created"] else 200)
 
 

@@ -11,7 +11,16 @@ from conveyor.store.pull import MAX_BATCH
 
 class PullRegistration(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    processing_service_name: str = Field(min_length=1, max_length=200, examples=["AMI Data Companion"])
+    processing_service_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        examples=["AMI Data Companion"],
+        description="Default (newer ADC workers send none): `client_info.hostname`, else the key's name.",
+    )
+    client_info: dict[str, Any] | None = Field(
+        default=None, description="Anything about the worker (hostname, software, version, platform)."
+    )
     pipelines: list[dict[str, Any]] = Field(
         default_factory=list,
         description="The worker's PipelineConfigResponse list: `name`, `slug`, `version`, `description`, "
