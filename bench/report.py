@@ -834,6 +834,7 @@ def antenna_pull_section(r: dict[str, Any]) -> Section:
                 f"{fmt(pull['result_ms']['p50'])} / {fmt(pull['result_ms']['p99'])} ms",
             ],
             ["local workers: 201 → terminal", f"{fmt(local['processing_seconds'], 2)} s"],
+            ["results per server CPU-second", fmt(pull.get("results_per_server_cpu_second"))],
         ],
         plot=plot,
         notes=[
