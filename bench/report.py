@@ -839,7 +839,9 @@ def antenna_pull_section(r: dict[str, Any]) -> Section:
         plot=plot,
         notes=[
             "Pullers are threads speaking the ADC worker's wire (batch_size 24, one no-op "
-            "PipelineResultsResponse per task"
+            "PipelineResultsResponse per task, "
+            f"{r['params'].get('post_ahead', 0)} result posts in flight per puller, "
+            "like the ADC's ResultPoster"
             + (", every image_url downloaded" if r["params"]["download"] else "")
             + "); they share the 2 cores with the server."
         ],
