@@ -443,13 +443,18 @@ class PullRepository:
     def fail_exhausted_everywhere(self, max_deliveries: int) -> list[int]:
         """The sweeper's step: fail the exhausted items of every runnable async_api job, so a job
         whose last items were never answered ends even when no worker asks again. Returns the
-        ids of the jobs that ended."""
+        ids of the jobs that ended. Finding them is one read; a write only where there are some."""
         now = utcnow()
         with self.db.read() as conn:
             job_ids = list(
                 conn.execute(
                     select(jobs.c.id).where(
-                        jobs.c.status.in_(RUNNABLE_VALUES), jobs.c.dispatch_mode == ASYNC_API
+                        jobs.c.status.in_(RUNNABLE_VALUES),
+                        jobs.c.dispatch_mode == ASYNC_API,
+                        select(items.c.id)
+                        .where(_exhausted(jobs.c.id, now, max_deliveries))
+                        .limit(1)
+                        .exists(),
                     )
                 ).scalars()
             )
@@ -470,7 +475,7 @@ def _status(outcome: PullOutcome) -> str:
     return ItemStatus.SUCCESS.value if outcome.ok else ItemStatus.FAILURE.value
 
 
-def _exhausted(job_id: int, now: datetime, max_deliveries: int) -> ColumnElement[bool]:
+def _exhausted(job_id: int | ColumnElement[Any], now: datetime, max_deliveries: int) -> ColumnElement[bool]:
     return and_(
         items.c.job_id == job_id,
         items.c.lease_expires_at < now,
