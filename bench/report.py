@@ -933,6 +933,54 @@ def device_throughput_section(r: dict[str, Any]) -> Section:
     )
 
 
+def antenna_pull_section(r: dict[str, Any]) -> Section:
+    pull, local = r["pull"], r["local_workers_baseline"]
+
+    def plot(fig: Any) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.bar(
+            ["local workers\nno-op (baseline)", f"{r['params']['pullers']} ADC pullers\n(async_api)"],
+            [local["items_per_second_after_submit"], pull["results_per_second"]],
+            color=["#888888", "#1f77b4"],
+        )
+        ax.axhline(r["target_results_per_second"], color="red", ls="--", label="target 1,000 results/s")
+        ax.set_ylabel("items (results) per second")
+        ax.legend(fontsize=8)
+
+    return Section(
+        figure=f"{fmt(pull['results_per_second'])} results/s with {r['params']['pullers']} pullers "
+        f"({r['params']['items']:,} items, {r['params']['database']})",
+        target=f"≥ {r['target_results_per_second']:,} results/s on 2 cores "
+        f"(Antenna: {r['antenna_reported']})",
+        baseline=f"the same items through 2 local workers' no-op pipeline: "
+        f"{fmt(local['items_per_second_after_submit'])} items/s",
+        met=r["meets_target"],
+        table=[
+            ["", "value"],
+            ["pull: first reservation → terminal", f"{fmt(pull['seconds'], 2)} s"],
+            [
+                "POST /tasks/ (batch 24) p50 / p99",
+                f"{fmt(pull['tasks_ms']['p50'])} / {fmt(pull['tasks_ms']['p99'])} ms",
+            ],
+            [
+                "POST /result/ (24 results) p50 / p99",
+                f"{fmt(pull['result_ms']['p50'])} / {fmt(pull['result_ms']['p99'])} ms",
+            ],
+            ["local workers: 201 → terminal", f"{fmt(local['processing_seconds'], 2)} s"],
+            ["results per server CPU-second", fmt(pull.get("results_per_server_cpu_second"))],
+        ],
+        plot=plot,
+        notes=[
+            "Pullers are threads speaking the ADC worker's wire (batch_size 24, one no-op "
+            "PipelineResultsResponse per task, "
+            f"{r['params'].get('post_ahead', 0)} result posts in flight per puller, "
+            "like the ADC's ResultPoster"
+            + (", every image_url downloaded" if r["params"]["download"] else "")
+            + "); they share the 2 cores with the server."
+        ],
+    )
+
+
 # name -> (title, section builder); the order of the report
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Section]]] = {
     "model_throughput": ("Model throughput: imagenet-classifier vs a plain loop", model_section),
@@ -958,6 +1006,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Section]]] = {
     ),
     "http_workers": ("HTTP workers: no-op items/s vs local workers", http_workers_section),
     "device_throughput": ("Model pipelines per device (CONVEYOR_DEVICE)", device_throughput_section),
+    "antenna_pull": ("Antenna pull workers (async_api): results/s", antenna_pull_section),
 }
 
 

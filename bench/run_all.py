@@ -52,6 +52,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "model_by_reference": ("model_by_reference.py", ["--images", "96"], ["--quick"]),
     "http_workers": ("http_workers.py", ["--items", "50000"], ["--quick"]),
     "device_throughput": ("device_throughput.py", ["--images", "64", "--texts", "400"], ["--quick"]),
+    "antenna_pull": ("antenna_pull.py", ["--items", "20000"], ["--quick"]),
 }
 
 

@@ -208,6 +208,19 @@ class Settings(BaseSettings):
     media_url_seconds: float = Field(
         default=3600.0, gt=0, description="Lifetime of the signed image URLs sent to processing services."
     )
+    pull_lease_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Antenna pull workers (async_api): a task reserved through /tasks/ and not answered "
+        "within this many seconds is offered again (Antenna's ack_wait setting).",
+    )
+    pull_max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Antenna pull workers: after this many unanswered deliveries an item fails "
+        '("no worker answered after N deliveries") so the job always ends.',
+    )
 
     @field_validator("device")
     @classmethod

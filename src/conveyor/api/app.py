@@ -25,6 +25,7 @@ from conveyor.api.routes import (
     modzy_jobs,
     modzy_models,
     processing_services,
+    pull,
     tenancy,
     uploads,
 )
@@ -145,6 +146,7 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
         return await call_next(request)
 
     app.include_router(health.router)
+    app.include_router(pull.router)  # before jobs: /jobs/next/ is not a job id
     app.include_router(jobs.router)
     app.include_router(uploads.router)
     app.include_router(leases.router)

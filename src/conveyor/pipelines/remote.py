@@ -362,10 +362,10 @@ class RemotePipeline(Pipeline):
             should_stop=ctx.should_stop,
             on_retry=on_retry,
         )
-        return _results(batch, body)
+        return results_of(batch, body)
 
 
-def _results(batch: list[ItemInput], body: Any) -> list[ItemResult]:
+def results_of(batch: list[ItemInput], body: Any) -> list[ItemResult]:
     """One result per item from a /process answer: the detections of its source image."""
     if not isinstance(body, dict):
         raise ServiceError("the processing service's answer is not a JSON object", retryable=False)

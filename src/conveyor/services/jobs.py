@@ -23,6 +23,7 @@ from conveyor.pipelines import export
 from conveyor.pipelines.export import DataExport
 from conveyor.services.collections import CollectionService
 from conveyor.services.processing import ProcessingServices
+from conveyor.services.pull import PullService
 from conveyor.services.quotas import Quotas
 from conveyor.services.submission import (
     JOB_TYPE_EXPORT,
@@ -56,6 +57,7 @@ class JobService:
         self.collections = CollectionService(store, settings, self.resolver)
         self.processing = ProcessingServices(store, settings)
         self.workers = Workers(store)
+        self.pull = PullService(store, settings)
         self.submissions = Submissions(
             store,
             settings,
@@ -64,6 +66,7 @@ class JobService:
             collections=self.collections,
             processing=self.processing,
             quotas=self.quotas,
+            pull=self.pull,
         )
 
     # ---------------------------------------------------------------- writes

@@ -23,6 +23,7 @@ from typing_extensions import TypedDict
 from conveyor import sealing
 from conveyor.blobs import new_prefix
 from conveyor.domain.access import Principal, require_write
+from conveyor.domain.pull import ASYNC_API
 from conveyor.domain.status import ItemStatus
 from conveyor.errors import InvalidInput, NotFound, TooLarge, UnknownPipeline
 from conveyor.inputs.collect import Collector
@@ -36,6 +37,7 @@ from conveyor.pipelines import registry, remote
 from conveyor.pipelines.base import Pipeline
 from conveyor.services.collections import CollectionService, StoredSource
 from conveyor.services.processing import ProcessingServices
+from conveyor.services.pull import PullService
 from conveyor.services.quotas import Quotas
 from conveyor.settings import Settings
 from conveyor.store import Store
@@ -113,6 +115,7 @@ class Submissions:
         collections: CollectionService,
         processing: ProcessingServices,
         quotas: Quotas,
+        pull: PullService,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -120,6 +123,7 @@ class Submissions:
         self.resolver = resolver
         self.collections = collections
         self.processing = processing
+        self.pull = pull
         self.quotas = quotas
         self._default_projects: dict[int, int] = {}
 
@@ -134,18 +138,24 @@ class Submissions:
     ) -> PreparedJob:
         """Check the request and acquire its inputs: the job and item rows to create, nothing
         written yet. ``open_for_uploads``: a job without items, OPEN for chunked file inputs."""
-        pipeline = pipeline or self.resolve_pipeline(principal, request)
-        pipeline_cls = pipeline.cls
-        config = pipeline_cls.validate_config(dict(request.config))
-        if request.explain and not pipeline_cls.supports_explain:
-            raise InvalidInput(f"Pipeline {pipeline_cls.slug!r} does not support explain.")
         stored = self._stored_source(principal, request)
         if stored is not None and request.project_id not in (None, stored.project_id):
             raise InvalidInput("The job's project must be the project of the collection it runs over.")
         project_id = self.resolve_project(
             principal, stored.project_id if stored is not None else request.project_id
         )
+        # A slug a pull worker registered in this project wins over an installed one there.
+        pulled = self._pull_pipeline(project_id, request) if pipeline is None else None
+        pipeline = pipeline or pulled or self.resolve_pipeline(principal, request)
+        pipeline_cls = pipeline.cls
+        config = pipeline_cls.validate_config(dict(request.config))
+        if request.explain and not pipeline_cls.supports_explain:
+            raise InvalidInput(f"Pipeline {pipeline_cls.slug!r} does not support explain.")
         require_write(principal, project_id)
+        if pulled is not None and (request.delay > 0 or request.output is not None or open_for_uploads):
+            raise InvalidInput(
+                "A job of a pull pipeline (async_api) takes no `delay`, `output` or chunked uploads yet."
+            )
         # Before any input is read: a bad output is a 4xx at once (conveyor.outputs).
         output = validate_output(request.output, self.settings) if request.output is not None else None
         nothing = stored is None and not request.inputs and not request.files
@@ -167,6 +177,11 @@ class Submissions:
             else:
                 planned = self._plan_references(request)
                 acquired, sources = itertools.chain(planned.items, self._staged(request)), planned.sources
+            if sources and pulled is not None:
+                raise InvalidInput(
+                    "A job of a pull pipeline (async_api) takes image inputs (URLs, S3 objects, bytes); "
+                    "S3 prefixes and manifests are not supported for it yet."
+                )
             if sources and request.shuffle:
                 raise InvalidInput("`shuffle` cannot be combined with S3 prefixes or manifests.")
             blob_prefix = new_prefix()
@@ -186,7 +201,7 @@ class Submissions:
             project_id=project_id,
             pipeline_id=pipeline.row["id"],
             job_type=job_type,
-            dispatch_mode=self.dispatch_mode,
+            dispatch_mode=ASYNC_API if pulled is not None else self.dispatch_mode,
             delay=request.delay,
             limit=request.limit,
             shuffle=request.shuffle,
@@ -231,6 +246,13 @@ class Submissions:
             cls = self.pipeline_class(principal, request.pipeline)
             return ResolvedPipeline(self.store.pipelines.latest(request.pipeline), cls)
         raise InvalidInput("Give the pipeline, as `pipeline` (slug) or `pipeline_id`.")
+
+    def _pull_pipeline(self, project_id: int, request: JobRequest) -> ResolvedPipeline | None:
+        """The project's registered pull pipeline named by ``request.pipeline`` (plain slug), if any."""
+        if request.pipeline_id is not None or not request.pipeline or remote.is_remote(request.pipeline):
+            return None
+        found = self.pull.pipeline_class(project_id, request.pipeline)
+        return ResolvedPipeline(*found) if found is not None else None
 
     def pipeline_class(self, principal: Principal, slug: str) -> type[Pipeline]:
         """An installed pipeline, or a remote one of the caller's account (else a 400)."""

@@ -1,7 +1,8 @@
 """The sweeper: periodic upkeep that no single worker can be trusted to do.
 
 It re-queues chunks whose lease ran out (a worker was killed), times jobs out, settles
-canceled jobs (the store's verbs in ``store/sweeping.py``) and writes the output manifest of
+canceled jobs (the store's verbs in ``store/sweeping.py``), fails pull tasks that ran out of
+deliveries (``store/pull.py``) and writes the output manifest of
 jobs that ended (``services/outputs.py``). Every step is a guarded
 compare-and-set, so several sweepers (one per API server) may run at once. Manifests are written
 in a thread of their own: a slow or unreachable output sink (retries, S3 timeouts) must never
@@ -42,7 +43,10 @@ class Sweeper:
         for job_id in timed_out:
             self.dispatcher.revoke(job_id)
         revoked = self.store.sweeping.settle_canceling(self.cancel_grace)
-        return {"requeued": requeued, "timed_out": timed_out, "revoked": revoked}
+        # Antenna pull (async_api) tasks never answered N times: fail them, so the job ends even
+        # when no worker asks for tasks again.
+        exhausted = self.store.pull.fail_exhausted_everywhere(self.store.settings.pull_max_deliveries)
+        return {"requeued": requeued, "timed_out": timed_out, "revoked": revoked, "pull_ended": exhausted}
 
     def _run(self, step: Callable[[], object], what: str) -> None:
         while not self._stop.wait(self.period):

@@ -21,6 +21,7 @@ from conveyor.store.memberships import MembershipRepository
 from conveyor.store.outputs import OutputRepository
 from conveyor.store.pipelines import PipelineRepository
 from conveyor.store.processing_services import ProcessingServiceRepository
+from conveyor.store.pull import PullRepository
 from conveyor.store.quotas import QuotaRepository
 from conveyor.store.stats import StatsRepository
 from conveyor.store.sweeping import SweepRepository
@@ -70,6 +71,7 @@ class Store:
         self.processing_services = ProcessingServiceRepository(self.db)
         self.outputs = OutputRepository(self.db)
         self.workers = WorkerRepository(self.db, lost_after_seconds=lost_after_seconds(settings))
+        self.pull = PullRepository(self.db)
 
     def ping(self) -> None:
         """One round trip to the database (``/readyz``); raises whatever the driver raises."""

@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, Connection, and_, insert, select, update
 
 from conveyor.clock import ms_between, utcnow
 from conveyor.domain.access import Scope
+from conveyor.domain.pull import ASYNC_API
 from conveyor.domain.status import RUNNABLE, ChunkKind, ChunkStatus, JobStatus
 from conveyor.domain.work import Claim, ItemInput, ItemOutcome, JobContext, LogLine, WriteBack
 from conveyor.store import artifacts, bulk, lifecycle, outputs
@@ -98,6 +99,9 @@ class ChunkRepository:
                 .where(
                     chunks.c.status == ChunkStatus.QUEUED.value,
                     jobs.c.status.in_([s.value for s in RUNNABLE]),
+                    # async_api jobs are served to Antenna pull workers only (store/pull.py),
+                    # never to local, Celery or HTTP chunk workers.
+                    jobs.c.dispatch_mode != ASYNC_API,
                 )
                 .order_by(chunks.c.id)
                 .limit(1)
@@ -353,6 +357,11 @@ def _leased(claim: Claim) -> ColumnElement[bool]:
 def update_lease(conn: Connection, claim: Claim, **values: Any) -> bool:
     """Update the claimed chunk if the lease still holds; False when it was lost."""
     return conn.execute(update(chunks).where(_leased(claim)).values(**values)).rowcount == 1
+
+
+def start_in(conn: Connection, job_id: int, now: datetime) -> None:
+    """PENDING -> STARTED inside the caller's transaction (a pull worker's first reservation)."""
+    _start(conn, job_id, now)
 
 
 def _start(conn: Connection, job_id: int, now: datetime) -> None:

@@ -17,6 +17,7 @@ from conveyor.errors import InvalidInput
 from conveyor.store.counting import JobCounter
 from conveyor.store.database import Database
 from conveyor.store.jobs import JobRepository, scope_clauses
+from conveyor.store.pull import pipeline_ids
 from conveyor.store.tables import jobs, pipelines
 
 ORDERINGS: dict[str, Any] = {
@@ -59,6 +60,10 @@ class HistoryQuery:
     cursor: str | None = None
     # Submitted by any of these key prefixes (Modzy's `user` filter: the keys of one name).
     submitted_by_any: list[str] | None = None
+    # Antenna's worker filters: `dispatch_mode=async_api` and `pipeline__slug__in=a,b` (an
+    # installed slug, or a pull pipeline's registered slug, ``pull:<project>/<slug>``).
+    dispatch_mode: str | None = None
+    pipeline_slugs: list[str] | None = None
 
 
 @dataclass
@@ -130,6 +135,12 @@ class HistoryRepository:
                         conn.execute(select(pipelines.c.id).where(pipelines.c.slug == q.pipeline)).scalars()
                     )
                 where.append(jobs.c.pipeline_id == ids[0] if len(ids) == 1 else jobs.c.pipeline_id.in_(ids))
+        if q.pipeline_slugs is not None:
+            with self.db.read() as conn:
+                ids = pipeline_ids(conn, q.pipeline_slugs) if q.pipeline_slugs else []
+            where.append(jobs.c.pipeline_id.in_(ids))
+        if q.dispatch_mode:
+            where.append(jobs.c.dispatch_mode == q.dispatch_mode)
         if q.project_id is not None:
             where.append(jobs.c.project_id == q.project_id)
         if q.job_type:

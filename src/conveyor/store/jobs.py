@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Integer, RowMapping, bindparam, delete, func,
 
 from conveyor.clock import utcnow
 from conveyor.domain.access import Scope
+from conveyor.domain.pull import ASYNC_API
 from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, ChunkStatus, ItemStatus, JobStatus
 from conveyor.errors import Conflict, NotFound
 from conveyor.store import bulk, lifecycle
@@ -258,6 +259,11 @@ class JobRepository:
     ) -> list[int]:
         """The job's chunks: its delay stage, its collect stage (listing S3 prefixes and
         manifests into more items, which starts at once, beside the delay) and its items."""
+        mode = conn.execute(select(jobs.c.dispatch_mode).where(jobs.c.id == job_id)).scalar()
+        if mode == ASYNC_API:
+            # Pull workers reserve items one task at a time (store/pull.py): no chunks, so no
+            # local, Celery or HTTP worker ever sees the job and nothing is left queued at its end.
+            return []
         rows: list[dict[str, Any]] = []
         if delay > 0:
             rows.append(chunk_row(job_id, ChunkKind.DELAY, 0, -1, 0, ChunkStatus.QUEUED, now))
@@ -341,7 +347,16 @@ class JobRepository:
             conn.execute(
                 update(items)
                 .where(items.c.job_id == job_id, items.c.status == ItemStatus.FAILURE.value)
-                .values(status=ItemStatus.PENDING.value, error=None, result=None, finished_at=None)
+                .values(
+                    status=ItemStatus.PENDING.value,
+                    error=None,
+                    result=None,
+                    finished_at=None,
+                    # a pull job's retried items start their deliveries afresh
+                    reply_subject=None,
+                    lease_expires_at=None,
+                    deliveries=None,
+                )
             )
             groups = [
                 failed_seqs[i : i + self.chunk_size] for i in range(0, len(failed_seqs), self.chunk_size)

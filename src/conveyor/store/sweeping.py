@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from conveyor.clock import utcnow
+from conveyor.domain.pull import ASYNC_API
 from conveyor.domain.status import RUNNABLE, ChunkStatus, JobStatus
 from conveyor.store import lifecycle
 from conveyor.store.chunks import revoke_if_quiet
@@ -104,7 +105,9 @@ class SweepRepository:
             return list(
                 conn.execute(
                     select(chunks.c.id)
-                    .where(chunks.c.status == ChunkStatus.QUEUED.value)
+                    .join(jobs, jobs.c.id == chunks.c.job_id)
+                    # async_api jobs have no chunks; never publish one to a broker all the same.
+                    .where(chunks.c.status == ChunkStatus.QUEUED.value, jobs.c.dispatch_mode != ASYNC_API)
                     .order_by(chunks.c.id)
                     .limit(limit)
                 ).scalars()

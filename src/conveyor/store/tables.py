@@ -220,9 +220,16 @@ items = Table(
     # blob:<key> (the blob store), collection-item:<id>. ``sha256`` of blob-stored bytes.
     Column("ref", Text, nullable=True),
     Column("sha256", String(64), nullable=True),
+    # Antenna's pull protocol (migration 0010; async_api jobs only, NULL otherwise): the reply
+    # subject of the item's current delivery (a result counts only with it), when that
+    # delivery's lease runs out (then the item is offered again), and how often it was delivered.
+    Column("reply_subject", String(64), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("deliveries", Integer, nullable=True),
     UniqueConstraint("job_id", "seq"),
 )
 Index("ix_items_job_status_seq", items.c.job_id, items.c.status, items.c.seq)
+Index("ix_items_job_lease", items.c.job_id, items.c.lease_expires_at)
 
 # Small per-item files (thumbnails, saliency maps) written by workers in the same transaction as
 # the item's result. Kept in the database because that is all workers on other hosts share.
@@ -445,4 +452,34 @@ Index(
     unique=True,
     sqlite_where=workers.c.account_id.isnot(None),
     postgresql_where=workers.c.account_id.isnot(None),
+)
+
+# Antenna's pull protocol (migration 0010): a processing service that pulls tasks (the ADC
+# worker) registers itself and its pipelines in a project; a job submitted there with one of
+# those slugs is an async_api job. Its pipeline row is ``pull:<project_id>/<slug>``.
+pull_services = Table(
+    "pull_services",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("registered_by", String(32), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("project_id", "name"),
+)
+
+pull_pipelines = Table(
+    "pull_pipelines",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("slug", String(150), nullable=False),  # as the worker registered it
+    Column("service_id", Integer, ForeignKey("pull_services.id", ondelete="CASCADE"), nullable=False),
+    Column("pipeline_id", Integer, ForeignKey("pipelines.id"), nullable=False),  # the latest version's row
+    Column("info", JSONType, nullable=False),  # the registered description (name, algorithms, ...)
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("project_id", "slug"),
 )

@@ -9,6 +9,7 @@ from conveyor.api.deps import BaseUrlDep, JobsDep, PrincipalDep, SmallId, StoreD
 from conveyor.api.schemas.catalog import PipelineOut, ProjectOut, present_pipeline
 from conveyor.clock import isoformat
 from conveyor.domain.access import WRITE_ROLES, Principal
+from conveyor.domain.pull import PREFIX as PULL_PREFIX
 from conveyor.errors import NotFound
 from conveyor.pipelines import registry, remote
 
@@ -18,11 +19,16 @@ router = APIRouter(prefix="/api/v2", tags=["catalog"])
 @router.get(
     "/pipelines/",
     response_model=list[PipelineOut],
-    summary="Pipelines (models) installed on this server, and the remote ones of the account's processing "
-    "services (`remote:<service>/<slug>`), every known version",
+    summary="Pipelines (models) installed on this server, the remote ones of the account's processing "
+    "services (`remote:<service>/<slug>`) and the pull ones registered in its projects "
+    "(`pull:<project>/<slug>`), every known version",
 )
 def list_pipelines(store: StoreDep, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
-    usable = set(registry.available()) | jobs.processing.visible_slugs(principal)
+    usable = (
+        set(registry.available())
+        | jobs.processing.visible_slugs(principal)
+        | jobs.pull.visible_slugs(principal)
+    )
     return JSONResponse([present_pipeline(r, base) for r in store.pipelines.all() if r["slug"] in usable])
 
 
@@ -32,6 +38,8 @@ def get_pipeline(
 ) -> JSONResponse:
     row = store.pipelines.by_id(pipeline_id)
     if remote.is_remote(row["slug"]) and row["slug"] not in jobs.processing.visible_slugs(principal):
+        raise NotFound(f"Pipeline {pipeline_id} not found.", pipeline_id=pipeline_id)
+    if row["slug"].startswith(PULL_PREFIX) and row["slug"] not in jobs.pull.visible_slugs(principal):
         raise NotFound(f"Pipeline {pipeline_id} not found.", pipeline_id=pipeline_id)
     return JSONResponse(present_pipeline(row, base))
 

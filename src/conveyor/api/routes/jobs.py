@@ -26,10 +26,11 @@ from conveyor.api.schemas.jobs import (
 )
 from conveyor.clock import isoformat
 from conveyor.domain.access import Principal
-from conveyor.domain.status import resolve_status_filter
+from conveyor.domain.pull import registered_slug
+from conveyor.domain.status import ACTIVE, resolve_status_filter
 from conveyor.errors import InvalidInput
 from conveyor.services.jobs import JobService
-from conveyor.store.history import HistoryQuery
+from conveyor.store.history import HistoryPage, HistoryQuery
 
 router = APIRouter(prefix="/api/v2/jobs", tags=["jobs"])
 ITEM_STATUSES = {"PENDING", "SUCCESS", "FAILURE", "CANCELED"}
@@ -83,9 +84,14 @@ def _page_link(request: Request, **changes: Any) -> str:
     response_model=JobPage,
     summary="Job history: filter, order and page through jobs",
     description="Answers with a weak `ETag` over the page (its jobs' versions, the count, the links); "
-    "with a matching `If-None-Match` the answer is `304 Not Modified` without a body.",
+    "with a matching `If-None-Match` the answer is `304 Not Modified` without a body. Antenna's pull "
+    "workers poll `GET /api/v2/jobs?pipeline__slug__in=a,b&ids_only=1&incomplete_only=1&"
+    "dispatch_mode=async_api` (also without the trailing slash, never redirected): with `ids_only` the "
+    'results are `[{"id", "pipeline_slug"}]`.',
     responses=NOT_MODIFIED_DOC,
 )
+# Without the slash too (the ADC worker's path): a redirect would drop the Authorization header.
+@router.get("", include_in_schema=False)
 def list_jobs(
     request: Request,
     jobs: JobsDep,
@@ -122,10 +128,33 @@ def list_jobs(
         int | None, Query(ge=0, le=DB_INT_MAX, description="Offset paging (slow deep down; prefer `cursor`).")
     ] = None,
     cursor: Annotated[str | None, Query(description="Opaque keyset cursor from `next`/`previous`.")] = None,
+    dispatch_mode: Annotated[
+        str | None, Query(max_length=20, description="`internal`, `celery` or `async_api` (pull workers).")
+    ] = None,
+    backend: Annotated[str | None, Query(max_length=20, include_in_schema=False)] = None,
+    pipeline__slug__in: Annotated[
+        str | None,
+        Query(
+            max_length=4000, description="Comma-separated pipeline slugs (a pull pipeline's registered slug)."
+        ),
+    ] = None,
+    pipeline__slug: Annotated[str | None, Query(max_length=200, include_in_schema=False)] = None,
+    incomplete_only: Annotated[bool, Query(description="Only jobs that have not finished.")] = False,
+    ids_only: Annotated[
+        bool, Query(description='Results as `{"id", "pipeline_slug"}` only (what pull workers read).')
+    ] = False,
 ) -> Response:
     size = min(limit or settings.default_page_size, settings.max_page_size)
+    statuses = resolve_status_filter(status) if status else None
+    if incomplete_only:
+        statuses = ACTIVE if statuses is None else statuses & ACTIVE
+    slugs = [s for s in (pipeline__slug__in or pipeline__slug or "").split(",") if s.strip()]
     query = HistoryQuery(
-        statuses=resolve_status_filter(status) if status else None,
+        statuses=statuses,
+        dispatch_mode=dispatch_mode or backend,
+        pipeline_slugs=[s.strip() for s in slugs]
+        if (pipeline__slug__in or pipeline__slug) is not None
+        else None,
         pipeline=pipeline,
         project_id=project,
         job_type=job_type_key,
@@ -141,6 +170,8 @@ def list_jobs(
         cursor=cursor,
     )
     page = jobs.history(principal, query)
+    if ids_only:
+        return JSONResponse(_ids_page(request, page, size, offset))
     permissions = _permissions(principal)
     if page.next_offset is not None or page.previous_offset is not None or offset is not None:
         next_link = (
@@ -178,6 +209,31 @@ def list_jobs(
         "results": [present_job(row, base, permissions=permissions) for row in page.rows],
     }
     return conditional.tagged(JSONResponse(body), etag)
+
+
+def _ids_page(request: Request, page: HistoryPage, size: int, offset: int | None) -> dict[str, Any]:
+    """Antenna's ``ids_only`` page: count, next, previous and ``[{"id", "pipeline_slug"}]``
+    (the slug a pull worker registered, not Conveyor's ``pull:<project>/`` name)."""
+    if offset is not None:
+        nxt = (
+            _page_link(request, offset=page.next_offset, limit=size) if page.next_offset is not None else None
+        )
+        prev = (
+            _page_link(request, offset=page.previous_offset, limit=size)
+            if page.previous_offset is not None
+            else None
+        )
+    else:
+        nxt = _page_link(request, cursor=page.next_cursor, limit=size) if page.next_cursor else None
+        prev = _page_link(request, cursor=page.previous_cursor, limit=size) if page.previous_cursor else None
+    return {
+        "count": page.count,
+        "next": nxt,
+        "previous": prev,
+        "results": [
+            {"id": row["id"], "pipeline_slug": registered_slug(row["pipeline_slug"])} for row in page.rows
+        ],
+    }
 
 
 def _aware(value: datetime | None) -> datetime | None:
