@@ -1,7 +1,7 @@
 """The worker registry: one row per worker that reports itself (local, Celery, HTTP, pull).
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-04 18:50:00.000000
 """
 
