@@ -71,6 +71,17 @@ def test_seen_upserts_one_row_throttles_and_adds_up_items(store: Store) -> None:
     assert len(verb.list(None)) == 1
 
 
+def test_pipelines_and_info_left_out_keep_the_rows(store: Store) -> None:
+    account_id, _ = store.auth.ensure_defaults()
+    verb = store.workers
+    verb.seen("pull", "adc", host="gpu", account_id=account_id, job_id=None)
+    assert (verb.list(account_id)[0].pipelines, verb.list(account_id)[0].info) == ([], {})
+    verb.seen("pull", "adc", host="gpu", account_id=account_id, pipelines=["moths"], info={"a": 1}, job_id=4)
+    verb.seen("pull", "adc", host="gpu", account_id=account_id, job_id=5, items_done=24)  # /tasks/, /result/
+    row = verb.list(account_id)[0]
+    assert (row.pipelines, row.info, row.current_job_id, row.items_done) == (["moths"], {"a": 1}, 5, 24)
+
+
 def test_a_second_process_reporting_the_same_worker_updates_the_same_row(store: Store) -> None:
     other = Store(store.settings, pool_size=1)
     try:

@@ -83,7 +83,7 @@ class WorkerRepository:
         name: str,
         *,
         host: str,
-        pipelines: Sequence[str],
+        pipelines: Sequence[str] | None = None,
         account_id: int | None = None,
         key_id: int | None = None,
         info: Mapping[str, Any] | None = None,
@@ -102,7 +102,9 @@ class WorkerRepository:
           account only, and two accounts' workers of the same name are two rows). ``key_id``: the
           key they authenticated with.
         - ``pipelines``: the slugs it serves; ``info``: free-form facts (``client_info``, software,
-          version, pid, device), replaced at each write.
+          version, pid, device). Both replace the row's at each write; None keeps the row's (a new
+          row starts with none): a pull worker names its pipelines when it lists jobs
+          (``pipeline__slug__in``), not in ``/tasks/`` or ``/result/``.
         - ``job_id``: the job it works on now (None: idle). ``items_done``: items finished since the
           previous call (a delta, added to the row's total).
         - ``started``: the worker's first report since its process started: its ``started_at`` and
@@ -131,13 +133,11 @@ class WorkerRepository:
             pending, beat.pending_items = beat.pending_items, 0
             beat.job_id, beat.written_at = job_id, now
             row_id = beat.row_id
-        values = {
-            "host": host[:HOST_LENGTH],
-            "pipelines": list(pipelines),
-            "info": dict(info or {}),
-            "key_id": key_id,
-            "current_job_id": job_id,
-        }
+        values: dict[str, Any] = {"host": host[:HOST_LENGTH], "key_id": key_id, "current_job_id": job_id}
+        if pipelines is not None:
+            values["pipelines"] = list(pipelines)
+        if info is not None:
+            values["info"] = dict(info)
         try:
             written_id = self._write(identity, row_id, values, pending, started=started)
         except Exception:
@@ -197,7 +197,7 @@ class WorkerRepository:
 
     def _insert(self, identity: _Identity, values: dict[str, Any], pending: int, now: datetime) -> int:
         kind, name, account_id = identity
-        row = {**values, "started_at": now, "items_done": pending}
+        row = {"pipelines": [], "info": {}, **values, "started_at": now, "items_done": pending}
         with self.db.write() as conn:
             # A new worker is rare: a good moment to forget the long-gone ones.
             conn.execute(delete(workers).where(workers.c.last_seen_at < now - FORGET_AFTER))

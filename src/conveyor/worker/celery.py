@@ -150,10 +150,8 @@ def _register_tasks(app: Celery, settings: Settings, pipelines: tuple[str, ...])
             if pipelines and runtime.store.chunks.waits_for_another_worker(chunk_id):
                 raise self.retry(countdown=FOREIGN_CHUNK_RETRY_SECONDS, queue=settings.queue)
             log.info("run_chunk chunk=%d skipped (not queued: done, dropped or held elsewhere)", chunk_id)
-            runtime.presence.idle()
             return {"chunk_id": chunk_id, "ran": False}
-        report = runtime.executor.run(claim)
-        runtime.presence.idle()  # the next message may be minutes away
+        report = runtime.executor.run(claim)  # reported to the registry; idle at its next keep-alive
         log.info(
             "run_chunk chunk=%d job=%d processed=%d stop=%s",
             chunk_id,

@@ -217,7 +217,7 @@ class ChunkExecutor:
         self.presence.working(claim.job_id)
         report = self._run(claim)
         # Only item chunks count: a collect chunk's count is of the inputs it listed.
-        self.presence.working(claim.job_id, report.processed if claim.kind is ChunkKind.ITEMS else 0)
+        self.presence.done(claim.job_id, report.processed if claim.kind is ChunkKind.ITEMS else 0)
         return report
 
     def _run(self, claim: Claim) -> ChunkReport:

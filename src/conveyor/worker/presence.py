@@ -40,26 +40,42 @@ class Presence:
         self.info = {"pid": os.getpid(), "software": "conveyor", "version": __version__, **(info or {})}
         self._started = True  # the first report resets the row's started_at and items_done
         self._job: int | None = None
+        self._busy = False
         # One report at a time: the keep-alive thread must not overtake a newer state with an older one.
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
     def start(self) -> Presence:
         """Report the worker (idle) and keep it reported until ``stopped``."""
-        self.working(None)
+        self.idle()
         period = self.store.workers.keepalive_seconds(self.kind)
         threading.Thread(target=self._keep_alive, args=(period,), name="presence", daemon=True).start()
         return self
 
     def _keep_alive(self, period: float) -> None:
+        # Between chunks the worker still shows its job; a keep-alive with no chunk running shows
+        # it idle (a Celery pool process has no idle loop of its own to say so).
         while not self._stop.wait(period):
-            self.working(self._job)
+            with self._lock:
+                self._report(self._job if self._busy else None, 0)
 
-    def working(self, job_id: int | None, items_done: int = 0) -> None:
-        """On a job now (None: idle), with ``items_done`` more items finished since the last report."""
+    def working(self, job_id: int, items_done: int = 0) -> None:
+        """A chunk of ``job_id`` starts (or goes on), ``items_done`` more items finished."""
         with self._lock:
-            self._job = job_id
+            self._job, self._busy = job_id, True
             self._report(job_id, items_done)
+
+    def done(self, job_id: int, items_done: int) -> None:
+        """A chunk of ``job_id`` ended with ``items_done`` items finished; the next may follow at once."""
+        with self._lock:
+            self._job, self._busy = job_id, False
+            self._report(job_id, items_done)
+
+    def idle(self) -> None:
+        """Nothing to do: shown idle now (a write only when this ends a job)."""
+        with self._lock:
+            self._job, self._busy = None, False
+            self._report(None, 0)
 
     def _report(self, job_id: int | None, items_done: int) -> None:
         try:
@@ -76,9 +92,6 @@ class Presence:
             self._started = False
         except Exception:
             log.warning("worker %s: could not report to the worker registry", self.name, exc_info=True)
-
-    def idle(self) -> None:
-        self.working(None)
 
     def stopped(self) -> None:
         self._stop.set()
