@@ -225,9 +225,10 @@ class LeaseClient:
         shards: Sequence[ShardWritten] = (),
     ) -> WriteBack:
         """Post results (``shards`` is always empty here: the server writes HTTP workers' shards)."""
+        times: dict[datetime, str] = {}  # a batch's outcomes share their times: format each once
         body = {
             "token": claim.token,
-            "outcomes": [_outcome(o) for o in outcomes],
+            "outcomes": [_outcome(o, times) for o in outcomes],
             "logs": [
                 {
                     "level": line.level,
@@ -287,14 +288,21 @@ class LeaseClient:
             ) from None
 
 
-def _outcome(o: ItemOutcome) -> dict[str, Any]:
+def _outcome(o: ItemOutcome, times: dict[datetime, str]) -> dict[str, Any]:
+    def at(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        if value not in times:
+            times[value] = value.isoformat()
+        return times[value]
+
     return {
         "id": o.id,
         "ok": o.ok,
         "result": o.result,
         "error": o.error[:20_000] if o.error else o.error,
-        "started_at": o.started_at.isoformat() if o.started_at else None,
-        "finished_at": o.finished_at.isoformat() if o.finished_at else None,
+        "started_at": at(o.started_at),
+        "finished_at": at(o.finished_at),
         "artifacts": [
             {
                 "kind": a.kind.value,
