@@ -323,3 +323,35 @@ def test_cancel_and_timeout_reach_the_http_worker_through_its_heartbeat(tmp_path
             assert_counters_match_rows(job, item_rows(engine, job["id"]))
             assert 0 < job["completed"] < 40 and job["canceled"] > 0
             assert "LEASED" not in [c[2] for c in chunk_rows(engine, job["id"])]
+
+
+# ----------------------------------------------------------------------------- S3 through the server
+def test_s3_items_reach_an_http_worker_through_the_servers_media_route(tmp_path: Path) -> None:
+    boto3 = pytest.importorskip("boto3")
+    from tests.moto_s3 import CREDENTIALS, moto_s3_server
+
+    with moto_s3_server() as endpoint:
+        s3 = boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
+        s3.create_bucket(Bucket="inputs")
+        s3.put_object(Bucket="inputs", Key="notes/hello.txt", Body=b"hello s3")
+        env = {
+            "CONVEYOR_S3_ENDPOINT_URL": endpoint,
+            "CONVEYOR_S3_REGION": "us-east-1",
+            "CONVEYOR_S3_ACCESS_KEY_ID": "testing",
+            "CONVEYOR_S3_SECRET_ACCESS_KEY": "testing",
+        }
+        with serve(tmp_path, **env) as (server, engine):
+            key = server.create_key(role="worker", name="w")
+            with server.client() as owner, worker(server, key, tmp_path / "w", pipelines=["test-delay"]):
+                job = submit(
+                    owner,
+                    name="s3",
+                    inputs=[{"name": "hello", "kind": "s3", "data": "s3://inputs/notes/hello.txt"}],
+                )
+                done = finished(owner, job["id"], timeout=60)
+                items = all_items(owner, job["id"])
+    assert done["status"] == "SUCCESS", log_of(tmp_path / "w")
+    assert items[0]["result"] == {"bytes": len(b"hello s3")}
+    # Read from S3 (by the server, for the worker): counted once, as the worker reported it.
+    assert done["input_byte_amount"] == len(b"hello s3")
+    assert_counters_match_rows(done, item_rows(engine, job["id"]))

@@ -13,12 +13,13 @@ from typing import Any
 
 from sqlalchemy import RowMapping
 
-from conveyor import exports
+from conveyor import exports, sealing
 from conveyor.dispatch.base import Dispatcher
 from conveyor.domain.access import Principal, require_write, scope_of
 from conveyor.domain.status import JobStatus
 from conveyor.errors import Conflict, ConveyorError, InvalidInput, NotFound
 from conveyor.inputs.resolve import InputResolver
+from conveyor.inputs.s3 import S3Credentials
 from conveyor.pipelines import export
 from conveyor.pipelines.export import DataExport
 from conveyor.services.collections import CollectionService
@@ -179,9 +180,24 @@ class JobService:
         if data is not None or ref is None:
             return data
         try:  # the blob store, a collection item, or the URL / S3 object (the SSRF guard applies)
-            return self.fetcher.fetch(ref, f"item {item_id}")
+            return self.fetcher.fetch(ref, f"item {item_id}", credentials=self._credentials(item_id, ref))
         except ConveyorError:  # gone, refused or unreachable: the processing service gets a 404
             return None
+
+    def _credentials(self, item_id: int, ref: str) -> S3Credentials | None:
+        """An ``s3://`` item of a job with its own S3 credentials is read with them (an HTTP worker
+        is sent such items as media URLs: it holds no credentials)."""
+        if not ref.startswith("s3://"):
+            return None
+        sealed = self.store.jobs.item_job_secret(item_id)
+        if not sealed:
+            return None
+        secret = self.store.processing_services.secret(sealing.CREDENTIALS_SECRET)
+        try:
+            return S3Credentials.from_dict(sealing.unseal(secret, sealed))
+        except (ConveyorError, KeyError) as exc:
+            log.error("item %s: its job's S3 credentials cannot be read: %s", item_id, exc)
+            raise ConveyorError(f"the job's S3 credentials cannot be read ({exc})") from None
 
     def audit(self, principal: Principal, action: str, job: RowMapping) -> None:
         """Who did what to a job (its status changes are in job_events; this outlives a delete)."""

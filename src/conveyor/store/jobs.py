@@ -551,6 +551,14 @@ class JobRepository:
             return None
         return (bytes(row.data) if row.data is not None else None), row.ref
 
+    def item_job_secret(self, item_id: int) -> str | None:
+        """The sealed S3 credentials of an item's job (None: it has none), for the media route
+        reading an ``s3://`` item for a worker that has no credentials (an HTTP worker)."""
+        with self.db.read() as conn:
+            return conn.execute(
+                select(jobs.c.secret).join(items, items.c.job_id == jobs.c.id).where(items.c.id == item_id)
+            ).scalar_one_or_none()
+
     def items(
         self, scope: Scope, job_id: int, *, statuses: Sequence[str] | None, after_seq: int, limit: int
     ) -> tuple[int, list[RowMapping]]:

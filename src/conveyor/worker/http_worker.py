@@ -92,6 +92,7 @@ def run(
     settings.ensure_data_dir()
     torch_runtime.use_model_threads(model_threads(settings, concurrency))
     state = _State()
+    client.stopping = state.shutdown.is_set
 
     def on_signal(*_: object) -> None:
         state.shutdown.set()

@@ -85,8 +85,10 @@ class LeaseClient:
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.pipelines = list(pipelines)
-        self.host = host
+        self.host = host[:48] if host else None  # the bounds of the lease request
         self.retries = retries
+        #: Set by the worker on SIGTERM: a lease call then gives up instead of waiting to retry.
+        self.stopping: Callable[[], bool] = lambda: False
         self.backoff = backoff
         self.http = httpx.Client(
             base_url=self.server_url,
@@ -104,8 +106,11 @@ class LeaseClient:
         self.http.close()
 
     # ---------------------------------------------------------------- transport
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-        """One call, retried on connection errors, 429 and 5xx (LeaseError when it keeps failing)."""
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, optional: bool = False
+    ) -> httpx.Response:
+        """One call, retried on connection errors, 429 and 5xx (LeaseError when it keeps failing).
+        ``optional``: not retried once the worker is stopping (asking for more work)."""
         for attempt in range(self.retries + 1):
             try:
                 response = self.http.request(method, path, json=body)
@@ -119,7 +124,7 @@ class LeaseClient:
                 if response.status_code != 429 and response.status_code < 500:
                     raise LeaseError(f"{method} {path}: {response.status_code} {_message(response)}")
                 problem = f"{response.status_code} {_message(response)}"
-            if attempt == self.retries:
+            if attempt == self.retries or (optional and self.stopping()):
                 raise LeaseError(f"{method} {path} failed after {attempt + 1} attempts: {problem}")
             wait = min(BACKOFF_CAP_SECONDS, self.backoff * 2**attempt)
             log.warning("%s %s: %s; retrying in %.1f s", method, path, problem, wait)
@@ -145,10 +150,10 @@ class LeaseClient:
         chunk_id: int | None = None,
         pipeline_slugs: Sequence[str] = (),
     ) -> Claim | None:
-        body: dict[str, Any] = {"pipelines": list(pipeline_slugs) or self.pipelines, "name": worker}
+        body: dict[str, Any] = {"pipelines": list(pipeline_slugs) or self.pipelines, "name": worker[:150]}
         if self.host:
             body["host"] = self.host
-        lease = self.request("POST", f"{PREFIX}/", body).json()["lease"]
+        lease = self.request("POST", f"{PREFIX}/", body, optional=True).json()["lease"]
         if lease is None:
             return None
         raw = lease["job"]
@@ -225,9 +230,10 @@ class LeaseClient:
         shards: Sequence[ShardWritten] = (),
     ) -> WriteBack:
         """Post results (``shards`` is always empty here: the server writes HTTP workers' shards)."""
+        times: dict[datetime, str] = {}  # a batch's outcomes share their times: format each once
         body = {
             "token": claim.token,
-            "outcomes": [_outcome(o) for o in outcomes],
+            "outcomes": [_outcome(o, times) for o in outcomes],
             "logs": [
                 {
                     "level": line.level,
@@ -287,14 +293,21 @@ class LeaseClient:
             ) from None
 
 
-def _outcome(o: ItemOutcome) -> dict[str, Any]:
+def _outcome(o: ItemOutcome, times: dict[datetime, str]) -> dict[str, Any]:
+    def at(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        if value not in times:
+            times[value] = value.isoformat()
+        return times[value]
+
     return {
         "id": o.id,
         "ok": o.ok,
         "result": o.result,
         "error": o.error[:20_000] if o.error else o.error,
-        "started_at": o.started_at.isoformat() if o.started_at else None,
-        "finished_at": o.finished_at.isoformat() if o.finished_at else None,
+        "started_at": at(o.started_at),
+        "finished_at": at(o.finished_at),
         "artifacts": [
             {
                 "kind": a.kind.value,

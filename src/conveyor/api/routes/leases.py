@@ -13,15 +13,13 @@ import binascii
 from datetime import timedelta
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from conveyor.api.deps import DbId, SettingsDep, WorkerPrincipalDep
 from conveyor.api.schemas.leases import (
     HeartbeatOut,
     JobState,
     LeaseAnswer,
-    LeasedItemOut,
-    LeasedJob,
-    LeaseOut,
     LeaseRequest,
     LeaseTerms,
     ReleaseIn,
@@ -29,7 +27,7 @@ from conveyor.api.schemas.leases import (
     ResultsOut,
     TokenIn,
 )
-from conveyor.clock import utcnow
+from conveyor.clock import isoformat, utcnow
 from conveyor.domain.artifacts import Artifact, ArtifactKind
 from conveyor.domain.work import ItemOutcome, LogLine
 from conveyor.errors import InvalidInput
@@ -72,43 +70,46 @@ def lease_terms(principal: WorkerPrincipalDep, settings: SettingsDep) -> LeaseTe
 )
 def lease(
     body: LeaseRequest, request: Request, principal: WorkerPrincipalDep, settings: SettingsDep
-) -> LeaseAnswer:
+) -> JSONResponse:
     worker = f"{body.name}@{body.host}" if body.host else body.name
     leased = _service(request).lease(principal, worker=worker, pipelines=body.pipelines)
     if leased is None:
-        return LeaseAnswer(lease=None)
-    job = leased.job
-    claim = leased.claim
-    return LeaseAnswer(
-        lease=LeaseOut(
-            chunk_id=claim.chunk_id,
-            token=claim.token,
-            expires_at=utcnow() + timedelta(seconds=settings.lease_seconds),
-            lease_seconds=settings.lease_seconds,
-            heartbeat_seconds=settings.resolved_heartbeat_seconds,
-            attempt=claim.attempt,
-            job=LeasedJob(
-                id=job.job_id,
-                status=job.status.value,
-                pipeline=job.pipeline_slug,
-                config=job.config,
-                explain=job.explain,
-                deadline_at=job.deadline_at,
-            ),
-            items=[
-                LeasedItemOut(
-                    id=i.id,
-                    seq=i.seq,
-                    name=i.name,
-                    kind=i.kind,
-                    data_b64=i.data_b64,
-                    ref=i.ref,
-                    media_path=i.media_path,
-                    counts_input_bytes=i.counts_input_bytes,
-                )
-                for i in leased.items
-            ],
-        )
+        return JSONResponse({"lease": None})
+    job, claim = leased.job, leased.claim
+    # The documented shape (LeaseAnswer), built as plain JSON: a lease holds a chunk's worth of
+    # items, and validating them again as models would cost more than the claim.
+    return JSONResponse(
+        {
+            "lease": {
+                "chunk_id": claim.chunk_id,
+                "token": claim.token,
+                "expires_at": isoformat(utcnow() + timedelta(seconds=settings.lease_seconds)),
+                "lease_seconds": settings.lease_seconds,
+                "heartbeat_seconds": settings.resolved_heartbeat_seconds,
+                "attempt": claim.attempt,
+                "job": {
+                    "id": job.job_id,
+                    "status": job.status.value,
+                    "pipeline": job.pipeline_slug,
+                    "config": job.config,
+                    "explain": job.explain,
+                    "deadline_at": isoformat(job.deadline_at),
+                },
+                "items": [
+                    {
+                        "id": i.id,
+                        "seq": i.seq,
+                        "name": i.name,
+                        "kind": i.kind,
+                        "data_b64": i.data_b64,
+                        "ref": i.ref,
+                        "media_path": i.media_path,
+                        "counts_input_bytes": i.counts_input_bytes,
+                    }
+                    for i in leased.items
+                ],
+            }
+        }
     )
 
 
@@ -149,23 +150,25 @@ def results(chunk_id: DbId, body: ResultsIn, request: Request, principal: Worker
     now = utcnow()
     outcomes = [
         ItemOutcome(
-            o.id,
-            o.ok,
-            result=o.result,
-            error=o.error,
-            started_at=o.started_at or now,
-            finished_at=o.finished_at or now,
+            o["id"],
+            o["ok"],
+            result=o.get("result"),
+            error=o.get("error"),
+            started_at=o.get("started_at") or now,
+            finished_at=o.get("finished_at") or now,
             artifacts=tuple(
                 Artifact(
-                    ArtifactKind(a.kind), a.media_type, _decode(a.data_b64, f"An artifact of item {o.id}")
+                    ArtifactKind(a["kind"]),
+                    a["media_type"],
+                    _decode(a["data_b64"], f"An artifact of item {o['id']}"),
                 )
-                for a in o.artifacts
+                for a in o.get("artifacts", ())
             ),
-            byte_size=o.byte_size,
+            byte_size=o.get("byte_size"),
         )
         for o in body.outcomes
     ]
-    logs = [LogLine(line.level, line.message, line.created_at or now) for line in body.logs]
+    logs = [LogLine(line["level"], line["message"], line.get("created_at") or now) for line in body.logs]
     stage_params = (
         {stage: [p.model_dump() for p in params] for stage, params in body.stage_params.items()}
         if body.stage_params
