@@ -7,6 +7,7 @@ request, which was a large share of a status read. Only a cache miss goes to a t
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -20,8 +21,16 @@ from conveyor.settings import Settings
 from conveyor.store import Store
 
 SCHEMES = ("token", "apikey", "bearer")
-#: Where worker keys are let in (``authenticate_worker``).
+#: Where worker keys are let in (``authenticate_worker``): the HTTP workers' leases and Antenna's
+#: pull wire (registration, tasks, results, the next-job claim; the job list checks its query).
 WORKER_ROUTES = "/api/v2/workers/leases/"
+_PULL_ROUTES = re.compile(r"^/api/v2/(jobs/\d+/(tasks|result)/|jobs/next/|projects/\d+/pipelines/)$")
+
+
+def is_worker_route(path: str) -> bool:
+    """A route that worker keys may call (``authenticate_worker``)."""
+    return path.startswith(WORKER_ROUTES) or _PULL_ROUTES.match(path) is not None
+
 
 # Path ids within the database's integer bounds (schemas/common.py says which are 32-bit).
 DbId = Annotated[int, Path(ge=-DB_INT_MAX, le=DB_INT_MAX)]
@@ -58,6 +67,12 @@ async def authenticate_worker(request: Request) -> Principal:
     return principal
 
 
+async def authenticate_any(request: Request) -> Principal:
+    """Any valid key, worker keys included: for a route that decides itself (the job list lets a
+    worker key poll Antenna's ``ids_only`` async_api list, nothing else)."""
+    return await _principal(request)
+
+
 async def _principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -82,4 +97,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 #: Worker routes: worker/member/owner keys (``authenticate_worker``).
 WorkerPrincipalDep = Annotated[Principal, Depends(authenticate_worker)]
+#: Any valid key; the route checks the role itself.
+AnyPrincipalDep = Annotated[Principal, Depends(authenticate_any)]
 BaseUrlDep = Annotated[str, Depends(base_url)]

@@ -93,9 +93,9 @@ def install(app: FastAPI) -> None:
         # FastAPI parses the body before it runs the auth dependency: an anonymous caller must
         # get 401, not a description of its body.
         if request.url.path.startswith("/api/") and getattr(request.state, "principal", None) is None:
-            from conveyor.api.deps import WORKER_ROUTES, authenticate, authenticate_worker
+            from conveyor.api.deps import authenticate, authenticate_worker, is_worker_route
 
-            check = authenticate_worker if request.url.path.startswith(WORKER_ROUTES) else authenticate
+            check = authenticate_worker if is_worker_route(request.url.path) else authenticate
             try:
                 await check(request)
             except ConveyorError as auth_error:

@@ -83,11 +83,22 @@ def lease_scope(principal: Principal) -> Scope:
     return Scope(principal.account_id, projects)
 
 
+def require_lease(principal: Principal, project_id: int) -> None:
+    """403 unless the key may lease work in ``project_id`` (a worker, member or owner there)."""
+    role = principal.role_in(project_id)
+    if role not in LEASE_ROLES:
+        raise Forbidden(
+            f"Pulling work needs a worker, member or owner key; this key's role here is {role}.",
+            project_id=project_id,
+        )
+
+
 def refuse_worker_key(principal: Principal) -> None:
     """403 for a worker key anywhere but the worker routes: it may lease and post results only."""
     if principal.role == WORKER_ROLE:
         raise Forbidden(
-            "This is a worker key: it may only lease work and post results (/api/v2/workers/leases/); "
+            "This is a worker key: it may only lease work and post results (/api/v2/workers/leases/, "
+            "and Antenna's pull protocol); "
             "use a member or owner key for anything else."
         )
 

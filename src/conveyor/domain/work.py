@@ -81,10 +81,12 @@ class LogLine:
 
 @dataclass(frozen=True)
 class WriteBack:
-    """Outcome of a write-back: whether the lease still held, and the job's state after it."""
+    """Outcome of a write-back: whether the lease still held, the job's state after it, and how
+    many items it wrote (moved out of PENDING: a replayed outcome is not written twice)."""
 
     held: bool
     job_status: JobStatus | None
+    written: int = 0
 
 
 def shown_source(source: str | None, ref: str | None) -> str | None:

@@ -54,12 +54,44 @@ def http_servable(slugs: Sequence[str]) -> list[str]:
     return [s for s in dict.fromkeys(slugs) if not remote.is_remote(s) and s != export.SLUG]
 
 
+#: Leases remembered for the worker registry (chunk id -> the worker holding it); a bound.
+REMEMBERED_LEASES = 10_000
+
+
+@dataclass(frozen=True)
+class _Holder:
+    name: str
+    host: str
+    account_id: int
+    key_id: int
+
+
 class LeaseService:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        # chunk id -> the HTTP worker that leased it, for the registry's reports of the calls that
+        # follow (heartbeat, results, release name no worker).
+        self._holders: dict[int, _Holder] = {}
 
-    def lease(self, principal: Principal, *, worker: str, pipelines: Sequence[str]) -> Lease | None:
+    def _seen(
+        self, holder: _Holder, job_id: int | None, items_done: int = 0, pipelines: Sequence[str] | None = None
+    ) -> None:
+        """Report the HTTP worker to the worker registry (``GET /api/v2/workers/``; throttled there)."""
+        self.store.workers.seen(
+            "http",
+            holder.name,
+            host=holder.host,
+            pipelines=pipelines,
+            account_id=holder.account_id,
+            key_id=holder.key_id,
+            job_id=job_id,
+            items_done=items_done,
+        )
+
+    def lease(
+        self, principal: Principal, *, name: str, host: str | None, pipelines: Sequence[str]
+    ) -> Lease | None:
         """Lease the oldest queued item chunk of ``pipelines`` in the key's scope (None: none)."""
         scope = lease_scope(principal)
         slugs = http_servable(pipelines)
@@ -69,11 +101,17 @@ class LeaseService:
                 "on the server's workers).",
                 pipelines=list(pipelines),
             )
+        worker = f"{name}@{host}" if host else name
+        holder = _Holder(name, host or "", principal.account_id, principal.key_id)
         claim = self.store.chunks.claim(
             worker, self.settings.lease_seconds, pipeline_slugs=slugs, kinds=(ChunkKind.ITEMS,), scope=scope
         )
+        self._seen(holder, claim.job_id if claim is not None else None, pipelines=slugs)
         if claim is None:
             return None
+        if len(self._holders) >= REMEMBERED_LEASES:
+            self._holders.clear()
+        self._holders[claim.chunk_id] = holder
         job = claim.job or self.store.chunks.job_context(claim.job_id)
         if job is None:  # deleted under us: hand the chunk back
             self.store.chunks.release(claim, requeue=False)
@@ -106,7 +144,11 @@ class LeaseService:
     def heartbeat(self, principal: Principal, chunk_id: int, token: str) -> JobContext | None:
         """Renew the lease: the job's state, or None when the lease is lost."""
         claim = self.held(principal, chunk_id, token)
-        return self.store.chunks.heartbeat(claim, self.settings.lease_seconds)
+        job = self.store.chunks.heartbeat(claim, self.settings.lease_seconds)
+        holder = self._holders.get(chunk_id)
+        if holder is not None:
+            self._seen(holder, claim.job_id)
+        return job
 
     def post_results(
         self,
@@ -125,7 +167,7 @@ class LeaseService:
         claim = self.held(principal, chunk_id, token)
         if len({o.id for o in outcomes}) != len(outcomes):
             raise InvalidInput("An item appears twice in these outcomes.")
-        return self.store.chunks.write_back(
+        wrote = self.store.chunks.write_back(
             claim,
             outcomes,
             logs,
@@ -133,6 +175,12 @@ class LeaseService:
             complete=complete,
             stage_params=stage_params,
         )
+        holder = (
+            self._holders.pop(chunk_id, None) if complete or not wrote.held else self._holders.get(chunk_id)
+        )
+        if holder is not None:
+            self._seen(holder, claim.job_id, items_done=wrote.written if wrote.held else 0)
+        return wrote
 
     def release(self, principal: Principal, chunk_id: int, token: str, *, requeue: bool) -> None:
         """Hand the chunk back. A chunk of a job that is still running goes back to the queue
@@ -145,3 +193,6 @@ class LeaseService:
             if running and (job is None or job.deadline_at is None or utcnow() < job.deadline_at):
                 requeue = True
         self.store.chunks.release(claim, requeue=requeue)
+        holder = self._holders.pop(chunk_id, None)
+        if holder is not None:
+            self._seen(holder, None)

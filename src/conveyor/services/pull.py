@@ -8,13 +8,13 @@ registered ``<slug>`` is an async_api job of that pull pipeline (``pull:<project
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import RowMapping
 
 from conveyor import media
-from conveyor.domain.access import Principal, require_write, scope_of
+from conveyor.domain.access import Principal, require_lease, scope_of
 from conveyor.domain.pull import ASYNC_API, PullOutcome, Task, pull_slug, registered_slug, subject_item
 from conveyor.errors import InvalidInput, NotFound
 from conveyor.pipelines import pull
@@ -25,23 +25,74 @@ from conveyor.store.pull import MAX_BATCH, JobFacts
 
 MAX_RESULTS_PER_POST = 2000
 MAX_PIPELINES = 200
+#: What of a pull worker's ``client_info`` the worker registry keeps: this many keys, values cut short.
+CLIENT_INFO_KEYS = 20
+CLIENT_INFO_CHARS = 200
+#: Pull workers remembered by key (the hostname their /tasks/ call named), for /result/ calls.
+REMEMBERED_WORKERS = 10_000
+
+
+def client_facts(client_info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The scalar facts of a worker's ``client_info`` (hostname, software, version, ...), bounded."""
+    facts: dict[str, Any] = {}
+    for key, value in list((client_info or {}).items())[:CLIENT_INFO_KEYS]:
+        if isinstance(value, bool | int | float) or value is None:
+            facts[str(key)[:CLIENT_INFO_CHARS]] = value
+        elif isinstance(value, str):
+            facts[str(key)[:CLIENT_INFO_CHARS]] = value[:CLIENT_INFO_CHARS]
+    return facts
 
 
 class PullService:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        # key id -> the name its pull worker last gave (client_info.hostname): /result/ names none.
+        self._names: dict[int, str] = {}
+
+    # ---------------------------------------------------------------- the worker registry
+    def seen(
+        self,
+        principal: Principal,
+        client_info: Mapping[str, Any] | None,
+        *,
+        job_id: int | None = None,
+        items_done: int = 0,
+        pipelines: Sequence[str] | None = None,
+    ) -> None:
+        """Record the pull worker behind this call in the worker registry (``GET /api/v2/workers/``):
+        named by its ``client_info.hostname`` (remembered per key for the calls that send none),
+        else by its key's prefix. The registry throttles the writes."""
+        facts = client_facts(client_info)
+        hostname = facts.get("hostname")
+        if isinstance(hostname, str) and hostname:
+            if len(self._names) >= REMEMBERED_WORKERS and principal.key_id not in self._names:
+                self._names.clear()
+            self._names[principal.key_id] = hostname
+        name = self._names.get(principal.key_id, principal.key_prefix)
+        self.store.workers.seen(
+            "pull",
+            name,
+            host=name if name != principal.key_prefix else "",
+            pipelines=pipelines,
+            account_id=principal.account_id,
+            key_id=principal.key_id,
+            info=facts or None,
+            job_id=job_id,
+            items_done=items_done,
+        )
 
     # ---------------------------------------------------------------- registration
     def register(
         self, principal: Principal, project_id: int, service_name: str, pipelines: Sequence[Any]
     ) -> dict[str, Any]:
-        """Register (or update) a pull service and its pipelines in a project the key may write in."""
+        """Register (or update) a pull service and its pipelines in a project the key may pull in
+        (a worker, member or owner key there)."""
         visible = principal.visible_projects()
         projects = {row["id"] for row in self.store.auth.projects(principal.account_id, None)}
         if project_id not in projects or (visible is not None and project_id not in visible):
             raise NotFound(f"Project {project_id} not found.")
-        require_write(principal, project_id)
+        require_lease(principal, project_id)
         name = service_name.strip()
         if not name or len(name) > 200:
             raise InvalidInput("`processing_service_name` is 1 to 200 characters.")
@@ -90,7 +141,7 @@ class PullService:
             or (visible is not None and job.project_id not in visible)
         ):  # the job scope of store/jobs.scope_clauses, on the job's immutable facts
             raise NotFound(f"Job {job_id} not found.", job_id=job_id)
-        require_write(principal, job.project_id)
+        require_lease(principal, job.project_id)
         if job.dispatch_mode != ASYNC_API:
             raise InvalidInput(
                 f"Job {job_id} is not an async_api job (its dispatch_mode is {job.dispatch_mode}); "

@@ -16,8 +16,10 @@ import threading
 from collections.abc import Callable
 
 from conveyor.dispatch.base import Dispatcher
+from conveyor.domain.pull import registered_slug
 from conveyor.services.outputs import OutputFinisher
 from conveyor.store import Store
+from conveyor.store.pull import waiting_message
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,22 @@ class Sweeper:
         # Antenna pull (async_api) tasks never answered N times: fail them, so the job ends even
         # when no worker asks for tasks again.
         exhausted = self.store.pull.fail_exhausted_everywhere(self.store.settings.pull_max_deliveries)
+        self.note_workerless_pull_jobs()
         return {"requeued": requeued, "timed_out": timed_out, "revoked": revoked, "pull_ended": exhausted}
+
+    def note_workerless_pull_jobs(self) -> list[int]:
+        """An async_api job whose pipeline no live pull worker serves says so in its results
+        stage (and stops saying so once one is seen), instead of sitting silently. Returns the
+        ids of the jobs whose note changed."""
+        changed: list[int] = []
+        lost_after = self.store.settings.pull_lease_seconds
+        for job in self.store.pull.running_jobs():
+            slug = registered_slug(job["pipeline_slug"]) or ""
+            live = self.store.workers.live_for(slug, job["account_id"], kinds=("pull",))
+            message = None if live else waiting_message(slug, lost_after)
+            if self.store.pull.note_waiting(job["id"], message):
+                changed.append(job["id"])
+        return changed
 
     def _run(self, step: Callable[[], object], what: str) -> None:
         while not self._stop.wait(self.period):

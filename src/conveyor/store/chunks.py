@@ -285,7 +285,7 @@ class ChunkRepository:
                 status = finished.target if finished else JobStatus(job.status)
         except _LeaseLost:
             return WriteBack(False, None)
-        return WriteBack(True, status)
+        return WriteBack(True, status, len(moved))
 
     def _renew(
         self, conn: Connection, claim: Claim, now: datetime, lease_seconds: float, *, complete: bool

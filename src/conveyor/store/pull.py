@@ -34,6 +34,19 @@ from conveyor.store.database import Database
 from conveyor.store.tables import items, jobs, pipelines, pull_pipelines, pull_services
 
 RUNNABLE_VALUES = [s.value for s in RUNNABLE]
+#: Where an async_api job says that no pull worker serves it: a ``message`` param of this stage.
+WAITING_STAGE = "results"
+WAITING_PARAM = "message"
+
+
+def waiting_message(slug: str, lost_after_seconds: float) -> str:
+    return (
+        f"Waiting for a pull worker: none serving {slug!r} in this account has been seen in the last "
+        f"{lost_after_seconds:g} s. Start one (e.g. Antenna's ADC worker) for this project's pipeline; "
+        "the job keeps its place until then."
+    )
+
+
 #: Jobs whose facts (account, project, dispatch mode) are kept in memory.
 FACTS_CACHED = 10_000
 #: The batch a puller may reserve at once (the ADC worker asks for 24; Antenna allows more).
@@ -439,6 +452,43 @@ class PullRepository:
                 .mappings()
                 .first()
             )
+
+    def running_jobs(self) -> list[RowMapping]:
+        """The runnable async_api jobs (id, account_id, pipeline_slug, stage_params): the sweeper
+        says in each whether a pull worker serves it (``note_waiting``)."""
+        with self.db.read() as conn:
+            return list(
+                conn.execute(
+                    select(
+                        jobs.c.id,
+                        jobs.c.account_id,
+                        pipelines.c.slug.label("pipeline_slug"),
+                        jobs.c.stage_params,
+                    )
+                    .select_from(jobs.join(pipelines, pipelines.c.id == jobs.c.pipeline_id))
+                    .where(jobs.c.status.in_(RUNNABLE_VALUES), jobs.c.dispatch_mode == ASYNC_API)
+                ).mappings()
+            )
+
+    def note_waiting(self, job_id: int, message: str | None) -> bool:
+        """Show (or, with None, clear) ``message`` in the job's results stage: why nothing moves
+        (no live pull worker for its pipeline). Written only when it changes; True if it did."""
+        with self.db.write() as conn:
+            row = conn.execute(
+                select(jobs.c.stage_params).where(jobs.c.id == job_id, jobs.c.status.in_(RUNNABLE_VALUES))
+            ).first()
+            if row is None:
+                return False
+            params = dict(row.stage_params or {})
+            kept = [p for p in params.get(WAITING_STAGE, []) if p.get("name") != WAITING_PARAM]
+            shown = kept + ([{"name": WAITING_PARAM, "value": message}] if message else [])
+            if shown == list(params.get(WAITING_STAGE, [])):
+                return False
+            params[WAITING_STAGE] = shown
+            conn.execute(
+                update(jobs).where(jobs.c.id == job_id).values(stage_params=params, updated_at=utcnow())
+            )
+            return True
 
     def fail_exhausted_everywhere(self, max_deliveries: int) -> list[int]:
         """The sweeper's step: fail the exhausted items of every runnable async_api job, so a job

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from conveyor import exports
 from conveyor.api import conditional
 from conveyor.api.conditional import NOT_MODIFIED_DOC
-from conveyor.api.deps import BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
+from conveyor.api.deps import AnyPrincipalDep, BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
 from conveyor.api.schemas.common import DB_INT32_MAX, DB_INT_MAX
 from conveyor.api.schemas.jobs import (
     EventOut,
@@ -25,8 +25,8 @@ from conveyor.api.schemas.jobs import (
     present_job,
 )
 from conveyor.clock import isoformat
-from conveyor.domain.access import Principal
-from conveyor.domain.pull import registered_slug
+from conveyor.domain.access import LEASE_ROLES, Principal, refuse_worker_key
+from conveyor.domain.pull import ASYNC_API, registered_slug
 from conveyor.domain.status import ACTIVE, resolve_status_filter
 from conveyor.errors import InvalidInput
 from conveyor.services.jobs import JobService
@@ -95,7 +95,7 @@ def _page_link(request: Request, **changes: Any) -> str:
 def list_jobs(
     request: Request,
     jobs: JobsDep,
-    principal: PrincipalDep,
+    principal: AnyPrincipalDep,
     base: BaseUrlDep,
     settings: SettingsDep,
     status: Annotated[
@@ -144,6 +144,9 @@ def list_jobs(
         bool, Query(description='Results as `{"id", "pipeline_slug"}` only (what pull workers read).')
     ] = False,
 ) -> Response:
+    pull_poll = ids_only and (dispatch_mode or backend) == ASYNC_API
+    if not pull_poll:
+        refuse_worker_key(principal)  # a worker key may only poll the async_api job list
     size = min(limit or settings.default_page_size, settings.max_page_size)
     statuses = resolve_status_filter(status) if status else None
     if incomplete_only:
@@ -170,6 +173,8 @@ def list_jobs(
         cursor=cursor,
     )
     page = jobs.history(principal, query)
+    if pull_poll and principal.role in LEASE_ROLES:
+        jobs.pull.seen(principal, None, pipelines=query.pipeline_slugs)
     if ids_only:
         return JSONResponse(_ids_page(request, page, size, offset))
     permissions = _permissions(principal)

@@ -71,8 +71,7 @@ def lease_terms(principal: WorkerPrincipalDep, settings: SettingsDep) -> LeaseTe
 def lease(
     body: LeaseRequest, request: Request, principal: WorkerPrincipalDep, settings: SettingsDep
 ) -> JSONResponse:
-    worker = f"{body.name}@{body.host}" if body.host else body.name
-    leased = _service(request).lease(principal, worker=worker, pipelines=body.pipelines)
+    leased = _service(request).lease(principal, name=body.name, host=body.host, pipelines=body.pipelines)
     if leased is None:
         return JSONResponse({"lease": None})
     job, claim = leased.job, leased.claim

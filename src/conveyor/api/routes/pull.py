@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from conveyor.api.deps import BaseUrlDep, DbId, JobsDep, PrincipalDep, SmallId
+from conveyor.api.deps import BaseUrlDep, DbId, JobsDep, SmallId, WorkerPrincipalDep
 from conveyor.api.schemas.pull import (
     NextJobRequest,
     NextJobResponse,
@@ -30,11 +30,11 @@ router = APIRouter(prefix="/api/v2", tags=["antenna pull workers"])
     description="What Antenna's ADC worker sends on start-up. A second registration of the same service "
     "name updates it and its pipelines; nothing is duplicated. A job submitted in the project with "
     '`"pipeline": "<registered slug>"` becomes an `async_api` job, served only to pull workers (the '
-    "registered slug wins over an installed pipeline of that slug, in that project). Needs a key that "
-    "may write in the project.",
+    "registered slug wins over an installed pipeline of that slug, in that project). Needs a worker, "
+    "member or owner key of the project.",
 )
 async def register_pull_service(
-    project_id: SmallId, body: PullRegistration, jobs: JobsDep, principal: PrincipalDep
+    project_id: SmallId, body: PullRegistration, jobs: JobsDep, principal: WorkerPrincipalDep
 ) -> JSONResponse:
     hostname = (body.client_info or {}).get("hostname")
     name = body.processing_service_name or (str(hostname) if hostname else None) or principal.key_name
@@ -52,9 +52,9 @@ async def register_pull_service(
     "that is not async_api is a 400; a job the key cannot see is a 404.",
 )
 def reserve_tasks(
-    job_id: DbId, body: TasksRequest, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+    job_id: DbId, body: TasksRequest, jobs: JobsDep, principal: WorkerPrincipalDep, base: BaseUrlDep
 ) -> JSONResponse:
-    # body.client_info: where the worker registry records a pull worker's last-seen.
+    jobs.pull.seen(principal, body.client_info, job_id=job_id)
     return JSONResponse({"tasks": jobs.pull.reserve(principal, job_id, body.batch_size, base)})
 
 
@@ -69,11 +69,13 @@ def reserve_tasks(
     "be a bare list of results (older ADC workers).",
 )
 def post_results(
-    job_id: DbId, body: TaskResults | list[TaskResult], jobs: JobsDep, principal: PrincipalDep
+    job_id: DbId, body: TaskResults | list[TaskResult], jobs: JobsDep, principal: WorkerPrincipalDep
 ) -> JSONResponse:
     entries = body.results if isinstance(body, TaskResults) else body
     raw = [{"reply_subject": e.reply_subject, "result": e.result} for e in entries]
-    return JSONResponse(jobs.pull.post_results(principal, job_id, raw))
+    answer = jobs.pull.post_results(principal, job_id, raw)
+    jobs.pull.seen(principal, None, job_id=job_id, items_done=answer["results_applied"])
+    return JSONResponse(answer)
 
 
 @router.post(
@@ -84,5 +86,7 @@ def post_results(
     'task no worker holds, as `{"id", "pipeline_slug"}` (or `null`); with `batch_size` > 0 its first '
     "tasks are reserved in the same call, as `/tasks/` would.",
 )
-def next_job(body: NextJobRequest, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep) -> JSONResponse:
+def next_job(
+    body: NextJobRequest, jobs: JobsDep, principal: WorkerPrincipalDep, base: BaseUrlDep
+) -> JSONResponse:
     return JSONResponse(jobs.pull.next_job(principal, body.pipeline_slugs, body.batch_size, base))
