@@ -350,3 +350,60 @@ def test_concurrent_pullers_get_disjoint_tasks_and_every_item_counts_once(
     done = wait_status(client, job["id"], {"SUCCESS", "FAILURE"}, timeout=30)
     assert (done["status"], done["completed"], done["failed"], done["pending"]) == ("SUCCESS", 240, 0, 0)
     assert all(i["attempts"] == 1 for i in all_items(client, job["id"]))
+
+
+def test_a_worker_key_pulls_and_the_worker_shows_in_the_registry(
+    client: httpx.Client, server: Server
+) -> None:
+    """A key of role ``worker`` runs the whole ADC wire (registration, the ids_only job list,
+    tasks, results) and nothing else; the pull worker is listed by its client_info hostname with
+    the job it works on and the results it posted. Before any worker is seen, the job's results
+    stage says it waits for one."""
+    key = server.create_key(role="worker", name=unique("adc-key"))
+    slug = unique("reg").replace("_", "-")
+    hostname = unique("gpu-box")
+    with AdcWorker(f"{server.url}/api/v2", key) as adc:
+        assert adc.register(project_id(client), "ADC", [pipeline_config(slug)]).status_code == 201
+        job = submit_images(client, slug, [png(level) for level in range(5)])
+
+        def waiting_note() -> str | None:
+            stages = {s["key"]: s for s in get_job(client, job["id"])["progress"]["stages"]}
+            notes = [p["value"] for p in stages["results"]["params"] if p["name"] == "message"]
+            return notes[0] if notes else None
+
+        # No pull worker of this pipeline was ever seen: the sweeper says so in the job.
+        wait_for(lambda: waiting_note() is not None, timeout=15)
+        assert "Waiting for a pull worker" in (waiting_note() or "") and slug in (waiting_note() or "")
+
+        # Anything but the pull wire is refused to a worker key.
+        assert adc.http.get(f"{server.url}/api/v2/jobs/").status_code == 403
+        assert adc.http.get(f"{server.url}/api/v2/jobs/{job['id']}/").status_code == 403
+        assert [j for j, _ in adc.get_jobs([slug])] == [job["id"]]
+        response = adc.tasks_response(job["id"], 24, client_info={"hostname": hostname, "software": "adc"})
+        assert response.status_code == 200, response.text
+        tasks = response.json()["tasks"]
+        assert len(tasks) == 5
+        answer = adc.post_results(
+            job["id"],
+            [
+                {"reply_subject": t["reply_subject"], "result": detections_result(t, slug, "moth")}
+                for t in tasks
+            ],
+        )
+        assert answer["results_applied"] == 5
+        done = wait_status(client, job["id"], {"SUCCESS", "FAILURE"}, timeout=30)
+        assert done["status"] == "SUCCESS" and done["completed"] == 5
+
+    def pull_rows() -> list[dict[str, Any]]:
+        listed = client.get("/api/v2/workers/", params={"kind": "pull"})
+        assert listed.status_code == 200, listed.text
+        return [w for w in listed.json() if w["name"] == hostname]
+
+    # The registry throttles its writes; the sweeper writes the last results' count within a period.
+    wait_for(lambda: [r["items_done"] for r in pull_rows()] == [5], timeout=10)
+    row = pull_rows()[0]
+    assert slug in row["pipelines"]
+    assert row["info"].get("software") == "adc"
+    # A worker was seen: the note is gone once the job has ended (it is cleared or never rewritten).
+    stages = {s["key"]: s for s in get_job(client, job["id"])["progress"]["stages"]}
+    assert stages["results"]["status"] == "SUCCESS"

@@ -227,6 +227,13 @@ def test_an_http_worker_runs_every_shipped_pipeline(tmp_path: Path) -> None:
             vectors = [i["result"] for i in all_items(server.client(), embed["id"])]
             assert all(r for r in vectors)
             with server.client() as owner:
+                # The worker is in the registry, with the items it wrote back.
+                listed = owner.get("/api/v2/workers/", params={"kind": "http"})
+                assert listed.status_code == 200, listed.text
+                assert len(listed.json()) == 1, listed.json()
+                seen = listed.json()[0]
+                assert seen["items_done"] == sum(done[j]["completed"] + done[j]["failed"] for j in done)
+                assert {"digits", "imagenet-classifier"} <= set(seen["pipelines"])
                 first = all_items(owner, image_job["id"])[0]
                 assert first["result"]
                 for what in ("sample", "explanation"):

@@ -47,8 +47,10 @@ class PullService:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        # key id -> the name its pull worker last gave (client_info.hostname): /result/ names none.
+        # key id -> the name its pull worker last gave (client_info.hostname; /result/ and the job
+        # list name none) and the pipelines it last asked for (only the job list names them).
         self._names: dict[int, str] = {}
+        self._pipelines: dict[int, list[str]] = {}
 
     # ---------------------------------------------------------------- the worker registry
     def seen(
@@ -62,14 +64,22 @@ class PullService:
     ) -> None:
         """Record the pull worker behind this call in the worker registry (``GET /api/v2/workers/``):
         named by its ``client_info.hostname`` (remembered per key for the calls that send none),
-        else by its key's prefix. The registry throttles the writes."""
+        else by its key's prefix. The job list (``pipelines``, no job) only notes what the key's
+        worker serves: it comes before the first ``/tasks/`` names the worker, and one worker must
+        not make two rows. The registry throttles the writes."""
         facts = client_facts(client_info)
         hostname = facts.get("hostname")
+        if len(self._names) >= REMEMBERED_WORKERS:
+            self._names.clear()
+            self._pipelines.clear()
         if isinstance(hostname, str) and hostname:
-            if len(self._names) >= REMEMBERED_WORKERS and principal.key_id not in self._names:
-                self._names.clear()
             self._names[principal.key_id] = hostname
+        if pipelines is not None:
+            self._pipelines[principal.key_id] = list(pipelines)[:MAX_PIPELINES]
+            if job_id is None and not facts:
+                return
         name = self._names.get(principal.key_id, principal.key_prefix)
+        pipelines = self._pipelines.get(principal.key_id)
         self.store.workers.seen(
             "pull",
             name,

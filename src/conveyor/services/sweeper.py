@@ -49,6 +49,7 @@ class Sweeper:
         # when no worker asks for tasks again.
         exhausted = self.store.pull.fail_exhausted_everywhere(self.store.settings.pull_max_deliveries)
         self.note_workerless_pull_jobs()
+        self.store.workers.flush()
         return {"requeued": requeued, "timed_out": timed_out, "revoked": revoked, "pull_ended": exhausted}
 
     def note_workerless_pull_jobs(self) -> list[int]:

@@ -149,6 +149,41 @@ class WorkerRepository:
             beat.row_id = written_id
         return True
 
+    def flush(self) -> int:
+        """Write the items reported but held back by the throttle (the sweeper calls this every
+        period): a worker that went quiet right after its last report, such as a pull worker
+        whose last ``/result/`` ended the job, still shows every item it finished. Returns the
+        number of rows written."""
+        now = time.monotonic()
+        with self._lock:
+            due = [
+                (beat, beat.row_id, beat.pending_items)
+                for beat in self._beats.values()
+                if beat.pending_items
+                and beat.row_id is not None
+                and now - beat.written_at >= self.min_interval_seconds
+            ]
+            for beat, _, _ in due:
+                beat.pending_items = 0
+        if not due:
+            return 0
+        written = 0
+        try:
+            with self.db.write() as conn:
+                for _, row_id, pending in due:
+                    conn.execute(
+                        update(workers)
+                        .where(workers.c.id == row_id)
+                        .values(items_done=workers.c.items_done + pending)
+                    )
+                    written += 1
+        except Exception:
+            with self._lock:  # counted next time instead
+                for beat, _, pending in due:
+                    beat.pending_items += pending
+            raise
+        return written
+
     def stopped(self, kind: str, name: str, *, account_id: int | None = None) -> None:
         """Worker ``(kind, name)`` exits cleanly: its row says ``stopped`` (with the items reported
         since the last write added) until it reports itself again."""

@@ -39,6 +39,8 @@ async def register_pull_service(
     hostname = (body.client_info or {}).get("hostname")
     name = body.processing_service_name or (str(hostname) if hostname else None) or principal.key_name
     answer = await run_in_threadpool(jobs.pull.register, principal, project_id, name, body.pipelines)
+    slugs = [*answer["pipelines_created"], *answer["pipelines_updated"]]
+    await run_in_threadpool(jobs.pull.seen, principal, body.client_info, pipelines=slugs)
     return JSONResponse(answer, status_code=201 if answer["pipelines_created"] else 200)
 
 
