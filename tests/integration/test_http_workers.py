@@ -227,13 +227,19 @@ def test_an_http_worker_runs_every_shipped_pipeline(tmp_path: Path) -> None:
             vectors = [i["result"] for i in all_items(server.client(), embed["id"])]
             assert all(r for r in vectors)
             with server.client() as owner:
-                # The worker is in the registry, with the items it wrote back.
-                listed = owner.get("/api/v2/workers/", params={"kind": "http"})
-                assert listed.status_code == 200, listed.text
-                assert len(listed.json()) == 1, listed.json()
-                seen = listed.json()[0]
-                assert seen["items_done"] == sum(done[j]["completed"] + done[j]["failed"] for j in done)
-                assert {"digits", "imagenet-classifier"} <= set(seen["pipelines"])
+                # The worker's two threads are in the registry, with the items they wrote back (the
+                # registry's throttle holds a count back for up to a second; the sweeper writes it).
+                def listed() -> list[dict[str, Any]]:
+                    answer = owner.get("/api/v2/workers/", params={"kind": "http"})
+                    assert answer.status_code == 200, answer.text
+                    rows: list[dict[str, Any]] = answer.json()
+                    return rows
+
+                total = sum(done[j]["completed"] + done[j]["failed"] for j in done)
+                wait_for(lambda: sum(r["items_done"] for r in listed()) == total, timeout=10)
+                rows = listed()
+                assert len(rows) == 2 and all(r["name"].endswith(("/0", "/1")) for r in rows), rows
+                assert {"digits", "imagenet-classifier"} <= set(rows[0]["pipelines"])
                 first = all_items(owner, image_job["id"])[0]
                 assert first["result"]
                 for what in ("sample", "explanation"):
@@ -268,8 +274,10 @@ def test_kill9_and_sigterm_keep_every_item_counted_once(tmp_path: Path, backend:
                 second.send_signal(signal.SIGTERM)
                 assert second.wait(30) == 0, log_of(tmp_path / "w2")
             # SIGTERM: what it finished is written, the rest went back to the queue at once.
-            statuses = [c[2] for c in chunk_rows(engine, job_id)]
-            assert "LEASED" not in statuses and "QUEUED" in statuses
+            # (The killed worker's chunk may still be LEASED to it until its lease runs out.)
+            chunks = chunk_rows(engine, job_id)
+            assert not [c for c in chunks if c[2] == "LEASED" and (c[4] or "").startswith("second")], chunks
+            assert "QUEUED" in [c[2] for c in chunks]
             stopped = get_job(owner, job_id)
             rows = item_rows(engine, job_id)
             assert stopped["pending"] == sum(1 for r in rows if r[1] == "PENDING") > 0
