@@ -125,7 +125,6 @@ def noop_section(r: dict[str, Any]) -> Section:
         ax.axhline(
             r["target_end_to_end_items_per_second"], color="red", ls="--", label="target 20,000 items/s"
         )
-        ax.set_yscale("log")
         ax.set_ylabel("items/s (log)")
         ax.legend(fontsize=8)
 
@@ -294,7 +293,6 @@ def history_scale_section(r: dict[str, Any]) -> Section:
             )
         ax.axhline(r["target_p99_ms"], color="red", ls="--", label=f"target p99 < {r['target_p99_ms']:g} ms")
         ax.set_xscale("log")
-        ax.set_yscale("log")
         ax.set_xlabel("jobs in the history")
         ax.set_ylabel("ms (log)")
         ax.legend(fontsize=7)
@@ -700,7 +698,6 @@ def submit_by_reference_section(r: dict[str, Any]) -> Section:
             [old["best_post_seconds"], ref["best_post_seconds"]],
             color=["#888888", "#1f77b4"],
         )
-        ax.set_yscale("log")
         ax.set_ylabel("POST → 201, s (log)")
 
     n = r["params"]["urls"]
@@ -826,7 +823,6 @@ def load_section(r: dict[str, Any]) -> Section:
         ax.set_xticks(list(xs), [label.replace(", ", "\n").replace(" ", "\n", 1) for _, label in kinds])
         ax.tick_params(axis="x", labelsize=7)
         ax.set_ylabel("ms")
-        ax.set_yscale("log")
         ax.legend(fontsize=8)
         ax2 = fig.add_subplot(1, 2, 2)
         labels = ["submit", "submit → finished"]
