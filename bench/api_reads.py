@@ -109,14 +109,15 @@ def load(
     }
 
 
-def seed_jobs(client: httpx.Client, count: int, items: int) -> list[dict[str, Any]]:
-    """``count`` finished ``test-delay`` jobs of ``items`` items; their native and Modzy ids."""
+def seed_jobs(client: httpx.Client, count: int, items: int, prefix: str = "reads") -> list[dict[str, Any]]:
+    """``count`` finished ``test-delay`` jobs of ``items`` items, named ``<prefix>-<n>``; their
+    native and Modzy ids."""
     submitted = []
     for index in range(count):
         response = client.post(
             "/api/v2/jobs/?start_now=true",
             json={
-                "name": f"reads-{index}",
+                "name": f"{prefix}-{index}",
                 "pipeline": "test-delay",
                 "inputs": [{"name": f"in-{i}", "kind": "text", "data": f"x{i}"} for i in range(items)],
                 "config": {"item_seconds": 0},

@@ -125,7 +125,6 @@ def noop_section(r: dict[str, Any]) -> Section:
         ax.axhline(
             r["target_end_to_end_items_per_second"], color="red", ls="--", label="target 20,000 items/s"
         )
-        ax.set_yscale("log")
         ax.set_ylabel("items/s (log)")
         ax.legend(fontsize=8)
 
@@ -294,7 +293,6 @@ def history_scale_section(r: dict[str, Any]) -> Section:
             )
         ax.axhline(r["target_p99_ms"], color="red", ls="--", label=f"target p99 < {r['target_p99_ms']:g} ms")
         ax.set_xscale("log")
-        ax.set_yscale("log")
         ax.set_xlabel("jobs in the history")
         ax.set_ylabel("ms (log)")
         ax.legend(fontsize=7)
@@ -752,7 +750,6 @@ def submit_by_reference_section(r: dict[str, Any]) -> Section:
             [old["best_post_seconds"], ref["best_post_seconds"]],
             color=["#888888", "#1f77b4"],
         )
-        ax.set_yscale("log")
         ax.set_ylabel("POST → 201, s (log)")
 
     n = r["params"]["urls"]
@@ -981,6 +978,113 @@ def antenna_pull_section(r: dict[str, Any]) -> Section:
     )
 
 
+LOAD_KINDS = (
+    ("status_native", "status, native (ETag)"),
+    ("status_modzy", "status, Modzy"),
+    ("history", "history page"),
+    ("sse", "SSE connect"),
+)
+
+
+def load_section(r: dict[str, Any]) -> Section:
+    kinds = [(k, label) for k, label in LOAD_KINDS if k in r["kinds"]]
+    idle, loaded = r["probe_idle"], r["probe_under_load"]
+
+    def plot(fig: Any) -> None:
+        ax = fig.add_subplot(1, 2, 1)
+        width = 0.38
+        xs = range(len(kinds))
+        for offset, p in ((-width / 2, "p50"), (width / 2, "p99")):
+            ax.bar(
+                [x + offset for x in xs],
+                [r["kinds"][k]["latency_ms"].get(p, 0) for k, _ in kinds],
+                width,
+                label=p,
+            )
+        ax.set_xticks(list(xs), [label.replace(", ", "\n").replace(" ", "\n", 1) for _, label in kinds])
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_ylabel("ms")
+        ax.legend(fontsize=8)
+        ax2 = fig.add_subplot(1, 2, 2)
+        labels = ["submit", "submit → finished"]
+        ys = range(len(labels))
+        for offset, (name, probe) in ((-width / 2, ("idle", idle)), (width / 2, ("under load", loaded))):
+            ax2.bar(
+                [y + offset for y in ys],
+                [probe["submit_ms"].get("p99", 0), probe["submit_to_finished_ms"].get("p99", 0)],
+                width,
+                label=f"p99 {name}",
+            )
+        ax2.axhline(500, color="#888888", linestyle="--", linewidth=1)
+        ax2.set_xticks(list(ys), labels)
+        ax2.set_ylabel("ms")
+        ax2.legend(fontsize=8)
+
+    params = r["params"]
+    total_rps = sum(r["kinds"][k]["requests_per_second"] for k, _ in kinds)
+    return Section(
+        figure=f"{params['pollers']} pollers, {fmt(total_rps)} req/s: status p50/p99 "
+        f"{fmt(r['kinds']['status_native']['latency_ms'].get('p50'))}/"
+        f"{fmt(r['kinds']['status_native']['latency_ms'].get('p99'))} ms native, "
+        f"{fmt(r['kinds']['status_modzy']['latency_ms'].get('p50'))}/"
+        f"{fmt(r['kinds']['status_modzy']['latency_ms'].get('p99'))} ms Modzy; submit p99 "
+        f"{fmt(loaded['submit_ms'].get('p99'))} ms; {r['errors']} errors, {r['server_errors_5xx']} 5xx",
+        target="0 errors, no 5xx, submit p99 < 500 ms under the load",
+        short_target="0 errors, no 5xx, submit p99 < 500 ms",
+        baseline=f"the same probe idle before the load: submit p99 {fmt(idle['submit_ms'].get('p99'))} ms, "
+        f"submit → finished p50/p99 {fmt(idle['submit_to_finished_ms'].get('p50'))}/"
+        f"{fmt(idle['submit_to_finished_ms'].get('p99'))} ms",
+        met=r.get("met"),
+        table=[["request", "clients", "requests/s", "p50 ms", "p90 ms", "p99 ms", "answers", "errors"]]
+        + [
+            [
+                label,
+                fmt(r["clients"].get(k)),
+                fmt(r["kinds"][k]["requests_per_second"]),
+                fmt(r["kinds"][k]["latency_ms"].get("p50")),
+                fmt(r["kinds"][k]["latency_ms"].get("p90")),
+                fmt(r["kinds"][k]["latency_ms"].get("p99")),
+                ", ".join(f"{n} {s}" for s, n in sorted(r["kinds"][k]["statuses"].items())),
+                fmt(sum(r["kinds"][k]["errors"].values())),
+            ]
+            for k, label in kinds
+        ]
+        + [
+            [
+                f"probe: {phase}",
+                "1",
+                "-",
+                f"submit {fmt(probe['submit_ms'].get('p50'))}",
+                f"submit {fmt(probe['submit_ms'].get('p90'))}",
+                f"submit {fmt(probe['submit_ms'].get('p99'))}",
+                f"{probe['jobs']} jobs, submit → finished p50/p99 "
+                f"{fmt(probe['submit_to_finished_ms'].get('p50'))}/"
+                f"{fmt(probe['submit_to_finished_ms'].get('p99'))} ms",
+                fmt(sum(probe["errors"].values())),
+            ]
+            for phase, probe in (("idle", idle), ("under load", loaded))
+        ],
+        plot=plot,
+        notes=[
+            f"{params['database']}, {params['workers']} local workers; {params['jobs']} finished jobs "
+            f"polled, {fmt(r['seconds'])} s of load; status pollers every "
+            f"{params['status_poll_interval_s']:g} s, history every {params['history_poll_interval_s']:g} s, "
+            f"SSE sessions ~{params['sse_session_s']:g} s.",
+            f"Server RSS (server + workers): {fmt(r['rss']['before_load']['total_mb'])} MB before the load, "
+            f"peak {fmt(r['rss']['peak']['total_mb'])} MB, {fmt(r['rss']['end']['total_mb'])} MB at the end "
+            f"(server process alone {fmt(r['rss']['before_load']['server_mb'])} → "
+            f"{fmt(r['rss']['end']['server_mb'])} MB). CPU during the load: the server process "
+            f"{fmt(r.get('server_cores_used'), 2)} cores, with its workers "
+            f"{fmt(r.get('server_tree_cores_used'), 2)}.",
+            f"SSE: {r['counters'].get('sse_connections', 0)} connections, "
+            f"{r['counters'].get('sse_events', 0)} events received. The generator's loop lag p50/p99 "
+            f"{fmt(r.get('generator_loop_lag_ms', {}).get('p50'))}/"
+            f"{fmt(r.get('generator_loop_lag_ms', {}).get('p99'))} ms (included in every client-side "
+            "latency).",
+        ],
+    )
+
+
 # name -> (title, section builder); the order of the report
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Section]]] = {
     "model_throughput": ("Model throughput: imagenet-classifier vs a plain loop", model_section),
@@ -993,6 +1097,8 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Section]]] = {
     "history": ("History at one size", history_section),
     "api_reads": ("API requests/s for job status reads", api_reads_section),
     "conditional_gets": ("Conditional GETs: a 304 against a 200", conditional_gets_section),
+    "load": ("Under load (200 pollers): embedded, SQLite", load_section),
+    "load_postgresql": ("Under load (200 pollers): PostgreSQL", load_section),
     "soak": ("Soak: mixed load, memory and p99", soak_section),
     "manifest_scale": ("Jobs by reference: a 1,000,000-entry manifest", manifest_scale_section),
     "submit_by_reference": (

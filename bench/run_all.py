@@ -25,6 +25,8 @@ from typing import Any
 
 from common import BENCH_DIR, ROOT, emit, log, machine_info
 
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/conveyor_bench"
+
 # name -> (script, arguments for `make bench`, arguments for --quick); the order of the run
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "noop_throughput": ("noop_throughput.py", ["--items", "100000"], ["--quick"]),
@@ -37,6 +39,12 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "sse_latency": ("sse_latency.py", ["--jobs", "100", "--subscribers", "50"], ["--quick"]),
     "api_reads": ("api_reads.py", ["--jobs", "200", "--seconds", "20", "--concurrency", "8"], ["--quick"]),
     "conditional_gets": ("conditional_gets.py", ["--jobs", "100", "--requests", "2000"], ["--quick"]),
+    "load": ("load.py", ["--pollers", "200", "--seconds", "120"], ["--quick"]),
+    "load_postgresql": (
+        "load.py",
+        ["--pollers", "200", "--seconds", "120", "--database-url", DEFAULT_POSTGRES],
+        ["--quick", "--database-url", DEFAULT_POSTGRES],
+    ),
     "model_throughput": ("model_throughput.py", ["--items", "96"], ["--quick"]),
     "embedding_throughput": (
         "model_throughput.py",
@@ -203,6 +211,8 @@ def arguments(name: str, args: argparse.Namespace) -> list[str]:
     out = list(quick if args.quick else full)
     if args.database_url and name in ("history", "history_scale", "celery_throughput"):
         out += ["--database-url", args.database_url]
+    if args.database_url and name == "load_postgresql":
+        out[out.index("--database-url") + 1] = args.database_url
     if name == "history_scale" and args.history_max is not None:
         out += ["--max-jobs", str(args.history_max)]
     if name == "soak" and args.soak_minutes is not None:
@@ -220,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--database-url",
         default=None,
-        help="PostgreSQL server for history.py (else SQLite), history_scale.py and celery_throughput.py "
+        help="PostgreSQL server for history.py (else SQLite), history_scale.py, celery_throughput.py "
+        "and load_postgresql"
         "(their default: postgresql+psycopg://postgres@127.0.0.1:5432/conveyor_bench)",
     )
     parser.add_argument(

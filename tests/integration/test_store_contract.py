@@ -19,12 +19,12 @@ from sqlalchemy import func, select
 from conveyor.domain.access import Scope
 from conveyor.domain.status import ChunkKind, JobStatus
 from conveyor.domain.work import Claim, ItemOutcome
-from conveyor.errors import Conflict
+from conveyor.errors import Conflict, NotFound
 from conveyor.services.bootstrap import prepare
 from conveyor.settings import Settings
 from conveyor.store import Store, lifecycle
 from conveyor.store.jobs import NewJob
-from conveyor.store.tables import items, job_events, jobs
+from conveyor.store.tables import items, job_events, job_logs, jobs
 from tests.helpers.backends import postgres_database
 
 
@@ -470,3 +470,40 @@ def test_claims_narrowed_by_kind_and_scope(store: Store) -> None:
     held = store.chunks.held(claim.chunk_id, claim.token, scope)
     assert held is not None and (held.first_seq, held.last_seq) == (claim.first_seq, claim.last_seq)
     assert store.chunks.held(claim.chunk_id, claim.token, Scope(scope.account_id + 1000)) is None
+
+
+def test_job_detail_reads_the_newest_logs_and_first_inputs_in_one_statement(store: Store) -> None:
+    """The detail folds its recent log lines and first input descriptors into the job's row
+    (one round trip): they come back as the separate reads gave them, on both backends."""
+    job_id, scope = new_job(store, 7, start=False, name="detail")
+    messages = ["plain", 'quote " and \\ backslash', "unicode é 漢字", "line\nbreak"]
+    with store.db.write() as conn:
+        for index, message in enumerate(messages):
+            lifecycle.add_log(conn, job_id, "ERROR" if index == 1 else "INFO", message)
+
+    detail = store.jobs.detail(scope, job_id, log_lines=3, inputs=5)
+    with store.db.read() as conn:
+        expected_logs = [
+            dict(r)
+            for r in conn.execute(
+                select(job_logs).where(job_logs.c.job_id == job_id).order_by(job_logs.c.id.desc()).limit(3)
+            ).mappings()
+        ]
+    assert [dict(r) for r in detail.logs] == expected_logs
+    assert [r["message"] for r in detail.logs] == messages[:0:-1]
+    assert all(r["created_at"].tzinfo is not None for r in detail.logs)
+    assert [(r["seq"], r["name"], r["kind"], r["byte_size"]) for r in detail.inputs] == [
+        (i, f"i{i}", "text", 1) for i in range(5)
+    ]
+    assert detail.row["name"] == "detail" and detail.row["id"] == job_id
+
+    by_uuid = store.jobs.detail(scope, uuid=detail.row["uuid"])  # no logs or inputs asked
+    assert by_uuid.row["id"] == job_id
+    assert by_uuid.logs == [] and by_uuid.inputs == []
+    project_id = detail.row["project_id"]
+    narrowed = store.jobs.detail(Scope(scope.account_id, frozenset({project_id})), job_id, log_lines=1)
+    assert [dict(r) for r in narrowed.logs] == expected_logs[:1]
+    with pytest.raises(NotFound):
+        store.jobs.detail(Scope(scope.account_id, frozenset({project_id + 1})), job_id, log_lines=3)
+    with pytest.raises(NotFound):
+        store.jobs.detail(Scope(scope.account_id + 999), job_id, log_lines=3)

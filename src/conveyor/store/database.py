@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
-from conveyor.store.engine import make_engine, read_tx, write_tx
+from conveyor.store.engine import make_engine, read_statement, read_tx, write_tx
 
 
 class Database:
@@ -28,6 +28,12 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         with read_tx(self.engine) as conn:
+            yield conn
+
+    @contextmanager
+    def read_one(self) -> Iterator[Connection]:
+        """A read of one statement: no transaction round trips on PostgreSQL (see ``read_statement``)."""
+        with read_statement(self.engine) as conn:
             yield conn
 
     def optimize(self) -> None:

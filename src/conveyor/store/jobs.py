@@ -7,12 +7,25 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Integer, RowMapping, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Integer,
+    RowMapping,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    type_coerce,
+    update,
+)
 
 from conveyor.clock import utcnow
 from conveyor.domain.access import Scope
@@ -84,13 +97,13 @@ class NewJob:
 
 @dataclass(frozen=True)
 class JobDetail:
-    """One job as its detail shows it, read in one transaction: the row (with its pipeline,
+    """One job as its detail shows it, read in one statement: the row (with its pipeline,
     project and ``submitted_by_name``, the submitting key's name), its newest log lines (newest
     first) and its first items' input descriptors (``seq`` order, no data)."""
 
     row: RowMapping
-    logs: list[RowMapping]
-    inputs: list[RowMapping]
+    logs: Sequence[Mapping[Any, Any]]
+    inputs: Sequence[Mapping[Any, Any]]
 
 
 def _job_rows_select(*, with_submitter: bool = False) -> Any:
@@ -124,16 +137,50 @@ def _job_rows_select(*, with_submitter: bool = False) -> Any:
 
 JOB_ROWS = _job_rows_select()
 INPUT_COLUMNS = (items.c.job_id, items.c.seq, items.c.name, items.c.kind, items.c.byte_size)
+LOG_COLUMNS = (job_logs.c.id, job_logs.c.job_id, job_logs.c.created_at, job_logs.c.level, job_logs.c.message)
+LOG_NAMES = tuple(column.name for column in LOG_COLUMNS)
+INPUT_NAMES = tuple(column.name for column in INPUT_COLUMNS)
 
 
-def _detail_statements() -> dict[tuple[str, bool], Any]:
-    """The job detail's select, by id or uuid, account-wide or narrowed to some projects.
+def _rows_as_json(dialect: str, inner: Any, label: str) -> Any:
+    """``inner``'s rows (a correlated select) as ONE column of the job's row: a JSON array of
+    arrays, in no particular order (``_json_rows`` sorts them back). The detail is then one
+    statement, one round trip on PostgreSQL, and needs no transaction for a consistent read."""
+    block = inner.subquery()
+    if dialect == "postgresql":
+        rows = func.json_agg(func.json_build_array(*block.c))
+        aggregated = func.coalesce(rows, literal_column("'[]'::json"))
+    else:  # SQLite: the same in its JSON1 functions
+        aggregated = func.coalesce(func.json_group_array(func.json_array(*block.c)), "[]")
+    return type_coerce(select(aggregated).scalar_subquery(), JSON).label(label)
 
-    Built once with bound parameters and reused: a status read is the hottest request, and
-    building a select of ~50 columns and computing its cache key (which SQLAlchemy memoizes per
-    statement object) cost as much as running it.
+
+def _detail_statements(dialect: str) -> dict[tuple[str, bool], Any]:
+    """The job detail's select, by id or uuid, account-wide or narrowed to some projects, with
+    the newest ``:lines`` log lines and the first ``:inputs`` items' input descriptors folded in.
+
+    Built once per dialect with bound parameters and reused: a status read is the hottest
+    request, and building a select of ~50 columns and computing its cache key (which SQLAlchemy
+    memoizes per statement object) cost as much as running it.
     """
-    base = _job_rows_select(with_submitter=True)
+    recent_logs = _rows_as_json(
+        dialect,
+        select(*LOG_COLUMNS)
+        .where(job_logs.c.job_id == jobs.c.id)
+        .order_by(job_logs.c.id.desc())
+        .limit(bindparam("lines", type_=Integer))
+        .correlate(jobs),
+        "recent_logs",
+    )
+    first_inputs = _rows_as_json(
+        dialect,
+        select(*INPUT_COLUMNS)
+        .where(items.c.job_id == jobs.c.id, items.c.seq < bindparam("inputs", type_=Integer))
+        .order_by(items.c.seq)
+        .correlate(jobs),
+        "first_inputs",
+    )
+    base = _job_rows_select(with_submitter=True).add_columns(recent_logs, first_inputs)
     out = {}
     for by, column in (("id", jobs.c.id), ("uuid", jobs.c.uuid)):
         where = base.where(column == bindparam("key"), jobs.c.account_id == bindparam("account_id"))
@@ -142,18 +189,26 @@ def _detail_statements() -> dict[tuple[str, bool], Any]:
     return out
 
 
-JOB_DETAIL = _detail_statements()
-RECENT_LOGS = (
-    select(job_logs)
-    .where(job_logs.c.job_id == bindparam("job_id"))
-    .order_by(job_logs.c.id.desc())
-    .limit(bindparam("lines", type_=Integer))
-)
-FIRST_INPUTS = (
-    select(*INPUT_COLUMNS)
-    .where(items.c.job_id == bindparam("job_id"), items.c.seq < bindparam("inputs"))
-    .order_by(items.c.seq)
-)
+JOB_DETAIL = {dialect: _detail_statements(dialect) for dialect in ("postgresql", "sqlite")}
+
+
+def _json_rows(
+    rows: list[list[Any]] | None, names: Sequence[str], *, order: str, newest_first: bool = False
+) -> list[dict[str, Any]]:
+    """A ``_rows_as_json`` column back as rows (dicts by column name, ``created_at`` an aware
+    datetime), sorted by ``order``."""
+    out = [dict(zip(names, row, strict=True)) for row in rows or ()]
+    for row in out:
+        if "created_at" in row:
+            row["created_at"] = _json_time(row["created_at"])
+    out.sort(key=lambda row: row[order], reverse=newest_first)
+    return out
+
+
+def _json_time(value: str) -> datetime:
+    """A timestamp as JSON renders it (PostgreSQL: ISO 8601 with offset; SQLite: naive UTC text)."""
+    stamp = datetime.fromisoformat(value)
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -169,6 +224,7 @@ class JobRepository:
         self.db = db
         self.dialect = bulk.Dialect(db.dialect)
         self.chunk_size = chunk_size
+        self.detail_statements = JOB_DETAIL["sqlite" if db.is_sqlite else "postgresql"]
 
     # ----------------------------------------------------------------- writes
     def create(
@@ -410,25 +466,23 @@ class JobRepository:
         """A job by id or by ``uuid`` (Modzy's ``jobIdentifier``) with its newest ``log_lines``
         log lines and first ``inputs`` items, in one read transaction; 404 outside the scope."""
         narrowed = scope.project_ids is not None
-        statement = JOB_DETAIL["id" if job_id is not None else "uuid", narrowed]
+        statement = self.detail_statements["id" if job_id is not None else "uuid", narrowed]
         params: dict[str, Any] = {
             "key": job_id if job_id is not None else uuid,
             "account_id": scope.account_id,
+            "lines": max(log_lines, 0),
+            "inputs": max(inputs, 0),
         }
         if narrowed:
             params["project_ids"] = sorted(scope.project_ids or ())
-        with self.db.read() as conn:
+        with self.db.read_one() as conn:  # one statement: one round trip, no transaction
             row = conn.execute(statement, params).mappings().first()
-            if row is None:
-                if job_id is not None:
-                    raise NotFound(f"Job {job_id} not found.", job_id=job_id)
-                raise NotFound(f"Job {uuid} not found.", job_identifier=uuid)
-            logs: list[RowMapping] = []
-            if log_lines > 0:
-                logs = list(conn.execute(RECENT_LOGS, {"job_id": row["id"], "lines": log_lines}).mappings())
-            first: list[RowMapping] = []
-            if inputs > 0:
-                first = list(conn.execute(FIRST_INPUTS, {"job_id": row["id"], "inputs": inputs}).mappings())
+        if row is None:
+            if job_id is not None:
+                raise NotFound(f"Job {job_id} not found.", job_id=job_id)
+            raise NotFound(f"Job {uuid} not found.", job_identifier=uuid)
+        logs = _json_rows(row["recent_logs"], LOG_NAMES, order="id", newest_first=True)
+        first = _json_rows(row["first_inputs"], INPUT_NAMES, order="seq")
         return JobDetail(row, logs, first)
 
     def get(self, scope: Scope, job_id: int) -> RowMapping:
@@ -446,7 +500,7 @@ class JobRepository:
             .where(job_logs.c.job_id == jobs.c.id)
             .scalar_subquery()
         )
-        with self.db.read() as conn:
+        with self.db.read_one() as conn:
             row = conn.execute(
                 select(jobs.c.uuid, jobs.c.version, newest_log).where(
                     jobs.c.id == job_id, *scope_clauses(scope)
@@ -459,7 +513,7 @@ class JobRepository:
     def tag_by_uuid(self, scope: Scope, job_uuid: str) -> tuple[int, JobStatus]:
         """(row version, status) of a job by its uuid, in one indexed read: what Modzy's job
         ETag is made of. 404 outside the scope."""
-        with self.db.read() as conn:
+        with self.db.read_one() as conn:
             row = conn.execute(
                 select(jobs.c.version, jobs.c.status).where(jobs.c.uuid == job_uuid, *scope_clauses(scope))
             ).first()

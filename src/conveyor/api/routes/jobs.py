@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from conveyor import exports
-from conveyor.api import conditional
+from conveyor.api import conditional, lanes
 from conveyor.api.conditional import NOT_MODIFIED_DOC
 from conveyor.api.deps import AnyPrincipalDep, BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
 from conveyor.api.schemas.common import DB_INT32_MAX, DB_INT_MAX
@@ -257,15 +257,19 @@ def _aware(value: datetime | None) -> datetime | None:
     description="Creates the job and all its items in one transaction. With `start_now=true` it is "
     "queued at once; otherwise it stays CREATED until `POST /api/v2/jobs/{id}/run/`.",
 )
-def create_job(
+async def create_job(
+    request: Request,
     body: JobCreate,
     jobs: JobsDep,
     principal: PrincipalDep,
     base: BaseUrlDep,
     start_now: Annotated[bool, Query(description="Queue the job immediately.")] = False,
 ) -> JSONResponse:
-    job_id = jobs.submit(principal, body.to_request(), start_now=start_now)
-    return job_response(jobs, principal, job_id, base, status_code=201)
+    def submit() -> JSONResponse:
+        job_id = jobs.submit(principal, body.to_request(), start_now=start_now)
+        return job_response(jobs, principal, job_id, base, status_code=201)
+
+    return await lanes.run_submit(request, submit)  # never queued behind the status polls
 
 
 @router.get(

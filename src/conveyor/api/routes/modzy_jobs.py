@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFi
 from fastapi.responses import JSONResponse
 from sqlalchemy import RowMapping
 
-from conveyor.api import conditional
+from conveyor.api import conditional, lanes
 from conveyor.api.conditional import NOT_MODIFIED_DOC
 from conveyor.api.deps import JobsDep, PrincipalDep, SettingsDep
 from conveyor.api.routes.modzy_models import find_version
@@ -178,14 +178,17 @@ def _model_slug(jobs: JobService, model: str) -> str:
     "Without `input` it is OPEN: upload each file input in chunks to `/api/jobs/{id}/{item}/{input}` "
     "(multipart field `input`), then `POST /api/jobs/{id}/close`. `timeout` is in milliseconds.",
 )
-def submit(body: ModzyJobCreate, jobs: JobsDep, principal: PrincipalDep) -> JSONResponse:
-    try:
-        version = find_version(jobs.store, body.model.identifier, body.model.version)
-    except NotFound as missing:
-        raise UnknownPipeline(missing.message, **missing.detail) from None
-    request = body.to_request(version["id"])
-    job_id = jobs.submit(principal, request, start_now=True, open_for_uploads=body.input is None)
-    return _job_response(jobs, principal, job_id)
+async def submit(http: Request, body: ModzyJobCreate, jobs: JobsDep, principal: PrincipalDep) -> JSONResponse:
+    def work() -> JSONResponse:
+        try:
+            version = find_version(jobs.store, body.model.identifier, body.model.version)
+        except NotFound as missing:
+            raise UnknownPipeline(missing.message, **missing.detail) from None
+        request = body.to_request(version["id"])
+        job_id = jobs.submit(principal, request, start_now=True, open_for_uploads=body.input is None)
+        return _job_response(jobs, principal, job_id)
+
+    return await lanes.run_submit(http, work)  # never queued behind the status polls
 
 
 @router.get(

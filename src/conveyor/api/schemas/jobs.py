@@ -3,6 +3,7 @@ timings): the submission body, the job, item, log and event shapes, and their pr
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -277,13 +278,17 @@ class ActionOut(BaseModel):
 
 
 # --------------------------------------------------------------------------- presenters
-def format_log(row: RowMapping) -> str:
+def format_log(row: Mapping[Any, Any]) -> str:
     stamp: datetime = row["created_at"]
     return f"[{stamp.strftime('%Y-%m-%d %H:%M:%S')}] {row['level']} {row['message']}"
 
 
 def present_job(
-    row: RowMapping, base: str, *, logs: list[RowMapping] | None = None, permissions: list[str] | None = None
+    row: RowMapping,
+    base: str,
+    *,
+    logs: Sequence[Mapping[Any, Any]] | None = None,
+    permissions: list[str] | None = None,
 ) -> dict[str, Any]:
     status = JobStatus(row["status"])
     total, pending = row["total"], row["pending"]

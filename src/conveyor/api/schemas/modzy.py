@@ -7,7 +7,7 @@ Job states are shown by Modzy's status names (``MODZY_STATUS``): a dialect map, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -231,7 +231,7 @@ def present_job(
     *,
     account: str,
     key_names: Mapping[str, str],
-    inputs: list[RowMapping],
+    inputs: Sequence[Mapping[Any, Any]],
 ) -> dict[str, Any]:
     """Every field of Modzy's job object, plus ``name`` and the timestamps it lacks."""
     status = JobStatus(row["status"])
