@@ -17,6 +17,7 @@ from conveyor.pipelines.registry import WarmPipelines
 from conveyor.pipelines.torch_runtime import DeviceUnavailable, device_kind, resolve_device
 from conveyor.settings import Settings
 from conveyor.worker.executor import ChunkExecutor
+from conveyor.worker.lease_client import LeaseClient, MediaFetcher
 
 
 def fake_torch(gpus: int) -> Any:
@@ -102,8 +103,15 @@ def test_the_batch_size_follows_the_device_kind_unless_the_job_sets_one(tmp_path
 
 def test_the_workers_pipelines_are_made_with_the_configured_device(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, device="cpu")
-    executor = ChunkExecutor(store=None, settings=settings, worker_name="w")  # type: ignore[arg-type]
-    assert executor.warm.device == "cpu"
+    # An HTTP worker's executor (no store): its leases and fetches go to a server it never calls here.
+    leases = LeaseClient("http://127.0.0.1:9", "key", pipelines=["test-delay"])
+    try:
+        executor = ChunkExecutor(
+            None, settings, worker_name="w", chunks=leases, fetcher=MediaFetcher(settings, leases)
+        )
+        assert executor.warm.device == "cpu"
+    finally:
+        leases.http.close()
     pipeline, _ = WarmPipelines(tmp_path, device="cuda:1").get("test-delay")
     assert pipeline.requested_device == "cuda:1"
     assert pipeline.device is None  # not a torch model: it never resolves the device
