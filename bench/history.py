@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -176,6 +178,67 @@ def job_rows(
             batch = []
     if batch:
         yield batch
+
+
+def seeded_count(store: Any) -> int:
+    from sqlalchemy import func, select
+
+    from conveyor.store.tables import jobs
+
+    with store.db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
+
+
+def describe_seed(store: Any, count: int) -> dict[str, Any]:
+    """What ``seed`` returns, read back from a database seeded by an earlier run (``--reuse-seed``)."""
+    from sqlalchemy import func, select
+
+    from conveyor.store.tables import jobs, pipelines
+
+    account_id, default_project = store.auth.ensure_defaults()
+    second_project = store.auth.ensure_project(account_id, SECOND_PROJECT, "Research")
+    with store.db.read() as conn:
+        pipeline_ids = {
+            r.slug: r.id
+            for r in conn.execute(select(pipelines.c.slug, pipelines.c.id).order_by(pipelines.c.id))
+        }
+        newest = conn.execute(select(func.max(jobs.c.created_at))).scalar_one()
+        by_status = dict(conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all())
+    return {
+        "jobs": count,
+        "reused": True,
+        "by_status": by_status,
+        "account_id": account_id,
+        "project_ids": {"default": default_project, SECOND_PROJECT: second_project},
+        "pipeline_ids": pipeline_ids,
+        "now": newest.isoformat(timespec="seconds"),
+    }
+
+
+def seed_or_reuse(store: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Seed ``args.jobs`` jobs, unless ``--reuse-seed`` and the database already holds exactly that
+    many (then describe them); a partial or different seed is deleted and done again."""
+    from sqlalchemy import delete, text
+
+    from conveyor.store.tables import jobs
+
+    analyze = args.analyze or not store.db.is_sqlite
+    if args.reuse_seed:
+        found = seeded_count(store)
+        if found == args.jobs:
+            log(f"reusing the {found} jobs seeded earlier")
+            described = describe_seed(store, found)
+            with store.db.write() as conn:  # new indexes (a migration since the seed) need statistics
+                conn.execute(text("ANALYZE"))
+            return described
+        if found:
+            log(f"{found} jobs found, {args.jobs} wanted: seeding again")
+            with store.db.write() as conn:
+                conn.execute(delete(jobs))
+    log(f"seeding {args.jobs} jobs into {store.db.dialect}")
+    seeded = seed(store, args.jobs, args.seed, analyze=analyze)
+    log(f"seeded in {seeded['seconds']} s ({seeded['rows_per_second']} rows/s)")
+    return seeded
 
 
 def seed(store: Any, count: int, seed_value: int, analyze: bool) -> dict[str, Any]:
@@ -476,9 +539,9 @@ def run(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> d
     settings = Settings(data_dir=data_dir, database_url=database_url)
     store = Store(settings)
     try:
-        log(f"seeding {args.jobs} jobs into {store.db.dialect}")
-        seeded = seed(store, args.jobs, args.seed, analyze=args.analyze or not store.db.is_sqlite)
-        log(f"seeded in {seeded['seconds']} s ({seeded['rows_per_second']} rows/s)")
+        seeded = seed_or_reuse(store, args)
+        if args.seed_only:
+            return {"seed": seeded}
         scope = Scope(seeded["account_id"])
         cases = first_page_cases(seeded)
         result: dict[str, Any] = {"seed": seeded}
@@ -554,8 +617,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plans", action="store_true", help="leave the query plans out of the report")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    parser.add_argument(
+        "--reuse-seed",
+        action="store_true",
+        default=os.environ.get("CONVEYOR_BENCH_REUSE_SEED") == "1",
+        help="seed into a kept database (PostgreSQL: <name>_seed_<jobs>; SQLite: a kept data directory) "
+        "and reuse it when it already holds --jobs jobs (env CONVEYOR_BENCH_REUSE_SEED=1)",
+    )
+    parser.add_argument("--seed-only", action="store_true", help="seed (or check the kept seed) and stop")
+    parser.add_argument(
+        "--under-load",
+        default=os.environ.get("CONVEYOR_BENCH_UNDER_LOAD") or None,
+        metavar="NOTE",
+        help="say in the report that this run was measured while another load ran (e.g. the "
+        "200-poller load bench); recorded as is (env CONVEYOR_BENCH_UNDER_LOAD)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 3000 jobs, 3 repeats, 10 pages")
     return parser
+
+
+@contextlib.contextmanager
+def database_for(args: argparse.Namespace) -> Iterator[tuple[str | None, Path, str]]:
+    """(database URL or None for SQLite, data directory, description) for one run.
+
+    Without ``--reuse-seed``: a temporary data directory and (PostgreSQL) a temporary database,
+    both removed afterwards. With it: a database ``<name>_seed_<jobs>`` on the PostgreSQL server
+    (created when missing) or a SQLite data directory ``<tmp>/conveyor-bench-history-seed-<jobs>``,
+    both kept, so the next run measures the same seeded history without seeding it again."""
+    if not args.reuse_seed:
+        with temp_dir(keep=args.keep) as data_dir:
+            if args.database_url:
+                with postgres_database(args.database_url) as url:
+                    yield url, data_dir, "postgresql (temporary database)"
+            else:
+                yield None, data_dir, "sqlite (embedded default)"
+        return
+    dialect = "postgresql" if args.database_url else "sqlite"
+    data_dir = Path(tempfile.gettempdir()) / f"conveyor-bench-history-seed-{dialect}-{args.jobs}"
+    data_dir.mkdir(exist_ok=True)
+    if not args.database_url:
+        yield None, data_dir, f"sqlite (embedded default, seed kept in {data_dir})"
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(args.database_url)
+    name = f"{parsed.database or 'conveyor_bench'}_seed_{args.jobs}"
+    admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    url = parsed.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    yield url, data_dir, f"postgresql (seed kept in database {name})"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -564,14 +677,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.jobs, args.repeat, args.chain_pages = 3000, 3, 10
 
-    with temp_dir(keep=args.keep) as data_dir:
-        if args.database_url:
-            with postgres_database(args.database_url) as url:
-                figures = run(args, url, data_dir)
-            database = "postgresql (temporary database)"
-        else:
-            figures = run(args, None, data_dir)
-            database = "sqlite (embedded default)"
+    with database_for(args) as (url, data_dir, database):
+        figures = run(args, url, data_dir)
+    if args.seed_only:
+        emit({"benchmark": "history", "params": {"jobs": args.jobs, "database": database}, **figures})
+        return
     emit(
         {
             "benchmark": "history",
@@ -584,6 +694,8 @@ def main(argv: list[str] | None = None) -> None:
                 "deep_fraction": args.deep,
                 "database": database,
                 "analyzed": args.analyze or bool(args.database_url),
+                "under_load": args.under_load,
+                "reused_seed": bool(figures["seed"].get("reused")),
             },
             **figures,
             "notes": [

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, bindparam, func, literal_column, select, tuple_
+from sqlalchemy import ColumnElement, RowMapping, bindparam, func, literal_column, select, text, tuple_
 
 from conveyor.domain.access import Scope
 from conveyor.domain.status import JobStatus
@@ -17,7 +17,15 @@ from conveyor.errors import InvalidInput
 from conveyor.store.counting import JobCounter
 from conveyor.store.database import Database
 from conveyor.store.jobs import JobRepository, scope_clauses
-from conveyor.store.tables import jobs, pipelines
+from conveyor.store.tables import NAME_SEARCH_FTS, jobs, pipelines
+
+# A filter matching at most this many rows is served "filter first": its ids are read through the
+# filters' own indexes (trigram, FTS5, status, ...), then the page is sorted from those rows by
+# primary key. Above it the page walks the ordering's index. A name search (whose selectivity the
+# planner guesses badly) probes for this many candidates; other filters use the bounded count.
+CANDIDATE_LIMIT = 5000
+# FTS5's trigram tokenizer indexes 3-character windows: shorter searches cannot use it.
+FTS_MIN_LENGTH = 3
 
 ORDERINGS: dict[str, Any] = {
     "created_at": jobs.c.created_at,
@@ -113,8 +121,26 @@ class HistoryRepository:
         self.counter = JobCounter(
             db.dialect, exact_limit=exact_count_limit, cache_seconds=count_cache_seconds
         )
+        self._fts: bool | None = None
 
-    def filters(self, scope: Scope, q: HistoryQuery) -> list[ColumnElement[bool]]:
+    def _has_fts(self) -> bool:
+        """SQLite with the name search table of migration 0012 (skipped where FTS5 is missing)."""
+        if self._fts is None:
+            if not self.db.is_sqlite:
+                self._fts = False
+            else:
+                with self.db.read() as conn:
+                    found = conn.execute(
+                        text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"),
+                        {"name": NAME_SEARCH_FTS},
+                    ).first()
+                self._fts = found is not None
+        return self._fts
+
+    def filters(self, scope: Scope, q: HistoryQuery, *, candidates: bool = True) -> list[ColumnElement[bool]]:
+        """The WHERE clauses of a history query. With ``candidates`` a name search also narrows to
+        the FTS5 candidates on SQLite (an exact superset: the LIKE still decides); without, the
+        search is the LIKE alone, for a page that walks the ordering's index over many matches."""
         where: list[ColumnElement[bool]] = scope_clauses(scope)
         if q.submitted_by_any is not None:
             where.append(jobs.c.submitted_by.in_(q.submitted_by_any))
@@ -145,6 +171,8 @@ class HistoryRepository:
         if q.search:
             escaped = q.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.append(jobs.c.name.ilike(f"%{escaped}%", escape="\\"))
+            if candidates and self._has_fts() and len(q.search) >= FTS_MIN_LENGTH:
+                where.append(fts_candidates(q.search))
         if q.submitted_by:
             where.append(jobs.c.submitted_by == q.submitted_by)
         return where
@@ -157,7 +185,7 @@ class HistoryRepository:
             counted = self.counter.count(conn, where)
             count = counted.value
             if q.offset is not None and q.cursor is None:
-                rows = self._offset_page(conn, where, column, descending, q)
+                rows = self._offset_page(conn, scope, q, where, counted.exact, column, descending)
                 return HistoryPage(
                     count,
                     counted.exact,
@@ -168,15 +196,18 @@ class HistoryRepository:
                     max(0, q.offset - q.limit) if q.offset > 0 else None,
                 )
             backwards = False
-            page_where = list(where)
+            keyset: list[ColumnElement[bool]] = []
             if q.cursor:
                 value, last_id, backwards = decode_cursor(q.cursor, key)
                 # Forward in a descending order (or backward in an ascending one) means "smaller than".
                 smaller = descending != backwards
-                page_where.append(_keyset(column, value, last_id, smaller))
+                keyset.append(_keyset(column, value, last_id, smaller))
             ascending_fetch = descending == backwards
             order = [column.asc(), jobs.c.id.asc()] if ascending_fetch else [column.desc(), jobs.c.id.desc()]
-            rows = JobRepository.fetch_rows(conn, page_where, order, q.limit + 1)
+            page_where = self._page_where(conn, scope, q, where, counted.exact, keyset)
+            rows = (
+                [] if page_where is None else JobRepository.fetch_rows(conn, page_where, order, q.limit + 1)
+            )
         more = len(rows) > q.limit
         rows = rows[: q.limit]
         if backwards:
@@ -195,12 +226,49 @@ class HistoryRepository:
         )
         return HistoryPage(count, counted.exact, rows, next_cursor, prev_cursor, None, None)
 
-    @staticmethod
+    def _page_where(
+        self,
+        conn: Any,
+        scope: Scope,
+        q: HistoryQuery,
+        where: list[ColumnElement[bool]],
+        exact: bool,
+        keyset: list[ColumnElement[bool]],
+    ) -> list[ColumnElement[bool]] | None:
+        """The WHERE of the page's row fetch (None: no row matches).
+
+        Few matches (the bounded count was exact, or a name search has at most CANDIDATE_LIMIT
+        candidates): their ids, read through the filters' indexes, so the database sorts only
+        those rows; the planner cannot walk the ordering's index hoping to meet matches early (at
+        a million jobs a rare name could cost a scan). Many matches: the filters as they are,
+        which the ordering's (column, id) index serves in order; a name search is then the LIKE
+        alone (dense enough to meet 50 matches soon)."""
+        if exact or q.search:
+            bound = None if exact else CANDIDATE_LIMIT + 1
+            query = select(jobs.c.id).where(*where, *keyset)
+            if bound is not None:
+                query = query.limit(bound)
+            ids = list(conn.execute(query).scalars())
+            if bound is None or len(ids) < bound:
+                return [jobs.c.id.in_(ids)] if ids else None
+        wide = self.filters(scope, q, candidates=False) if q.search else where
+        return [*wide, *keyset]
+
     def _offset_page(
-        conn: Any, where: list[Any], column: Any, descending: bool, q: HistoryQuery
+        self,
+        conn: Any,
+        scope: Scope,
+        q: HistoryQuery,
+        where: list[ColumnElement[bool]],
+        exact: bool,
+        column: Any,
+        descending: bool,
     ) -> list[RowMapping]:
         order = [column.desc(), jobs.c.id.desc()] if descending else [column.asc(), jobs.c.id.asc()]
-        return JobRepository.fetch_rows(conn, where, order, q.limit, offset=q.offset or 0)
+        page_where = self._page_where(conn, scope, q, where, exact, [])
+        if page_where is None:
+            return []
+        return JobRepository.fetch_rows(conn, page_where, order, q.limit, offset=q.offset or 0)
 
 
 def status_clause(statuses: frozenset[JobStatus]) -> ColumnElement[bool]:
@@ -208,6 +276,17 @@ def status_clause(statuses: frozenset[JobStatus]) -> ColumnElement[bool]:
     `pending` group matches the partial index ix_jobs_account_active_created."""
     values = sorted(s.value for s in statuses)
     return jobs.c.status.in_(bindparam("statuses", values, expanding=True, literal_execute=True))
+
+
+def fts_candidates(search: str) -> ColumnElement[bool]:
+    """``jobs.id IN`` the rows whose name holds ``search`` per the FTS5 trigram index (SQLite): the
+    search as one quoted phrase, so no character of it is FTS5 query syntax."""
+    phrase = '"' + search.replace('"', '""') + '"'
+    return jobs.c.id.in_(
+        select(literal_column("rowid"))
+        .select_from(text(NAME_SEARCH_FTS))
+        .where(literal_column(NAME_SEARCH_FTS).op("MATCH")(bindparam("fts_phrase", phrase, unique=True)))
+    )
 
 
 def _sort_value(row: RowMapping, key: str) -> Any:
