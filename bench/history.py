@@ -49,6 +49,7 @@ from common import (
 from conveyor.testing import create_key
 
 SEED_BATCH = 5000
+TARGET_P99_MS = 50.0
 SECOND_PROJECT = "research"
 # Share of each status in a long-lived history: mostly finished jobs, a few in flight.
 STATUS_WEIGHTS = {
@@ -203,6 +204,7 @@ def describe_seed(store: Any, count: int) -> dict[str, Any]:
             for r in conn.execute(select(pipelines.c.slug, pipelines.c.id).order_by(pipelines.c.id))
         }
         newest = conn.execute(select(func.max(jobs.c.created_at))).scalar_one()
+        key_prefix = conn.execute(select(jobs.c.submitted_by).limit(1)).scalar_one()
         by_status = dict(conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all())
     return {
         "jobs": count,
@@ -211,6 +213,7 @@ def describe_seed(store: Any, count: int) -> dict[str, Any]:
         "account_id": account_id,
         "project_ids": {"default": default_project, SECOND_PROJECT: second_project},
         "pipeline_ids": pipeline_ids,
+        "key_prefix": key_prefix,
         "now": newest.isoformat(timespec="seconds"),
     }
 
@@ -291,19 +294,25 @@ def seed(store: Any, count: int, seed_value: int, analyze: bool) -> dict[str, An
         "account_id": account_id,
         "project_ids": {"default": default_project, SECOND_PROJECT: second_project},
         "pipeline_ids": pipeline_ids,
+        "key_prefix": key_prefix,
         "now": now.isoformat(timespec="seconds"),
     }
 
 
 # --------------------------------------------------------------------------- cases
 def first_page_cases(seeded: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every filter alone, a few together, and every ordering (both directions)."""
     now = datetime.fromisoformat(seeded["now"])
     research = seeded["project_ids"][SECOND_PROJECT]
     month = {
         "created_after": (now - timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%S"),
         "created_before": (now - timedelta(days=60)).strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    return [
+    week_updated = {
+        "updated_after": (now - timedelta(days=40)).strftime("%Y-%m-%dT%H:%M:%S"),
+        "updated_before": (now - timedelta(days=33)).strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("no filter", {}),
         ("status=SUCCESS", {"status": "SUCCESS"}),
         ("status=FAILURE", {"status": "FAILURE"}),
@@ -312,19 +321,54 @@ def first_page_cases(seeded: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]
         ("pipeline=digits", {"pipeline": "digits"}),
         ("project=research", {"project": research}),
         ("job_type_key=data_export", {"job_type_key": "data_export"}),
+        ("submitted_by=<seed key> (all)", {"submitted_by": seeded.get("key_prefix") or ""}),
+        ("submitted_by=<unused key> (none)", {"submitted_by": "nokey000"}),
         ("search=survey (common)", {"search": "survey"}),
         ("search=calibration (rare)", {"search": "calibration"}),
+        ("search=calibration-run-4 (rarer)", {"search": "calibration-run-4"}),
+        ("search=no-such-name (none)", {"search": "no-such-name"}),
+        ("search=qz (2 chars, none)", {"search": "qz"}),
         ("created range (one month)", month),
+        ("updated range (one week)", week_updated),
         ("status+pipeline+project", {"status": "SUCCESS", "pipeline": "digits", "project": research}),
-        ("ordering=created_at", {"ordering": "created_at"}),
-        ("ordering=-updated_at", {"ordering": "-updated_at"}),
-        ("ordering=status", {"ordering": "status"}),
-        ("ordering=-duration", {"ordering": "-duration"}),
-        ("ordering=name", {"ordering": "name"}),
-        ("ordering=-name", {"ordering": "-name"}),
         ("status=FAILURE ordering=-duration", {"status": "FAILURE", "ordering": "-duration"}),
         ("pipeline=digits ordering=name", {"pipeline": "digits", "ordering": "name"}),
+        ("search=survey ordering=name", {"search": "survey", "ordering": "name"}),
+        ("search=calibration ordering=-duration", {"search": "calibration", "ordering": "-duration"}),
     ]
+    for key in ORDERING_KEYS:
+        for ordering in (key, f"-{key}"):
+            if ordering != "-created_at":  # the default: "no filter"
+                cases.append((f"ordering={ordering}", {"ordering": ordering}))
+    return cases
+
+
+ORDERING_KEYS = ["created_at", "updated_at", "status", "duration", "name", "id"]
+
+
+def modzy_cases(seeded: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Modzy's ``GET /api/jobs/history``: every sort-by both ways, dates, model, status, user, key."""
+    now = datetime.fromisoformat(seeded["now"])
+    dates = {
+        "startDate": (now - timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%S"),
+        "endDate": (now - timedelta(days=60)).strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("all", {}),
+        ("status=terminated", {"status": "terminated"}),
+        ("status=pending", {"status": "pending"}),
+        ("status=FAILED", {"status": "FAILED"}),
+        ("model=digits", {"model": "digits"}),
+        ("startDate+endDate (one month)", dates),
+        ("user=bench", {"user": "bench"}),
+        ("accessKey=<seed key>", {"accessKey": seeded.get("key_prefix") or ""}),
+        ("accessKey=<unused key> (none)", {"accessKey": "nokey000"}),
+        ("model+status+dates", {"model": "digits", "status": "COMPLETED", **dates}),
+    ]
+    for sort_by in ("createdAt", "submittedAt", "updatedAt", "status", "elapsedTime", "name"):
+        for direction in ("asc", "desc"):
+            cases.append((f"sort-by={sort_by} {direction}", {"sort-by": sort_by, "direction": direction}))
+    return cases
 
 
 def history_query(params: dict[str, Any], limit: int, **kw: Any) -> Any:
@@ -343,7 +387,10 @@ def history_query(params: dict[str, Any], limit: int, **kw: Any) -> Any:
         job_type=params.get("job_type_key"),
         created_after=when("created_after"),
         created_before=when("created_before"),
+        updated_after=when("updated_after"),
+        updated_before=when("updated_before"),
         search=params.get("search"),
+        submitted_by=params.get("submitted_by"),
         ordering=params.get("ordering", "-created_at"),
         limit=limit,
         **kw,
@@ -452,6 +499,52 @@ def http_deep(
     }
 
 
+def http_deep_keyset(
+    client: Any,
+    store: Any,
+    scope: Any,
+    cases: list[tuple[str, dict[str, Any]]],
+    fraction: float,
+    limit: int,
+    repeat: int,
+) -> dict[str, Any]:
+    """For every case, the keyset page at ``fraction`` of its matching rows (a client that paged
+    that deep by ``next``), timed ``repeat`` times."""
+    out: dict[str, Any] = {}
+    for label, params in cases:
+        _, first = timed_get(client, "/api/v2/jobs/", {**params, "limit": 1})
+        position = int(first["count"] * fraction) // limit * limit
+        if position < limit:
+            out[label] = {"position": position, "skipped": "fits on the first pages"}
+            continue
+        cursor = deep_cursor(store, scope, params, position)
+        if cursor is None:
+            out[label] = {"position": position, "skipped": "not enough rows"}
+            continue
+        query = {**params, "limit": limit, "cursor": cursor}
+        timed_get(client, "/api/v2/jobs/", query)
+        samples = [timed_get(client, "/api/v2/jobs/", query)[0] for _ in range(repeat)]
+        out[label] = {"position": position, **summarize(samples, (50, 99))}
+    return out
+
+
+def http_modzy(client: Any, cases: list[tuple[str, dict[str, Any]]], limit: int, repeat: int) -> Any:
+    """Modzy's history: page 1 and page 20 (it pages by number, i.e. by offset) per case."""
+    out = {}
+    for label, params in cases:
+        entry: dict[str, Any] = {}
+        for page in (1, 20):
+            query = {**params, "per-page": limit, "page": page}
+            timed_get(client, "/api/jobs/history", query)
+            samples, body = [], None
+            for _ in range(repeat):
+                ms, body = timed_get(client, "/api/jobs/history", query)
+                samples.append(ms)
+            entry[f"page_{page}"] = {"rows": len(body or []), **summarize(samples, (50, 99))}
+        out[label] = entry
+    return out
+
+
 # --------------------------------------------------------------------------- store level
 class StatementLog:
     """Records the SQL a block runs (statement + processed parameters) to EXPLAIN it afterwards."""
@@ -519,12 +612,65 @@ def store_first_pages(
             "count_share_of_page_p50": round(count["p50"] / page["p50"], 2) if page.get("p50") else None,
         }
         if plans:
-            entry["plans"] = {
-                ("count" if "count(" in sql.lower() else "rows"): explain(store, sql, parameters)
-                for sql, parameters in statements
-            }
+            entry["plans"] = shape_plans(store, statements)
+        deep = deep_store_page(store, scope, params, q, limit, repeat, recorder, plans)
+        if deep is not None:
+            entry["deep_keyset_page_ms"] = deep
         out[label] = entry
     return out
+
+
+def shape_plans(store: Any, statements: list[tuple[str, Any]]) -> dict[str, list[str]]:
+    """The plan of each statement a page ran: the count, the candidate probe, the row fetch."""
+    plans: dict[str, list[str]] = {}
+    for sql, parameters in statements:
+        lowered = sql.lower()
+        if "count(" in lowered:
+            name = "count"
+        elif lowered.lstrip().startswith("select jobs.id") and "join" not in lowered:
+            name = "ids (filter first)"
+        elif "explain" in lowered:
+            continue
+        else:
+            name = "rows"
+        while name in plans:
+            name += "'"
+        plans[name] = explain(store, sql, parameters)
+    return plans
+
+
+def deep_store_page(
+    store: Any,
+    scope: Any,
+    params: dict[str, Any],
+    q: Any,
+    limit: int,
+    repeat: int,
+    recorder: StatementLog,
+    plans: bool,
+) -> dict[str, Any] | None:
+    """The keyset page at 90 % of the matching rows, in-process, with its plans."""
+    from dataclasses import replace
+
+    count = store.history.page(scope, replace(q, limit=1)).count
+    position = int(count * 0.9) // limit * limit
+    if position < limit:
+        return None
+    cursor = deep_cursor(store, scope, params, position)
+    if cursor is None:
+        return None
+    deep_q = replace(q, cursor=cursor)
+    with recorder.capture() as statements:
+        store.history.page(scope, deep_q)
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        store.history.page(scope, deep_q)
+        samples.append((time.perf_counter() - started) * 1000)
+    entry: dict[str, Any] = {"position": position, **summarize(samples, (50, 99))}
+    if plans:
+        entry["plans"] = shape_plans(store, statements)
+    return entry
 
 
 # --------------------------------------------------------------------------- main
@@ -548,6 +694,12 @@ def run(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> d
         with running_server(data_dir, workers=0, env=env, key=key) as server, server.client() as client:
             log("HTTP: first pages")
             result["http_first_page_ms"] = http_first_pages(client, cases, args.limit, args.repeat)
+            log("HTTP: deep keyset page of every case")
+            result["http_deep_keyset_ms"] = http_deep_keyset(
+                client, store, scope, cases, args.deep, args.limit, args.repeat
+            )
+            log("HTTP: Modzy history")
+            result["http_modzy_ms"] = http_modzy(client, modzy_cases(seeded), args.limit, args.repeat)
             log("HTTP: keyset chains")
             result["http_keyset_next_pages_ms"] = {
                 label: http_keyset_chain(client, params, args.limit, args.chain_pages)
@@ -569,26 +721,76 @@ def run(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> d
         result["store_first_page"] = store_first_pages(
             store, scope, cases, args.limit, args.repeat, plans=not args.no_plans
         )
-        worst = max(v["p99"] for v in result["http_first_page_ms"].values())
-        result["summary"] = {
-            "http_first_page_p50_ms_median_over_filters": sorted(
-                v["p50"] for v in result["http_first_page_ms"].values()
-            )[len(cases) // 2],
-            "http_first_page_worst_p99_ms": worst,
-            "http_first_page_worst_filter": max(
-                result["http_first_page_ms"], key=lambda k: result["http_first_page_ms"][k]["p99"]
-            ),
-            "store_page_worst_p99_ms": max(v["page_ms"]["p99"] for v in result["store_first_page"].values()),
-            "http_deep_keyset_p50_ms": result["http_deep_position"]["no filter"]
-            .get("keyset_cursor_ms", {})
-            .get("p50"),
-            "http_deep_offset_p50_ms": result["http_deep_position"]["no filter"]
-            .get("offset_ms", {})
-            .get("p50"),
-        }
+        result["summary"] = summary(result, cases)
+        print_table(result)
         return result
     finally:
         store.close()
+
+
+def _worst(entries: dict[str, Any], pick: Any) -> dict[str, Any]:
+    measured = {label: pick(v) for label, v in entries.items() if pick(v) is not None}
+    if not measured:
+        return {"p99_ms": None, "case": None}
+    label = max(measured, key=lambda k: measured[k])
+    return {"p99_ms": measured[label], "case": label}
+
+
+def summary(result: dict[str, Any], cases: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    first = result["http_first_page_ms"]
+    worst = {
+        "http_first_page": _worst(first, lambda v: v["p99"]),
+        "http_deep_keyset_page": _worst(result["http_deep_keyset_ms"], lambda v: v.get("p99")),
+        "http_modzy_page_1": _worst(result["http_modzy_ms"], lambda v: v["page_1"]["p99"]),
+        "http_modzy_page_20": _worst(result["http_modzy_ms"], lambda v: v["page_20"]["p99"]),
+        "store_first_page": _worst(result["store_first_page"], lambda v: v["page_ms"]["p99"]),
+        "store_deep_keyset_page": _worst(
+            result["store_first_page"], lambda v: v.get("deep_keyset_page_ms", {}).get("p99")
+        ),
+    }
+    overall = max((w["p99_ms"] for w in worst.values() if w["p99_ms"] is not None), default=None)
+    return {
+        "http_first_page_p50_ms_median_over_filters": sorted(v["p50"] for v in first.values())[
+            len(cases) // 2
+        ],
+        "http_first_page_worst_p99_ms": worst["http_first_page"]["p99_ms"],
+        "http_first_page_worst_filter": worst["http_first_page"]["case"],
+        "store_page_worst_p99_ms": worst["store_first_page"]["p99_ms"],
+        "worst": worst,
+        "worst_p99_ms_any_shape": overall,
+        "target_p99_ms": TARGET_P99_MS,
+        "target_met": overall is not None and overall < TARGET_P99_MS,
+        "http_deep_keyset_p50_ms": result["http_deep_position"]["no filter"]
+        .get("keyset_cursor_ms", {})
+        .get("p50"),
+        "http_deep_offset_p50_ms": result["http_deep_position"]["no filter"].get("offset_ms", {}).get("p50"),
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """p50/p99 per case and each query's plan, on stderr (the JSON on stdout has them too)."""
+    log("case | HTTP first p50/p99 | HTTP deep keyset p50/p99 | store first p99 | store deep p99")
+    for label, v in result["http_first_page_ms"].items():
+        deep = result["http_deep_keyset_ms"].get(label, {})
+        store = result["store_first_page"].get(label, {})
+        store_deep = store.get("deep_keyset_page_ms", {})
+        log(
+            f"  {label:42s} {v['p50']:7.1f} {v['p99']:7.1f} | {deep.get('p50', '-')!s:>7} "
+            f"{deep.get('p99', '-')!s:>7} | {store.get('page_ms', {}).get('p99', '-')!s:>7} | "
+            f"{store_deep.get('p99', '-')!s:>7}"
+        )
+        for name, plan in {
+            **store.get("plans", {}),
+            **{f"deep {k}": p for k, p in store_deep.get("plans", {}).items()},
+        }.items():
+            log(f"      {name}: {' / '.join(plan) if len(plan) < 8 else ' / '.join(plan[:8]) + ' ...'}")
+    log("Modzy case | page 1 p50/p99 | page 20 p50/p99")
+    for label, v in result["http_modzy_ms"].items():
+        log(
+            f"  {label:42s} {v['page_1']['p50']:7.1f} {v['page_1']['p99']:7.1f} | "
+            f"{v['page_20']['p50']:7.1f} {v['page_20']['p99']:7.1f}"
+        )
+    log(f"worst p99 per section: {result['summary']['worst']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
