@@ -214,7 +214,7 @@ class HistoryRepository:
             counted = self.counter.count(conn, where)
             count = counted.value
             if q.offset is not None and q.cursor is None:
-                rows = self._offset_page(conn, q, where, mode, counted, column, descending)
+                rows = self._offset_page(conn, scope, q, where, mode, counted, column, descending)
                 return HistoryPage(
                     count,
                     counted.exact,
@@ -235,7 +235,7 @@ class HistoryRepository:
                 keyset.append(_keyset(column, value, last_id, smaller))
             ascending_fetch = descending == backwards
             order = [column.asc(), jobs.c.id.asc()] if ascending_fetch else [column.desc(), jobs.c.id.desc()]
-            page_where = self._page_where(conn, q, where, mode, counted.exact, count, keyset)
+            page_where = self._page_where(conn, scope, q, where, mode, counted.exact, count, keyset)
             if page_where is None:
                 rows = []
             elif cursor is not None and self.db.is_sqlite and page_where[-1] is keyset[0]:
@@ -263,6 +263,7 @@ class HistoryRepository:
     def _page_where(
         self,
         conn: Any,
+        scope: Scope,
         q: HistoryQuery,
         where: list[ColumnElement[bool]],
         mode: str | None,
@@ -279,7 +280,10 @@ class HistoryRepository:
         filters as they are, which the ordering's (column, id) index serves in order."""
         if exact and count == 0:
             return None
-        if exact or mode in (FTS_FEW, LIKE_ONLY):
+        # PostgreSQL estimates a count it does not make exact: when even that says "many", probing
+        # would read thousands of matches for nothing.
+        probe_like = mode == LIKE_ONLY and (self.db.is_sqlite or count <= CANDIDATE_LIMIT)
+        if exact or mode == FTS_FEW or probe_like:
             bound = None if exact or mode == FTS_FEW else CANDIDATE_LIMIT + 1
             query = select(jobs.c.id).where(*where, *keyset)
             if bound is not None:
@@ -287,11 +291,17 @@ class HistoryRepository:
             ids = list(conn.execute(query).scalars())
             if bound is None or len(ids) < bound:
                 return [jobs.c.id.in_(ids)] if ids else None
+        if mode == LIKE_ONLY and not self.db.is_sqlite:
+            # Many matches: walk the ordering's index and test each name. The planner cannot tell
+            # how many names match and may rather gather them all (200k at 1M jobs for a common
+            # word) to sort them (~1 s); for this transaction's last query, sorting is ruled out.
+            conn.exec_driver_sql("SET LOCAL enable_sort = off")
         return [*where, *keyset]
 
     def _offset_page(
         self,
         conn: Any,
+        scope: Scope,
         q: HistoryQuery,
         where: list[ColumnElement[bool]],
         mode: str | None,
@@ -300,7 +310,7 @@ class HistoryRepository:
         descending: bool,
     ) -> list[RowMapping]:
         order = [column.desc(), jobs.c.id.desc()] if descending else [column.asc(), jobs.c.id.asc()]
-        page_where = self._page_where(conn, q, where, mode, counted.exact, counted.value, [])
+        page_where = self._page_where(conn, scope, q, where, mode, counted.exact, counted.value, [])
         if page_where is None:
             return []
         return JobRepository.fetch_rows(conn, page_where, order, q.limit, offset=q.offset or 0)
