@@ -214,6 +214,7 @@ def test_history_is_the_same_with_and_without_the_0012_indexes(
             )
             conn.exec_driver_sql(integrity)  # raises when the index and jobs disagree
     monkeypatch.setattr(history, "CANDIDATE_LIMIT", 7)
+    monkeypatch.setattr(history, "FTS_CANDIDATE_LIMIT", 7)
     after = everything(store, scope, named)
 
     # Every listing is complete, in order both ways, and matches the Python reference set.
