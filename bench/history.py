@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,6 +49,7 @@ from common import (
 from conveyor.testing import create_key
 
 SEED_BATCH = 5000
+TARGET_P99_MS = 50.0
 SECOND_PROJECT = "research"
 # Share of each status in a long-lived history: mostly finished jobs, a few in flight.
 STATUS_WEIGHTS = {
@@ -178,6 +181,69 @@ def job_rows(
         yield batch
 
 
+def seeded_count(store: Any) -> int:
+    from sqlalchemy import func, select
+
+    from conveyor.store.tables import jobs
+
+    with store.db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
+
+
+def describe_seed(store: Any, count: int) -> dict[str, Any]:
+    """What ``seed`` returns, read back from a database seeded by an earlier run (``--reuse-seed``)."""
+    from sqlalchemy import func, select
+
+    from conveyor.store.tables import jobs, pipelines
+
+    account_id, default_project = store.auth.ensure_defaults()
+    second_project = store.auth.ensure_project(account_id, SECOND_PROJECT, "Research")
+    with store.db.read() as conn:
+        pipeline_ids = {
+            r.slug: r.id
+            for r in conn.execute(select(pipelines.c.slug, pipelines.c.id).order_by(pipelines.c.id))
+        }
+        newest = conn.execute(select(func.max(jobs.c.created_at))).scalar_one()
+        key_prefix = conn.execute(select(jobs.c.submitted_by).limit(1)).scalar_one()
+        by_status = dict(conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all())
+    return {
+        "jobs": count,
+        "reused": True,
+        "by_status": by_status,
+        "account_id": account_id,
+        "project_ids": {"default": default_project, SECOND_PROJECT: second_project},
+        "pipeline_ids": pipeline_ids,
+        "key_prefix": key_prefix,
+        "now": newest.isoformat(timespec="seconds"),
+    }
+
+
+def seed_or_reuse(store: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Seed ``args.jobs`` jobs, unless ``--reuse-seed`` and the database already holds exactly that
+    many (then describe them); a partial or different seed is deleted and done again."""
+    from sqlalchemy import delete, text
+
+    from conveyor.store.tables import jobs
+
+    analyze = args.analyze or not store.db.is_sqlite
+    if args.reuse_seed:
+        found = seeded_count(store)
+        if found == args.jobs:
+            log(f"reusing the {found} jobs seeded earlier")
+            described = describe_seed(store, found)
+            with store.db.write() as conn:  # new indexes (a migration since the seed) need statistics
+                conn.execute(text("ANALYZE"))
+            return described
+        if found:
+            log(f"{found} jobs found, {args.jobs} wanted: seeding again")
+            with store.db.write() as conn:
+                conn.execute(delete(jobs))
+    log(f"seeding {args.jobs} jobs into {store.db.dialect}")
+    seeded = seed(store, args.jobs, args.seed, analyze=analyze)
+    log(f"seeded in {seeded['seconds']} s ({seeded['rows_per_second']} rows/s)")
+    return seeded
+
+
 def seed(store: Any, count: int, seed_value: int, analyze: bool) -> dict[str, Any]:
     from sqlalchemy import func, insert, select, text
 
@@ -228,19 +294,25 @@ def seed(store: Any, count: int, seed_value: int, analyze: bool) -> dict[str, An
         "account_id": account_id,
         "project_ids": {"default": default_project, SECOND_PROJECT: second_project},
         "pipeline_ids": pipeline_ids,
+        "key_prefix": key_prefix,
         "now": now.isoformat(timespec="seconds"),
     }
 
 
 # --------------------------------------------------------------------------- cases
 def first_page_cases(seeded: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every filter alone, a few together, and every ordering (both directions)."""
     now = datetime.fromisoformat(seeded["now"])
     research = seeded["project_ids"][SECOND_PROJECT]
     month = {
         "created_after": (now - timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%S"),
         "created_before": (now - timedelta(days=60)).strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    return [
+    week_updated = {
+        "updated_after": (now - timedelta(days=40)).strftime("%Y-%m-%dT%H:%M:%S"),
+        "updated_before": (now - timedelta(days=33)).strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("no filter", {}),
         ("status=SUCCESS", {"status": "SUCCESS"}),
         ("status=FAILURE", {"status": "FAILURE"}),
@@ -249,19 +321,54 @@ def first_page_cases(seeded: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]
         ("pipeline=digits", {"pipeline": "digits"}),
         ("project=research", {"project": research}),
         ("job_type_key=data_export", {"job_type_key": "data_export"}),
+        ("submitted_by=<seed key> (all)", {"submitted_by": seeded.get("key_prefix") or ""}),
+        ("submitted_by=<unused key> (none)", {"submitted_by": "nokey000"}),
         ("search=survey (common)", {"search": "survey"}),
         ("search=calibration (rare)", {"search": "calibration"}),
+        ("search=calibration-run-4 (rarer)", {"search": "calibration-run-4"}),
+        ("search=no-such-name (none)", {"search": "no-such-name"}),
+        ("search=qz (2 chars, none)", {"search": "qz"}),
         ("created range (one month)", month),
+        ("updated range (one week)", week_updated),
         ("status+pipeline+project", {"status": "SUCCESS", "pipeline": "digits", "project": research}),
-        ("ordering=created_at", {"ordering": "created_at"}),
-        ("ordering=-updated_at", {"ordering": "-updated_at"}),
-        ("ordering=status", {"ordering": "status"}),
-        ("ordering=-duration", {"ordering": "-duration"}),
-        ("ordering=name", {"ordering": "name"}),
-        ("ordering=-name", {"ordering": "-name"}),
         ("status=FAILURE ordering=-duration", {"status": "FAILURE", "ordering": "-duration"}),
         ("pipeline=digits ordering=name", {"pipeline": "digits", "ordering": "name"}),
+        ("search=survey ordering=name", {"search": "survey", "ordering": "name"}),
+        ("search=calibration ordering=-duration", {"search": "calibration", "ordering": "-duration"}),
     ]
+    for key in ORDERING_KEYS:
+        for ordering in (key, f"-{key}"):
+            if ordering != "-created_at":  # the default: "no filter"
+                cases.append((f"ordering={ordering}", {"ordering": ordering}))
+    return cases
+
+
+ORDERING_KEYS = ["created_at", "updated_at", "status", "duration", "name", "id"]
+
+
+def modzy_cases(seeded: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Modzy's ``GET /api/jobs/history``: every sort-by both ways, dates, model, status, user, key."""
+    now = datetime.fromisoformat(seeded["now"])
+    dates = {
+        "startDate": (now - timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%S"),
+        "endDate": (now - timedelta(days=60)).strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("all", {}),
+        ("status=terminated", {"status": "terminated"}),
+        ("status=pending", {"status": "pending"}),
+        ("status=FAILED", {"status": "FAILED"}),
+        ("model=digits", {"model": "digits"}),
+        ("startDate+endDate (one month)", dates),
+        ("user=bench", {"user": "bench"}),
+        ("accessKey=<seed key>", {"accessKey": seeded.get("key_prefix") or ""}),
+        ("accessKey=<unused key> (none)", {"accessKey": "nokey000"}),
+        ("model+status+dates", {"model": "digits", "status": "COMPLETED", **dates}),
+    ]
+    for sort_by in ("createdAt", "submittedAt", "updatedAt", "status", "elapsedTime", "name"):
+        for direction in ("asc", "desc"):
+            cases.append((f"sort-by={sort_by} {direction}", {"sort-by": sort_by, "direction": direction}))
+    return cases
 
 
 def history_query(params: dict[str, Any], limit: int, **kw: Any) -> Any:
@@ -280,7 +387,10 @@ def history_query(params: dict[str, Any], limit: int, **kw: Any) -> Any:
         job_type=params.get("job_type_key"),
         created_after=when("created_after"),
         created_before=when("created_before"),
+        updated_after=when("updated_after"),
+        updated_before=when("updated_before"),
         search=params.get("search"),
+        submitted_by=params.get("submitted_by"),
         ordering=params.get("ordering", "-created_at"),
         limit=limit,
         **kw,
@@ -389,6 +499,52 @@ def http_deep(
     }
 
 
+def http_deep_keyset(
+    client: Any,
+    store: Any,
+    scope: Any,
+    cases: list[tuple[str, dict[str, Any]]],
+    fraction: float,
+    limit: int,
+    repeat: int,
+) -> dict[str, Any]:
+    """For every case, the keyset page at ``fraction`` of its matching rows (a client that paged
+    that deep by ``next``), timed ``repeat`` times."""
+    out: dict[str, Any] = {}
+    for label, params in cases:
+        _, first = timed_get(client, "/api/v2/jobs/", {**params, "limit": 1})
+        position = int(first["count"] * fraction) // limit * limit
+        if position < limit:
+            out[label] = {"position": position, "skipped": "fits on the first pages"}
+            continue
+        cursor = deep_cursor(store, scope, params, position)
+        if cursor is None:
+            out[label] = {"position": position, "skipped": "not enough rows"}
+            continue
+        query = {**params, "limit": limit, "cursor": cursor}
+        timed_get(client, "/api/v2/jobs/", query)
+        samples = [timed_get(client, "/api/v2/jobs/", query)[0] for _ in range(repeat)]
+        out[label] = {"position": position, **summarize(samples, (50, 99))}
+    return out
+
+
+def http_modzy(client: Any, cases: list[tuple[str, dict[str, Any]]], limit: int, repeat: int) -> Any:
+    """Modzy's history: page 1 and page 20 (it pages by number, i.e. by offset) per case."""
+    out = {}
+    for label, params in cases:
+        entry: dict[str, Any] = {}
+        for page in (1, 20):
+            query = {**params, "per-page": limit, "page": page}
+            timed_get(client, "/api/jobs/history", query)
+            samples, body = [], None
+            for _ in range(repeat):
+                ms, body = timed_get(client, "/api/jobs/history", query)
+                samples.append(ms)
+            entry[f"page_{page}"] = {"rows": len(body or []), **summarize(samples, (50, 99))}
+        out[label] = entry
+    return out
+
+
 # --------------------------------------------------------------------------- store level
 class StatementLog:
     """Records the SQL a block runs (statement + processed parameters) to EXPLAIN it afterwards."""
@@ -456,12 +612,65 @@ def store_first_pages(
             "count_share_of_page_p50": round(count["p50"] / page["p50"], 2) if page.get("p50") else None,
         }
         if plans:
-            entry["plans"] = {
-                ("count" if "count(" in sql.lower() else "rows"): explain(store, sql, parameters)
-                for sql, parameters in statements
-            }
+            entry["plans"] = shape_plans(store, statements)
+        deep = deep_store_page(store, scope, params, q, limit, repeat, recorder, plans)
+        if deep is not None:
+            entry["deep_keyset_page_ms"] = deep
         out[label] = entry
     return out
+
+
+def shape_plans(store: Any, statements: list[tuple[str, Any]]) -> dict[str, list[str]]:
+    """The plan of each statement a page ran: the count, the candidate probe, the row fetch."""
+    plans: dict[str, list[str]] = {}
+    for sql, parameters in statements:
+        lowered = sql.lower()
+        if "count(" in lowered:
+            name = "count"
+        elif lowered.lstrip().startswith("select jobs.id") and "join" not in lowered:
+            name = "ids (filter first)"
+        elif "explain" in lowered:
+            continue
+        else:
+            name = "rows"
+        while name in plans:
+            name += "'"
+        plans[name] = explain(store, sql, parameters)
+    return plans
+
+
+def deep_store_page(
+    store: Any,
+    scope: Any,
+    params: dict[str, Any],
+    q: Any,
+    limit: int,
+    repeat: int,
+    recorder: StatementLog,
+    plans: bool,
+) -> dict[str, Any] | None:
+    """The keyset page at 90 % of the matching rows, in-process, with its plans."""
+    from dataclasses import replace
+
+    count = store.history.page(scope, replace(q, limit=1)).count
+    position = int(count * 0.9) // limit * limit
+    if position < limit:
+        return None
+    cursor = deep_cursor(store, scope, params, position)
+    if cursor is None:
+        return None
+    deep_q = replace(q, cursor=cursor)
+    with recorder.capture() as statements:
+        store.history.page(scope, deep_q)
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        store.history.page(scope, deep_q)
+        samples.append((time.perf_counter() - started) * 1000)
+    entry: dict[str, Any] = {"position": position, **summarize(samples, (50, 99))}
+    if plans:
+        entry["plans"] = shape_plans(store, statements)
+    return entry
 
 
 # --------------------------------------------------------------------------- main
@@ -476,15 +685,21 @@ def run(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> d
     settings = Settings(data_dir=data_dir, database_url=database_url)
     store = Store(settings)
     try:
-        log(f"seeding {args.jobs} jobs into {store.db.dialect}")
-        seeded = seed(store, args.jobs, args.seed, analyze=args.analyze or not store.db.is_sqlite)
-        log(f"seeded in {seeded['seconds']} s ({seeded['rows_per_second']} rows/s)")
+        seeded = seed_or_reuse(store, args)
+        if args.seed_only:
+            return {"seed": seeded}
         scope = Scope(seeded["account_id"])
         cases = first_page_cases(seeded)
         result: dict[str, Any] = {"seed": seeded}
         with running_server(data_dir, workers=0, env=env, key=key) as server, server.client() as client:
             log("HTTP: first pages")
             result["http_first_page_ms"] = http_first_pages(client, cases, args.limit, args.repeat)
+            log("HTTP: deep keyset page of every case")
+            result["http_deep_keyset_ms"] = http_deep_keyset(
+                client, store, scope, cases, args.deep, args.limit, args.repeat
+            )
+            log("HTTP: Modzy history")
+            result["http_modzy_ms"] = http_modzy(client, modzy_cases(seeded), args.limit, args.repeat)
             log("HTTP: keyset chains")
             result["http_keyset_next_pages_ms"] = {
                 label: http_keyset_chain(client, params, args.limit, args.chain_pages)
@@ -506,26 +721,76 @@ def run(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> d
         result["store_first_page"] = store_first_pages(
             store, scope, cases, args.limit, args.repeat, plans=not args.no_plans
         )
-        worst = max(v["p99"] for v in result["http_first_page_ms"].values())
-        result["summary"] = {
-            "http_first_page_p50_ms_median_over_filters": sorted(
-                v["p50"] for v in result["http_first_page_ms"].values()
-            )[len(cases) // 2],
-            "http_first_page_worst_p99_ms": worst,
-            "http_first_page_worst_filter": max(
-                result["http_first_page_ms"], key=lambda k: result["http_first_page_ms"][k]["p99"]
-            ),
-            "store_page_worst_p99_ms": max(v["page_ms"]["p99"] for v in result["store_first_page"].values()),
-            "http_deep_keyset_p50_ms": result["http_deep_position"]["no filter"]
-            .get("keyset_cursor_ms", {})
-            .get("p50"),
-            "http_deep_offset_p50_ms": result["http_deep_position"]["no filter"]
-            .get("offset_ms", {})
-            .get("p50"),
-        }
+        result["summary"] = summary(result, cases)
+        print_table(result)
         return result
     finally:
         store.close()
+
+
+def _worst(entries: dict[str, Any], pick: Any) -> dict[str, Any]:
+    measured = {label: pick(v) for label, v in entries.items() if pick(v) is not None}
+    if not measured:
+        return {"p99_ms": None, "case": None}
+    label = max(measured, key=lambda k: measured[k])
+    return {"p99_ms": measured[label], "case": label}
+
+
+def summary(result: dict[str, Any], cases: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    first = result["http_first_page_ms"]
+    worst = {
+        "http_first_page": _worst(first, lambda v: v["p99"]),
+        "http_deep_keyset_page": _worst(result["http_deep_keyset_ms"], lambda v: v.get("p99")),
+        "http_modzy_page_1": _worst(result["http_modzy_ms"], lambda v: v["page_1"]["p99"]),
+        "http_modzy_page_20": _worst(result["http_modzy_ms"], lambda v: v["page_20"]["p99"]),
+        "store_first_page": _worst(result["store_first_page"], lambda v: v["page_ms"]["p99"]),
+        "store_deep_keyset_page": _worst(
+            result["store_first_page"], lambda v: v.get("deep_keyset_page_ms", {}).get("p99")
+        ),
+    }
+    overall = max((w["p99_ms"] for w in worst.values() if w["p99_ms"] is not None), default=None)
+    return {
+        "http_first_page_p50_ms_median_over_filters": sorted(v["p50"] for v in first.values())[
+            len(cases) // 2
+        ],
+        "http_first_page_worst_p99_ms": worst["http_first_page"]["p99_ms"],
+        "http_first_page_worst_filter": worst["http_first_page"]["case"],
+        "store_page_worst_p99_ms": worst["store_first_page"]["p99_ms"],
+        "worst": worst,
+        "worst_p99_ms_any_shape": overall,
+        "target_p99_ms": TARGET_P99_MS,
+        "target_met": overall is not None and overall < TARGET_P99_MS,
+        "http_deep_keyset_p50_ms": result["http_deep_position"]["no filter"]
+        .get("keyset_cursor_ms", {})
+        .get("p50"),
+        "http_deep_offset_p50_ms": result["http_deep_position"]["no filter"].get("offset_ms", {}).get("p50"),
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """p50/p99 per case and each query's plan, on stderr (the JSON on stdout has them too)."""
+    log("case | HTTP first p50/p99 | HTTP deep keyset p50/p99 | store first p99 | store deep p99")
+    for label, v in result["http_first_page_ms"].items():
+        deep = result["http_deep_keyset_ms"].get(label, {})
+        store = result["store_first_page"].get(label, {})
+        store_deep = store.get("deep_keyset_page_ms", {})
+        log(
+            f"  {label:42s} {v['p50']:7.1f} {v['p99']:7.1f} | {deep.get('p50', '-')!s:>7} "
+            f"{deep.get('p99', '-')!s:>7} | {store.get('page_ms', {}).get('p99', '-')!s:>7} | "
+            f"{store_deep.get('p99', '-')!s:>7}"
+        )
+        for name, plan in {
+            **store.get("plans", {}),
+            **{f"deep {k}": p for k, p in store_deep.get("plans", {}).items()},
+        }.items():
+            log(f"      {name}: {' / '.join(plan) if len(plan) < 8 else ' / '.join(plan[:8]) + ' ...'}")
+    log("Modzy case | page 1 p50/p99 | page 20 p50/p99")
+    for label, v in result["http_modzy_ms"].items():
+        log(
+            f"  {label:42s} {v['page_1']['p50']:7.1f} {v['page_1']['p99']:7.1f} | "
+            f"{v['page_20']['p50']:7.1f} {v['page_20']['p99']:7.1f}"
+        )
+    log(f"worst p99 per section: {result['summary']['worst']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -554,8 +819,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plans", action="store_true", help="leave the query plans out of the report")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    parser.add_argument(
+        "--reuse-seed",
+        action="store_true",
+        default=os.environ.get("CONVEYOR_BENCH_REUSE_SEED") == "1",
+        help="seed into a kept database (PostgreSQL: <name>_seed_<jobs>; SQLite: a kept data directory) "
+        "and reuse it when it already holds --jobs jobs (env CONVEYOR_BENCH_REUSE_SEED=1)",
+    )
+    parser.add_argument("--seed-only", action="store_true", help="seed (or check the kept seed) and stop")
+    parser.add_argument(
+        "--under-load",
+        default=os.environ.get("CONVEYOR_BENCH_UNDER_LOAD") or None,
+        metavar="NOTE",
+        help="say in the report that this run was measured while another load ran (e.g. the "
+        "200-poller load bench); recorded as is (env CONVEYOR_BENCH_UNDER_LOAD)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 3000 jobs, 3 repeats, 10 pages")
     return parser
+
+
+@contextlib.contextmanager
+def database_for(args: argparse.Namespace) -> Iterator[tuple[str | None, Path, str]]:
+    """(database URL or None for SQLite, data directory, description) for one run.
+
+    Without ``--reuse-seed``: a temporary data directory and (PostgreSQL) a temporary database,
+    both removed afterwards. With it: a database ``<name>_seed_<jobs>`` on the PostgreSQL server
+    (created when missing) or a SQLite data directory ``<tmp>/conveyor-bench-history-seed-<jobs>``,
+    both kept, so the next run measures the same seeded history without seeding it again."""
+    if not args.reuse_seed:
+        with temp_dir(keep=args.keep) as data_dir:
+            if args.database_url:
+                with postgres_database(args.database_url) as url:
+                    yield url, data_dir, "postgresql (temporary database)"
+            else:
+                yield None, data_dir, "sqlite (embedded default)"
+        return
+    dialect = "postgresql" if args.database_url else "sqlite"
+    data_dir = Path(tempfile.gettempdir()) / f"conveyor-bench-history-seed-{dialect}-{args.jobs}"
+    data_dir.mkdir(exist_ok=True)
+    if not args.database_url:
+        yield None, data_dir, f"sqlite (embedded default, seed kept in {data_dir})"
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(args.database_url)
+    name = f"{parsed.database or 'conveyor_bench'}_seed_{args.jobs}"
+    admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    url = parsed.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    yield url, data_dir, f"postgresql (seed kept in database {name})"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -564,14 +879,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.jobs, args.repeat, args.chain_pages = 3000, 3, 10
 
-    with temp_dir(keep=args.keep) as data_dir:
-        if args.database_url:
-            with postgres_database(args.database_url) as url:
-                figures = run(args, url, data_dir)
-            database = "postgresql (temporary database)"
-        else:
-            figures = run(args, None, data_dir)
-            database = "sqlite (embedded default)"
+    with database_for(args) as (url, data_dir, database):
+        figures = run(args, url, data_dir)
+    if args.seed_only:
+        emit({"benchmark": "history", "params": {"jobs": args.jobs, "database": database}, **figures})
+        return
     emit(
         {
             "benchmark": "history",
@@ -584,6 +896,8 @@ def main(argv: list[str] | None = None) -> None:
                 "deep_fraction": args.deep,
                 "database": database,
                 "analyzed": args.analyze or bool(args.database_url),
+                "under_load": args.under_load,
+                "reused_seed": bool(figures["seed"].get("reused")),
             },
             **figures,
             "notes": [

@@ -18,6 +18,7 @@ any filter at 1M jobs on PostgreSQL (checked at the store level, in-process, and
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -42,8 +43,14 @@ def one_size(jobs: int, args: argparse.Namespace, plans: bool) -> dict[str, Any]
             str(args.seed),
             *([] if plans else ["--no-plans"]),
             *(["--analyze"] if args.sqlite else []),
+            *(["--reuse-seed"] if args.reuse_seed else []),
+            *(["--database-url", args.database_url] if not args.sqlite else []),
+            *(["--under-load", args.under_load] if args.under_load else []),
         ]
     )
+    if args.reuse_seed:
+        with history.database_for(options) as (url, data_dir, _):
+            return history.run(options, url, data_dir)
     with temp_dir() as data_dir:
         if args.sqlite:
             return history.run(options, None, data_dir)
@@ -55,7 +62,7 @@ def condensed(figures: dict[str, Any]) -> dict[str, Any]:
     """What the report plots per size: p50/p99 per case, HTTP and store level, and the deep page."""
     deep = figures["http_deep_position"]["no filter"]
     return {
-        "seed_seconds": figures["seed"]["seconds"],
+        "seed_seconds": figures["seed"].get("seconds"),
         "summary": figures["summary"],
         "http_first_page_ms": {
             label: {k: v[k] for k in ("p50", "p99", "count")}
@@ -73,6 +80,19 @@ def condensed(figures: dict[str, Any]) -> dict[str, Any]:
         "keyset_next_pages_p50_ms": {
             label: chain.get("p50") for label, chain in figures["http_keyset_next_pages_ms"].items()
         },
+        "worst": figures["summary"]["worst"],
+        "worst_p99_ms_any_shape": figures["summary"]["worst_p99_ms_any_shape"],
+        "http_deep_keyset_ms": {
+            label: {k: v[k] for k in ("p50", "p99")}
+            for label, v in figures["http_deep_keyset_ms"].items()
+            if "p99" in v
+        },
+        "store_deep_keyset_ms": {
+            label: {k: v["deep_keyset_page_ms"][k] for k in ("p50", "p99")}
+            for label, v in figures["store_first_page"].items()
+            if "deep_keyset_page_ms" in v
+        },
+        "http_modzy_ms": figures["http_modzy_ms"],
         "keyset_next_pages_worst_p99_ms": max(
             (chain.get("p99", 0) for chain in figures["http_keyset_next_pages_ms"].values()), default=None
         ),
@@ -96,6 +116,18 @@ def main(argv: list[str] | None = None) -> None:
         help="PostgreSQL server and database name prefix (a temporary database per size, dropped after)",
     )
     parser.add_argument("--sqlite", action="store_true", help="measure SQLite (embedded) instead")
+    parser.add_argument(
+        "--reuse-seed",
+        action="store_true",
+        default=os.environ.get("CONVEYOR_BENCH_REUSE_SEED") == "1",
+        help="keep each size's seeded database and reuse it next time (see history.py --reuse-seed)",
+    )
+    parser.add_argument(
+        "--under-load",
+        default=os.environ.get("CONVEYOR_BENCH_UNDER_LOAD") or None,
+        metavar="NOTE",
+        help="record that another load ran meanwhile (env CONVEYOR_BENCH_UNDER_LOAD)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1000, 3000, 10000 jobs, 3 repeats")
     args = parser.parse_args(argv)
     if args.quick:
@@ -123,20 +155,32 @@ def main(argv: list[str] | None = None) -> None:
                 "sizes": sizes,
                 "repeat": args.repeat,
                 "chain_pages": args.chain_pages,
-                "database": "sqlite (embedded)"
-                if args.sqlite
-                else "postgresql (temporary database per size)",
+                "database": ("sqlite (embedded)" if args.sqlite else "postgresql")
+                + (
+                    " (seeded databases kept and reused)"
+                    if args.reuse_seed
+                    else " (temporary database per size)"
+                ),
+                "under_load": args.under_load,
                 "limit": 50,
             },
             "sizes": per_size,
             "largest_size_plans": {
-                label: v.get("plans") for label, v in full_largest.get("store_first_page", {}).items()
+                label: {
+                    "first_page": v.get("plans"),
+                    "deep_keyset_page": v.get("deep_keyset_page_ms", {}).get("plans"),
+                }
+                for label, v in full_largest.get("store_first_page", {}).items()
             },
             "median_first_page_p50_growth_smallest_to_largest": round(growth, 2),
             "flat_factor": FLAT_FACTOR,
             "flat": growth <= FLAT_FACTOR,
             "target_p99_ms": TARGET_P99_MS,
             "store_worst_p99_ms_at_largest": largest["store_worst_p99_ms"],
+            "worst_p99_ms_any_shape_per_size": {
+                size: {"p99_ms": v["worst_p99_ms_any_shape"], "where": v["worst"]}
+                for size, v in per_size.items()
+            },
             "http_worst_p99_ms_at_largest": largest["http_worst_p99_ms"],
             "meets_target_store": largest["store_worst_p99_ms"] < TARGET_P99_MS,
             "meets_target_http": largest["http_worst_p99_ms"] < TARGET_P99_MS,

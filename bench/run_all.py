@@ -52,7 +52,16 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--pipeline", "text-embedding", "--quick"],
     ),
     "history": ("history.py", ["--jobs", "100000", "--repeat", "15"], ["--quick"]),
-    "history_scale": ("history_scale.py", ["--sizes", "10000,100000,1000000"], ["--quick"]),
+    "history_scale": (
+        "history_scale.py",
+        ["--sizes", "10000,100000,1000000", "--reuse-seed"],
+        ["--quick"],
+    ),
+    "history_scale_sqlite": (
+        "history_scale.py",
+        ["--sqlite", "--sizes", "10000,100000", "--reuse-seed"],
+        ["--sqlite", "--quick"],
+    ),
     "soak": ("soak.py", ["--minutes", "10"], ["--quick"]),
     "manifest_scale": ("manifest_scale.py", ["--entries", "1000000"], ["--quick"]),
     "submit_by_reference": ("submit_by_reference.py", ["--urls", "3000"], ["--quick"]),

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
 from conveyor.store import migrate
-from conveyor.store.tables import metadata
+from conveyor.store.tables import NAME_SEARCH_FTS, metadata
 from tests.helpers.backends import postgres_database
 
 
@@ -63,6 +63,9 @@ def test_migrated_schema_matches_the_table_definitions(url: str) -> None:
             dialect = conn.dialect.name
 
             def for_this_dialect(obj: Any, name: Any, type_: str, reflected: bool, compare_to: Any) -> bool:
+                # SQLite's name search table (FTS5 virtual table + shadow tables) is raw DDL.
+                if type_ == "table" and reflected and str(name).startswith(NAME_SEARCH_FTS):
+                    return False
                 # Indexes declared with .ddl_if(dialect=...) exist on that dialect only.
                 condition = getattr(obj, "_ddl_if", None)
                 wanted = condition.dialect if condition is not None else None

@@ -165,6 +165,10 @@ Index("ix_jobs_account_type_created", jobs.c.account_id, jobs.c.job_type, jobs.c
 Index("ix_jobs_account_updated", jobs.c.account_id, jobs.c.updated_at, jobs.c.id)
 Index("ix_jobs_account_name", jobs.c.account_id, jobs.c.name, jobs.c.id)
 Index("ix_jobs_account_status_id", jobs.c.account_id, jobs.c.status, jobs.c.id)
+# The key filter (native submitted_by, Modzy accessKey/user): migration 0012.
+Index(
+    "ix_jobs_account_submitted_created", jobs.c.account_id, jobs.c.submitted_by, jobs.c.created_at, jobs.c.id
+)
 Index(
     "ix_jobs_account_duration",
     jobs.c.account_id,
@@ -191,6 +195,9 @@ Index(
     postgresql_using="gin",
     postgresql_ops={"name": "gin_trgm_ops"},
 ).ddl_if(dialect="postgresql")
+# Name search on SQLite: an FTS5 trigram table and its triggers (migration 0012, raw DDL: a virtual
+# table has no Table here; store.history queries it).
+NAME_SEARCH_FTS = "jobs_name_fts"
 Index("ix_jobs_source_collection", jobs.c.source_collection_id)
 # The sweeper looks for CANCELING jobs across accounts.
 Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at, jobs.c.id)
