@@ -9,11 +9,16 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from conveyor import testing
+from conveyor.services.bootstrap import prepare
+from conveyor.settings import Settings
+from conveyor.store import Store
 
 POSTGRES_HOST = os.environ.get("CONVEYOR_TEST_PG_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("CONVEYOR_TEST_PG_PORT", "5432"))
@@ -31,6 +36,37 @@ def require_service(name: str, host: str, port: int) -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+@contextmanager
+def dialect_store(
+    dialect: str, data_dir: Path, *, pool_size: int | None = None, **settings: Any
+) -> Iterator[Store]:
+    """A migrated Store on a fresh database of ``dialect`` (``sqlite`` under ``data_dir``, or a
+    fresh PostgreSQL database), closed (and the database dropped) afterwards: the store-level
+    suites run the same tests on both."""
+
+    def build(url: str) -> Store:
+        made = Store(
+            Settings(data_dir=data_dir, database_url=url, **settings),
+            **({"pool_size": pool_size} if pool_size else {}),
+        )
+        prepare(made)
+        return made
+
+    if dialect == "sqlite":
+        made = build(f"sqlite:///{data_dir / 'store.db'}")
+        try:
+            yield made
+        finally:
+            made.close()
+        return
+    with postgres_database() as url:
+        made = build(url)
+        try:
+            yield made
+        finally:
+            made.close()
 
 
 @contextmanager

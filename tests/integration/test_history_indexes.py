@@ -22,12 +22,10 @@ from sqlalchemy import delete, insert, select, text, update
 
 from conveyor.domain.access import Scope
 from conveyor.domain.status import JobStatus, resolve_status_filter
-from conveyor.services.bootstrap import prepare
-from conveyor.settings import Settings
 from conveyor.store import Store, history, migrate
 from conveyor.store.history import HistoryQuery, HistoryRepository
 from conveyor.store.tables import NAME_SEARCH_FTS, jobs, pipelines
-from tests.helpers.backends import postgres_database
+from tests.helpers.backends import dialect_store
 
 JOBS = 240
 PAGE = 37
@@ -40,20 +38,8 @@ ORDER_KEYS = ["created_at", "updated_at", "status", "duration", "name", "id"]
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    def build(url: str) -> Store:
-        made = Store(Settings(data_dir=tmp_path, database_url=url))
-        prepare(made)
-        return made
-
-    if request.param == "sqlite":
-        made = build(f"sqlite:///{tmp_path / 'history.db'}")
+    with dialect_store(request.param, tmp_path) as made:
         yield made
-        made.close()
-    else:
-        with postgres_database() as url:
-            made = build(url)
-            yield made
-            made.close()
 
 
 def seed(store: Store) -> tuple[Scope, dict[str, int], list[int]]:

@@ -20,31 +20,16 @@ from conveyor.domain.access import Scope
 from conveyor.domain.status import ChunkKind, JobStatus
 from conveyor.domain.work import Claim, ItemOutcome
 from conveyor.errors import Conflict, NotFound
-from conveyor.services.bootstrap import prepare
-from conveyor.settings import Settings
 from conveyor.store import Store, lifecycle
 from conveyor.store.jobs import NewJob
 from conveyor.store.tables import items, job_events, job_logs, jobs
-from tests.helpers.backends import postgres_database
+from tests.helpers.backends import dialect_store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    def build(url: str) -> Store:
-        settings = Settings(data_dir=tmp_path, database_url=url, chunk_size=5)
-        made = Store(settings, pool_size=12)
-        prepare(made)
-        return made
-
-    if request.param == "sqlite":
-        made = build(f"sqlite:///{tmp_path / 'contract.db'}")
+    with dialect_store(request.param, tmp_path, pool_size=12, chunk_size=5) as made:
         yield made
-        made.close()
-    else:
-        with postgres_database() as url:
-            made = build(url)
-            yield made
-            made.close()
 
 
 def new_job(store: Store, n: int, *, start: bool = True, **values: Any) -> tuple[int, Scope]:

@@ -13,32 +13,18 @@ from sqlalchemy import update
 from conveyor.clock import utcnow
 from conveyor.domain.workers import WorkerState
 from conveyor.errors import InvalidInput
-from conveyor.services.bootstrap import prepare
-from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.tables import workers
 from conveyor.store.workers import WorkerRow
-from tests.helpers.backends import postgres_database
+from tests.helpers.backends import dialect_store
 
 LEASE = 30.0
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    def build(url: str) -> Store:
-        made = Store(Settings(data_dir=tmp_path, database_url=url, lease_seconds=LEASE), pool_size=4)
-        prepare(made)
-        return made
-
-    if request.param == "sqlite":
-        made = build(f"sqlite:///{tmp_path / 'workers.db'}")
+    with dialect_store(request.param, tmp_path, pool_size=4, lease_seconds=LEASE) as made:
         yield made
-        made.close()
-    else:
-        with postgres_database() as url:
-            made = build(url)
-            yield made
-            made.close()
 
 
 def by_name(store: Store, account_id: int | None = None) -> dict[str, WorkerRow]:
