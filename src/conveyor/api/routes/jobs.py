@@ -17,6 +17,7 @@ from conveyor.api.schemas.jobs import (
     EventOut,
     ItemPage,
     JobCreate,
+    JobIdsPage,
     JobOut,
     JobPage,
     LogPage,
@@ -81,7 +82,7 @@ def _page_link(request: Request, **changes: Any) -> str:
 
 @router.get(
     "/",
-    response_model=JobPage,
+    response_model=JobPage | JobIdsPage,
     summary="Job history: filter, order and page through jobs",
     description="Answers with a weak `ETag` over the page (its jobs' versions, the count, the links); "
     "with a matching `If-None-Match` the answer is `304 Not Modified` without a body. Antenna's pull "
@@ -235,6 +236,7 @@ def _ids_page(request: Request, page: HistoryPage, size: int, offset: int | None
         "count": page.count,
         "next": nxt,
         "previous": prev,
+        "count_exact": page.count_exact,
         "results": [
             {"id": row["id"], "pipeline_slug": registered_slug(row["pipeline_slug"])} for row in page.rows
         ],

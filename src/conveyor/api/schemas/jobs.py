@@ -226,6 +226,18 @@ class JobPage(Page):
     results: list[JobOut]
 
 
+class JobId(BaseModel):
+    id: int
+    pipeline_slug: str | None = Field(description="The slug a pull worker registered (or the installed one).")
+
+
+class JobIdsPage(Page):
+    """The ``ids_only`` page Antenna's pull workers poll."""
+
+    count_exact: bool
+    results: list[JobId]
+
+
 class ItemOut(BaseModel):
     id: int
     seq: int
