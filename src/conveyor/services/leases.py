@@ -11,6 +11,7 @@ A chunk outside the key's scope is a 404, like a missing one.
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ from conveyor.inputs import stored
 from conveyor.pipelines import export, remote
 from conveyor.settings import Settings
 from conveyor.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,17 +80,22 @@ class LeaseService:
     def _seen(
         self, holder: _Holder, job_id: int | None, items_done: int = 0, pipelines: Sequence[str] | None = None
     ) -> None:
-        """Report the HTTP worker to the worker registry (``GET /api/v2/workers/``; throttled there)."""
-        self.store.workers.seen(
-            "http",
-            holder.name,
-            host=holder.host,
-            pipelines=pipelines,
-            account_id=holder.account_id,
-            key_id=holder.key_id,
-            job_id=job_id,
-            items_done=items_done,
-        )
+        """Report the HTTP worker to the worker registry (``GET /api/v2/workers/``; throttled there).
+        A failed report is logged, never the lease call's failure: the registry is for people
+        looking, the leases keep the work safe."""
+        try:
+            self.store.workers.seen(
+                "http",
+                holder.name,
+                host=holder.host,
+                pipelines=pipelines,
+                account_id=holder.account_id,
+                key_id=holder.key_id,
+                job_id=job_id,
+                items_done=items_done,
+            )
+        except Exception:
+            log.exception("recording HTTP worker %s in the worker registry failed", holder.name)
 
     def lease(
         self, principal: Principal, *, name: str, host: str | None, pipelines: Sequence[str]

@@ -8,6 +8,7 @@ registered ``<slug>`` is an async_api job of that pull pipeline (``pull:<project
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ from conveyor.settings import Settings
 from conveyor.store import Store
 from conveyor.store.jobs import scope_clauses
 from conveyor.store.pull import MAX_BATCH, JobFacts
+
+log = logging.getLogger(__name__)
 
 MAX_RESULTS_PER_POST = 2000
 MAX_PIPELINES = 200
@@ -80,17 +83,20 @@ class PullService:
                 return
         name = self._names.get(principal.key_id, principal.key_prefix)
         pipelines = self._pipelines.get(principal.key_id)
-        self.store.workers.seen(
-            "pull",
-            name,
-            host=name if name != principal.key_prefix else "",
-            pipelines=pipelines,
-            account_id=principal.account_id,
-            key_id=principal.key_id,
-            info=facts or None,
-            job_id=job_id,
-            items_done=items_done,
-        )
+        try:
+            self.store.workers.seen(
+                "pull",
+                name,
+                host=name if name != principal.key_prefix else "",
+                pipelines=pipelines,
+                account_id=principal.account_id,
+                key_id=principal.key_id,
+                info=facts or None,
+                job_id=job_id,
+                items_done=items_done,
+            )
+        except Exception:  # the registry is for people looking; the task leases keep work safe
+            log.exception("recording pull worker %s in the worker registry failed", name)
 
     # ---------------------------------------------------------------- registration
     def register(
