@@ -58,9 +58,13 @@ class Sweeper:
         ids of the jobs whose note changed."""
         changed: list[int] = []
         lost_after = self.store.settings.pull_lease_seconds
+        live_by: dict[tuple[str, int], bool] = {}  # jobs of one pipeline and account: one look-up
         for job in self.store.pull.running_jobs():
             slug = registered_slug(job["pipeline_slug"]) or ""
-            live = self.store.workers.live_for(slug, job["account_id"], kinds=("pull",))
+            served = (slug, job["account_id"])
+            if served not in live_by:
+                live_by[served] = self.store.workers.live_for(slug, job["account_id"], kinds=("pull",))
+            live = live_by[served]
             message = None if live else waiting_message(slug, lost_after)
             if self.store.pull.note_waiting(job["id"], message):
                 changed.append(job["id"])

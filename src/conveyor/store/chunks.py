@@ -32,6 +32,15 @@ from conveyor.store.jobs import scope_clauses
 from conveyor.store.tables import chunks, job_logs, jobs, pipelines
 
 ACCEPTS_RESULTS = [s.value for s in (*RUNNABLE, JobStatus.CANCELING)]
+#: What a Claim is made of (``claim`` leases a chunk, ``held`` rebuilds an HTTP worker's claim).
+_CLAIM_COLUMNS = (
+    chunks.c.id,
+    chunks.c.job_id,
+    chunks.c.kind,
+    chunks.c.first_seq,
+    chunks.c.last_seq,
+    chunks.c.attempts,
+)
 #: A claim that finds its job's row locked (its first chunk racing a cancel) tries again this often.
 CLAIM_ATTEMPTS = 10
 
@@ -86,15 +95,7 @@ class ChunkRepository:
         token = secrets.token_hex(16)
         with self.db.write() as conn:
             query = (
-                select(
-                    chunks.c.id,
-                    chunks.c.job_id,
-                    chunks.c.kind,
-                    chunks.c.first_seq,
-                    chunks.c.last_seq,
-                    chunks.c.attempts,
-                    jobs.c.status.label("job_status"),
-                )
+                select(*_CLAIM_COLUMNS, jobs.c.status.label("job_status"))
                 .join(jobs, jobs.c.id == chunks.c.job_id)
                 .where(
                     chunks.c.status == ChunkStatus.QUEUED.value,
@@ -160,14 +161,7 @@ class ChunkRepository:
         every verb taking the claim re-checks it (the lease guard)."""
         with self.db.read() as conn:
             row = conn.execute(
-                select(
-                    chunks.c.id,
-                    chunks.c.job_id,
-                    chunks.c.kind,
-                    chunks.c.first_seq,
-                    chunks.c.last_seq,
-                    chunks.c.attempts,
-                )
+                select(*_CLAIM_COLUMNS)
                 .join(jobs, jobs.c.id == chunks.c.job_id)
                 .where(chunks.c.id == chunk_id, *scope_clauses(scope))
             ).first()
