@@ -98,6 +98,7 @@ class LeaseClient:
         )
         self._lock = threading.Lock()
         self._items: dict[int, list[ItemInput]] = {}  # chunk id -> its leased items
+        self._chunk_jobs: dict[int, int] = {}  # chunk id -> its job id (while the chunk is held)
         self._jobs: dict[int, JobContext] = {}  # job id -> the state the lease or a heartbeat gave
         #: item id -> whether its fetched bytes count as input bytes (what the server said).
         self.counts: dict[int, bool] = {}
@@ -181,6 +182,7 @@ class LeaseClient:
         )
         with self._lock:
             self._items[claim.chunk_id] = items
+            self._chunk_jobs[claim.chunk_id] = job.job_id
             self._jobs[job.job_id] = job
         return claim
 
@@ -215,7 +217,8 @@ class LeaseClient:
             known, status=JobStatus(answer["job"]["status"]), deadline_at=_time(answer["job"]["deadline_at"])
         )
         with self._lock:
-            self._jobs[claim.job_id] = job
+            if claim.chunk_id in self._chunk_jobs:  # not a late beat of a chunk already given back
+                self._jobs[claim.job_id] = job
         return job
 
     def write_back(
@@ -267,6 +270,10 @@ class LeaseClient:
         with self._lock:
             for item in self._items.pop(claim.chunk_id, ()):
                 self.counts.pop(item.id, None)
+            self._chunk_jobs.pop(claim.chunk_id, None)
+            # A long-running worker keeps the state of the jobs it holds chunks of, no others.
+            if claim.job_id not in self._chunk_jobs.values():
+                self._jobs.pop(claim.job_id, None)
 
     # ---------------------------------------------------------------- media
     def media(self, url: str, label: str, max_bytes: int) -> bytes:
