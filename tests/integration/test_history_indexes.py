@@ -1,12 +1,12 @@
-"""History answers the same with and without migration 0012's name search table and indexes.
+"""History answers the same with and without the name search indexes of migrations 0012 and 0013.
 
 A few hundred varied jobs (names with mixed case, ``%``, ``_``, quotes, non-ASCII; NULL and tied
 durations; tied timestamps; several statuses, pipelines, projects and keys) are listed through
 ``HistoryRepository`` with every filter and ordering, every keyset page forward and back and an
 offset page, on the schema at head and again after a downgrade to 0011 (no FTS5 table, no key
-index). Both must agree with each other, and the matching sets with a plain Python reference.
-Both query paths are exercised: "filter first" (few matches) and the ordering's index walk (many
-matches, forced with a tiny count limit and candidate limit).
+index, no short-gram index on PostgreSQL). Both must agree with each other, and the matching sets
+with a plain Python reference. Both query paths are exercised: "filter first" (few matches) and
+the ordering's index walk (many matches, forced with a tiny count limit and candidate limit).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy import delete, insert, select, text, update
 from conveyor.domain.access import Scope
 from conveyor.domain.status import JobStatus, resolve_status_filter
 from conveyor.store import Store, history, migrate
-from conveyor.store.history import HistoryQuery, HistoryRepository
+from conveyor.store.history import HistoryQuery, HistoryRepository, gram_candidates
 from conveyor.store.tables import NAME_SEARCH_FTS, jobs, pipelines
 from tests.helpers.backends import dialect_store
 
@@ -183,7 +183,7 @@ def everything(store: Store, scope: Scope, named: dict[str, int]) -> list[dict[s
     return out
 
 
-def test_history_is_the_same_with_and_without_the_0012_indexes(
+def test_history_is_the_same_with_and_without_the_0012_and_0013_indexes(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scope, named, _ = seed(store)
@@ -199,6 +199,13 @@ def test_history_is_the_same_with_and_without_the_0012_indexes(
                 f"INSERT INTO {NAME_SEARCH_FTS}({NAME_SEARCH_FTS}, rank) VALUES ('integrity-check', 1)"
             )
             conn.exec_driver_sql(integrity)  # raises when the index and jobs disagree
+    else:  # short searches narrow to the grams' candidates, which hold the search exactly
+        repo = HistoryRepository(store.db)
+        assert repo._candidates("ab") is not None and repo._candidates("alpha") is None
+        with store.db.read() as conn:
+            for short in ("ab", "É", "Ω", "%", " "):
+                candidates = set(conn.execute(select(jobs.c.id).where(gram_candidates(short))).scalars())
+                assert candidates == reference_ids(store, HistoryQuery(search=short)), short
     monkeypatch.setattr(history, "CANDIDATE_LIMIT", 7)
     monkeypatch.setattr(history, "FTS_CANDIDATE_LIMIT", 7)
     after = everything(store, scope, named)
@@ -218,6 +225,10 @@ def test_history_is_the_same_with_and_without_the_0012_indexes(
     with store.db.read() as conn:
         if store.db.is_sqlite:
             gone = conn.execute(text("SELECT name FROM sqlite_master WHERE name LIKE 'jobs_name_fts%'"))
-            assert gone.all() == []
+        else:
+            gone = conn.execute(
+                text("SELECT indexname FROM pg_indexes WHERE indexname = 'ix_jobs_name_grams'")
+            )
+        assert gone.all() == []
     before = everything(store, scope, named)
     assert before == after

@@ -13,14 +13,17 @@ from sqlalchemy import (
     ColumnElement,
     RowMapping,
     Select,
+    String,
     and_,
     bindparam,
     func,
+    literal,
     literal_column,
     select,
     text,
     tuple_,
 )
+from sqlalchemy.dialects import postgresql
 
 from conveyor.domain.access import Scope
 from conveyor.domain.status import JobStatus
@@ -29,7 +32,7 @@ from conveyor.store.counting import Count, JobCounter
 from conveyor.store.database import Database
 from conveyor.store.jobs import JobRepository, scope_clauses
 from conveyor.store.pull import pipeline_ids
-from conveyor.store.tables import NAME_SEARCH_FTS, jobs, pipelines
+from conveyor.store.tables import NAME_GRAMS_INDEX, NAME_SEARCH_FTS, jobs, pipelines
 
 # A filter matching at most this many rows is served "filter first": its ids are read through the
 # filters' own indexes (trigram, FTS5, status, ...), then the page is sorted from those rows by
@@ -39,9 +42,12 @@ CANDIDATE_LIMIT = 5000
 # The same bound for SQLite's FTS5 candidates, lower: SQLite sorts a few thousand rows fetched by
 # id slower than it walks an index past non-matching names (2000 candidates at 10k jobs: ~3x).
 FTS_CANDIDATE_LIMIT = 1000
-# How a page treats its name search (see HistoryRepository._search_mode).
-FTS_FEW, FTS_MANY, LIKE_ONLY = "fts-few", "fts-many", "like"
-# FTS5's trigram tokenizer indexes 3-character windows: shorter searches cannot use it.
+# How a page treats its name search (see HistoryRepository._search_mode): few or many candidates
+# in a name index that narrows it (FTS5 on SQLite, the short-gram index on PostgreSQL), or the
+# match alone (PostgreSQL's trigram index serves a LIKE of 3+ characters itself).
+FEW_CANDIDATES, MANY_CANDIDATES, LIKE_ONLY = "few-candidates", "many-candidates", "like"
+# Trigram indexes (FTS5's tokenizer, pg_trgm) see 3-character windows: shorter searches cannot use
+# them. On PostgreSQL those go to the 1- and 2-character grams of migration 0013.
 FTS_MIN_LENGTH = 3
 
 ORDERINGS: dict[str, Any] = {
@@ -143,6 +149,28 @@ class HistoryRepository:
             db.dialect, exact_limit=exact_count_limit, cache_seconds=count_cache_seconds
         )
         self._fts: bool | None = None
+        self._grams: bool | None = None
+
+    def _has_grams(self) -> bool:
+        """PostgreSQL with the short-search index of migration 0013."""
+        if self._grams is None:
+            if self.db.is_sqlite:
+                self._grams = False
+            else:
+                with self.db.read() as conn:
+                    found = conn.execute(
+                        text("SELECT 1 FROM pg_indexes WHERE tablename = 'jobs' AND indexname = :name"),
+                        {"name": NAME_GRAMS_INDEX},
+                    ).first()
+                self._grams = found is not None
+        return self._grams
+
+    def _candidates(self, search: str) -> ColumnElement[bool] | None:
+        """The clause narrowing a name search to an index's candidates (a superset of its matches),
+        or None where no index narrows it (the LIKE alone then)."""
+        if len(search) >= FTS_MIN_LENGTH:
+            return fts_candidates(search) if self._has_fts() else None
+        return gram_candidates(search) if self._has_grams() else None
 
     def _has_fts(self) -> bool:
         """SQLite with the name search table of migration 0012 (skipped where FTS5 is missing)."""
@@ -159,24 +187,33 @@ class HistoryRepository:
         return self._fts
 
     def _search_mode(self, conn: Any, q: HistoryQuery) -> str | None:
-        """SQLite with FTS5 and a search of 3+ characters: FTS_FEW when the trigram index has at most
-        FTS_CANDIDATE_LIMIT candidates (the count and the rows then come from them), else FTS_MANY (the
-        LIKE alone: matches are dense enough that the ordering's index meets a page of them soon,
-        while reading every candidate would cost more). Otherwise LIKE_ONLY (PostgreSQL's trigram
-        GIN index serves the LIKE itself)."""
+        """FEW_CANDIDATES when the name index narrowing the search (SQLite's FTS5 for 3+
+        characters, PostgreSQL's short grams for 1-2) has at most its candidate bound (the count and
+        the rows then come from them), else MANY_CANDIDATES (the match alone: matches are dense
+        enough that the ordering's index meets a page of them soon, while reading every candidate
+        would cost more). LIKE_ONLY where no such index applies (PostgreSQL's trigram GIN index
+        serves a LIKE of 3+ characters itself)."""
         if not q.search:
             return None
-        if not self._has_fts() or len(q.search) < FTS_MIN_LENGTH:
+        candidates = self._candidates(q.search)
+        if candidates is None:
             return LIKE_ONLY
-        probe: Select[Any] = (
-            select(literal_column("1")).select_from(text(NAME_SEARCH_FTS)).where(_fts_match(q.search))
-        )
-        seen = conn.execute(select(func.count()).select_from(probe.limit(FTS_CANDIDATE_LIMIT + 1).subquery()))
-        return FTS_FEW if seen.scalar_one() <= FTS_CANDIDATE_LIMIT else FTS_MANY
+        bound = FTS_CANDIDATE_LIMIT if self.db.is_sqlite else CANDIDATE_LIMIT
+        if not self.db.is_sqlite and self.counter.estimate(conn, [candidates]) > 2 * bound:
+            # The grams' statistics say "common" (a vowel): probing would read them for nothing.
+            return MANY_CANDIDATES
+        probe: Select[Any] = select(literal_column("1")).select_from(jobs).where(candidates)
+        if self.db.is_sqlite:
+            probe = select(literal_column("1")).select_from(text(NAME_SEARCH_FTS)).where(_fts_match(q.search))
+        seen = conn.execute(select(func.count()).select_from(probe.limit(bound + 1).subquery()))
+        return FEW_CANDIDATES if seen.scalar_one() <= bound else MANY_CANDIDATES
 
-    def filters(self, scope: Scope, q: HistoryQuery, *, fts: bool = False) -> list[ColumnElement[bool]]:
-        """The WHERE clauses of a history query. With ``fts`` a name search also narrows to the FTS5
-        candidates (SQLite with migration 0012; an exact superset: the LIKE still decides)."""
+    def filters(
+        self, scope: Scope, q: HistoryQuery, *, candidates: bool = False
+    ) -> list[ColumnElement[bool]]:
+        """The WHERE clauses of a history query. With ``candidates`` a name search also narrows to
+        its name index's candidates (SQLite's FTS5 of migration 0012, PostgreSQL's short grams of
+        0013; a superset: the LIKE still decides)."""
         where: list[ColumnElement[bool]] = scope_clauses(scope)
         if q.submitted_by_any is not None:
             where.append(jobs.c.submitted_by.in_(q.submitted_by_any))
@@ -212,9 +249,18 @@ class HistoryRepository:
             where.append(jobs.c.updated_at < q.updated_before)
         if q.search:
             escaped = q.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append(jobs.c.name.ilike(f"%{escaped}%", escape="\\"))
-            if fts and self._has_fts() and len(q.search) >= FTS_MIN_LENGTH:
-                where.append(fts_candidates(q.search))
+            if self.db.is_sqlite or len(q.search) >= FTS_MIN_LENGTH:
+                where.append(jobs.c.name.ilike(f"%{escaped}%", escape="\\"))
+            else:
+                # PostgreSQL's ILIKE compares lower() of both sides (multi-byte encodings); spelt
+                # so, the planner cannot pick the trigram index, which has no trigram of a short
+                # search and would read every entry.
+                pattern = func.lower(literal(f"%{escaped}%", String))
+                where.append(func.lower(jobs.c.name).like(pattern, escape="\\"))
+            if candidates:
+                narrowing = self._candidates(q.search)
+                if narrowing is not None:
+                    where.append(narrowing)
         if q.submitted_by:
             where.append(jobs.c.submitted_by == q.submitted_by)
         return where
@@ -224,14 +270,24 @@ class HistoryRepository:
         column = ORDERINGS[key]
         with self.db.read() as conn:
             mode = self._search_mode(conn, q)
-            where = self.filters(scope, q, fts=mode == FTS_FEW)
-            counted = self.counter.count(conn, where)
+            where = self.filters(scope, q, candidates=mode == FEW_CANDIDATES)
+            # Many candidates: their index's statistics still estimate the count better.
+            narrowing = self._candidates(q.search) if mode == MANY_CANDIDATES and q.search else None
+            counted = self.counter.count(
+                conn,
+                where,
+                hint=[] if narrowing is None else [narrowing],
+                estimate_first=mode in (LIKE_ONLY, MANY_CANDIDATES),
+            )
             count = counted.value
             if q.offset is not None and q.cursor is None:
                 rows = self._offset_page(conn, scope, q, where, mode, counted, column, descending)
+                exact = counted.exact
+                if not exact and (rows or not q.offset) and len(rows) < q.limit:
+                    count, exact = q.offset + len(rows), True  # an estimate, and the last page says
                 return HistoryPage(
                     count,
-                    counted.exact,
+                    exact,
                     rows,
                     None,
                     None,
@@ -254,9 +310,14 @@ class HistoryRepository:
                 rows = []
             elif cursor is not None and self.db.is_sqlite and page_where[-1] is keyset[0]:
                 rows = _ties_then_beyond(conn, page_where[:-1], column, *cursor, order, q.limit + 1)
+            elif self._walks(mode, page_where, where):
+                rows = _walk_rows(conn, page_where, order, q.limit + 1)
             else:
                 rows = JobRepository.fetch_rows(conn, page_where, order, q.limit + 1)
         more = len(rows) > q.limit
+        exact = counted.exact
+        if not exact and q.cursor is None and not more:
+            count, exact = len(rows), True  # an estimate, but the first page holds every match
         rows = rows[: q.limit]
         if backwards:
             rows.reverse()
@@ -272,7 +333,7 @@ class HistoryRepository:
             if rows and has_previous
             else None
         )
-        return HistoryPage(count, counted.exact, rows, next_cursor, prev_cursor, None, None)
+        return HistoryPage(count, exact, rows, next_cursor, prev_cursor, None, None)
 
     def _page_where(
         self,
@@ -297,15 +358,15 @@ class HistoryRepository:
         # PostgreSQL estimates a count it does not make exact: when even that says "many", probing
         # would read thousands of matches for nothing.
         probe_like = mode == LIKE_ONLY and (self.db.is_sqlite or count <= CANDIDATE_LIMIT)
-        if exact or mode == FTS_FEW or probe_like:
-            bound = None if exact or mode == FTS_FEW else CANDIDATE_LIMIT + 1
+        if exact or mode == FEW_CANDIDATES or probe_like:
+            bound = None if exact or mode == FEW_CANDIDATES else CANDIDATE_LIMIT + 1
             query = select(jobs.c.id).where(*where, *keyset)
             if bound is not None:
                 query = query.limit(bound)
             ids = list(conn.execute(query).scalars())
             if bound is None or len(ids) < bound:
                 return [jobs.c.id.in_(ids)] if ids else None
-        if mode == LIKE_ONLY and not self.db.is_sqlite:
+        if mode in (LIKE_ONLY, MANY_CANDIDATES) and not self.db.is_sqlite:
             # Many matches: walk the ordering's index and test each name. The planner cannot tell
             # how many names match and may rather gather them all (200k at 1M jobs for a common
             # word) to sort them (~1 s); for this transaction's last query, sorting is ruled out.
@@ -327,7 +388,22 @@ class HistoryRepository:
         page_where = self._page_where(conn, scope, q, where, mode, counted.exact, counted.value, [])
         if page_where is None:
             return []
+        if not self.db.is_sqlite and q.offset:
+            # Skip the offset's rows as ids (an index-only scan where the filters allow) rather
+            # than as joined job rows; the page's rows are read by id.
+            return _walk_rows(conn, page_where, order, q.limit, offset=q.offset)
         return JobRepository.fetch_rows(conn, page_where, order, q.limit, offset=q.offset or 0)
+
+    def _walks(
+        self, mode: str | None, page_where: list[ColumnElement[bool]], where: list[ColumnElement[bool]]
+    ) -> bool:
+        """A PostgreSQL page of a many-match name search, walking the ordering's index."""
+        return (
+            not self.db.is_sqlite
+            and mode in (LIKE_ONLY, MANY_CANDIDATES)
+            and len(page_where) >= len(where)
+            and all(a is b for a, b in zip(page_where, where, strict=False))
+        )
 
 
 def status_clause(statuses: frozenset[JobStatus]) -> ColumnElement[bool]:
@@ -344,11 +420,35 @@ def _fts_match(search: str) -> ColumnElement[bool]:
     return literal_column(NAME_SEARCH_FTS).op("MATCH")(bindparam("fts_phrase", phrase, unique=True))
 
 
+def gram_candidates(search: str) -> ColumnElement[bool]:
+    """The names whose 1- and 2-character grams hold a short search (PostgreSQL, migration 0013):
+    for a search of at most two characters, exactly the names containing it, case folded."""
+    wanted: postgresql.array[Any] = postgresql.array([func.lower(literal(search, String))], type_=String)
+    return func.conveyor_name_grams(jobs.c.name).op("@>")(wanted)
+
+
 def fts_candidates(search: str) -> ColumnElement[bool]:
     """``jobs.id IN`` the FTS5 candidates of a name search (SQLite)."""
     return jobs.c.id.in_(
         select(literal_column("rowid")).select_from(text(NAME_SEARCH_FTS)).where(_fts_match(search))
     )
+
+
+def _walk_rows(
+    conn: Any, where: list[ColumnElement[bool]], order: list[Any], limit: int, offset: int = 0
+) -> list[RowMapping]:
+    """A page walked in two steps (PostgreSQL): the ids in order, then their rows. The first step
+    reads only the ordering's index where it covers the filters (a name search ordered by name
+    tests each name in the index instead of fetching every row it passes: ~10x at 1M jobs); the
+    rows are then put in the ids' order (the transaction may have sorting ruled out)."""
+    query = select(jobs.c.id).where(*where).order_by(*order).limit(limit)
+    if offset:
+        query = query.offset(offset)
+    ids = list(conn.execute(query).scalars())
+    if not ids:
+        return []
+    by_id = {row["id"]: row for row in JobRepository.fetch_rows(conn, [jobs.c.id.in_(ids)])}
+    return [by_id[i] for i in ids if i in by_id]
 
 
 def _sort_value(row: RowMapping, key: str) -> Any:

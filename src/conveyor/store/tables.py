@@ -195,6 +195,9 @@ Index(
     postgresql_using="gin",
     postgresql_ops={"name": "gin_trgm_ops"},
 ).ddl_if(dialect="postgresql")
+# Searches of 1-2 characters on PostgreSQL (no trigram): a GIN index over conveyor_name_grams(name),
+# a SQL function of migration 0013 (raw DDL there; store.history queries it).
+NAME_GRAMS_INDEX = "ix_jobs_name_grams"
 # Name search on SQLite: an FTS5 trigram table and its triggers (migration 0012, raw DDL: a virtual
 # table has no Table here; store.history queries it).
 NAME_SEARCH_FTS = "jobs_name_fts"
