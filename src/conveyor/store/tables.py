@@ -165,6 +165,7 @@ Index("ix_jobs_account_type_created", jobs.c.account_id, jobs.c.job_type, jobs.c
 Index("ix_jobs_account_updated", jobs.c.account_id, jobs.c.updated_at, jobs.c.id)
 Index("ix_jobs_account_name", jobs.c.account_id, jobs.c.name, jobs.c.id)
 Index("ix_jobs_account_status_id", jobs.c.account_id, jobs.c.status, jobs.c.id)
+Index("ix_jobs_account_id", jobs.c.account_id, jobs.c.id)
 # The key filter (native submitted_by, Modzy accessKey/user): migration 0012.
 Index(
     "ix_jobs_account_submitted_created", jobs.c.account_id, jobs.c.submitted_by, jobs.c.created_at, jobs.c.id
