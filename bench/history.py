@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import random
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from common import (
+    BENCH_DIR,
     TERMINAL_STATUSES,
     bench_env,
     emit,
@@ -49,6 +53,7 @@ from common import (
 from conveyor.testing import create_key
 
 SEED_BATCH = 5000
+LOAD_MAX_SECONDS = 3600  # --with-load: the generator's own bound (stopped when the run ends)
 TARGET_P99_MS = 50.0
 SECOND_PROJECT = "research"
 # Share of each status in a long-lived history: mostly finished jobs, a few in flight.
@@ -691,6 +696,11 @@ def run(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> d
     from conveyor.settings import Settings
     from conveyor.store import Store
 
+    if args.with_load and not args.under_load:
+        args.under_load = (
+            f"{args.with_load} pollers of bench/load.py's generator on the same server (status reads, "
+            "history pages and SSE streams, as in the load benchmark)"
+        )
     env = bench_env(data_dir, database_url=database_url)
     run_cli(["db", "upgrade"], env)
     key = create_key(env, name="bench")
@@ -703,7 +713,11 @@ def run(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> d
         scope = Scope(seeded["account_id"])
         cases = first_page_cases(seeded)
         result: dict[str, Any] = {"seed": seeded}
-        with running_server(data_dir, workers=0, env=env, key=key) as server, server.client() as client:
+        with contextlib.ExitStack() as stack:
+            server = stack.enter_context(running_server(data_dir, workers=0, env=env, key=key))
+            client = stack.enter_context(server.client())
+            if args.with_load:
+                result["load"] = stack.enter_context(background_load(server, store, args.with_load, data_dir))
             log("HTTP: first pages")
             result["http_first_page_ms"] = http_first_pages(client, cases, args.limit, args.repeat)
             log("HTTP: deep keyset page of every case")
@@ -729,15 +743,66 @@ def run(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> d
                 )
                 for label, params in [("no filter", {}), ("status=SUCCESS", {"status": "SUCCESS"})]
             }
-        log("store level: HistoryRepository.page in-process")
-        result["store_first_page"] = store_first_pages(
-            store, scope, cases, args.limit, args.repeat, plans=not args.no_plans
-        )
+            log("store level: HistoryRepository.page in-process")
+            result["store_first_page"] = store_first_pages(
+                store, scope, cases, args.limit, args.repeat, plans=not args.no_plans
+            )
         result["summary"] = summary(result, cases)
         print_table(result)
         return result
     finally:
         store.close()
+
+
+@contextlib.contextmanager
+def background_load(server: Any, store: Any, pollers: int, data_dir: Path) -> Iterator[dict[str, Any]]:
+    """``load.py``'s generator (status, history and SSE pollers) against this run's server for as
+    long as the block runs; its figures (errors, latencies, requests/s) land in the yielded dict."""
+    from sqlalchemy import select
+
+    from conveyor.store.tables import jobs
+
+    with store.db.read() as conn:
+        newest = conn.execute(select(jobs.c.id, jobs.c.uuid).order_by(jobs.c.id.desc()).limit(200)).all()
+    targets = data_dir / "load-targets.json"
+    targets.write_text(json.dumps([{"id": r.id, "job_identifier": r.uuid} for r in newest]))
+    command = [
+        sys.executable,
+        str(BENCH_DIR / "load.py"),
+        "--generate",
+        "--url",
+        server.url,
+        "--key",
+        server.key,
+        "--targets",
+        str(targets),
+        "--pollers",
+        str(pollers),
+        "--seconds",
+        str(LOAD_MAX_SECONDS),
+    ]
+    log(f"background load: {pollers} pollers (status, history, SSE) on the same server")
+    generator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    figures: dict[str, Any] = {"pollers": pollers}
+    try:
+        time.sleep(5)  # let the pollers ramp up
+        yield figures
+    finally:
+        generator.send_signal(signal.SIGTERM)
+        try:
+            out, _ = generator.communicate(timeout=120)
+            report = json.loads(out)
+            figures.update(
+                seconds=report["seconds"],
+                errors=sum(sum(k["errors"].values()) for k in report["kinds"].values()),
+                kinds={
+                    kind: {"requests_per_second": k["requests_per_second"], "latency_ms": k["latency_ms"]}
+                    for kind, k in report["kinds"].items()
+                },
+            )
+        except (subprocess.TimeoutExpired, json.JSONDecodeError, KeyError) as exc:
+            generator.kill()
+            figures["error"] = f"load generator gave no figures: {exc!r}"
 
 
 def _worst(entries: dict[str, Any], pick: Any) -> dict[str, Any]:
@@ -845,6 +910,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NOTE",
         help="say in the report that this run was measured while another load ran (e.g. the "
         "200-poller load bench); recorded as is (env CONVEYOR_BENCH_UNDER_LOAD)",
+    )
+    parser.add_argument(
+        "--with-load",
+        type=int,
+        default=0,
+        metavar="POLLERS",
+        help="run bench/load.py's generator (status, history and SSE pollers) against the same server "
+        "while measuring (e.g. 200; the issue-17 load); the report says so",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 3000 jobs, 3 repeats, 10 pages")
     return parser

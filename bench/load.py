@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -278,10 +279,16 @@ async def generate(args: argparse.Namespace) -> dict[str, Any]:
             )
             tasks.append(sse_subscriber(client, tally, path, args.sse_session, stop, 2000 + i))
         tasks.append(loop_lag(tally, stop))
+        gathered = asyncio.gather(*tasks)
+        # SIGTERM ends the load early with the figures so far (history.py --with-load runs it
+        # for as long as its own measurement takes).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, gathered.cancel)
         try:
-            await asyncio.wait_for(asyncio.gather(*tasks), args.seconds + 60)
+            await asyncio.wait_for(gathered, args.seconds + 60)
         except TimeoutError:
             tally.error("generator", "did not stop in time")
+        except asyncio.CancelledError:
+            pass
         wall = time.monotonic() - began
     lag = tally.latency.pop("generator_loop_lag", [])
     kinds = sorted(set(tally.statuses) | set(tally.errors))

@@ -396,6 +396,19 @@ def history_section(r: dict[str, Any]) -> Section:
         ]
     if r["params"].get("under_load"):
         notes.append(f"Measured while another load ran: {r['params']['under_load']}.")
+    load = r.get("load")
+    if load and "kinds" in load:
+        notes.append(
+            f"The load over the {fmt(load['seconds'])} s: "
+            + "; ".join(
+                f"{kind.replace('_', ' ')} {fmt(k['requests_per_second'])} req/s, p50/p99 "
+                f"{fmt(k['latency_ms'].get('p50'))}/{fmt(k['latency_ms'].get('p99'))} ms"
+                for kind, k in load["kinds"].items()
+            )
+            + f"; {load['errors']} errors."
+        )
+    elif load:
+        notes.append(f"The background load: {load.get('error', 'no figures')}.")
     return Section(
         figure="first page p50 "
         f"{fmt(r['summary']['http_first_page_p50_ms_median_over_filters'])} ms (median over "
@@ -1133,6 +1146,12 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Section]]] = {
     "history_scale": ("History latency from 10k to 1M jobs", history_scale_section),
     "history_scale_sqlite": ("History latency from 10k to 100k jobs, SQLite", history_scale_section),
     "history": ("History at one size", history_section),
+    "history_postgresql": ("History at 1,000,000 jobs, PostgreSQL", history_section),
+    "history_under_load": ("History under load (200 pollers): SQLite, 100,000 jobs", history_section),
+    "history_under_load_postgresql": (
+        "History under load (200 pollers): PostgreSQL, 1,000,000 jobs",
+        history_section,
+    ),
     "api_reads": ("API requests/s for job status reads", api_reads_section),
     "conditional_gets": ("Conditional GETs: a 304 against a 200", conditional_gets_section),
     "load": ("Under load (200 pollers): embedded, SQLite", load_section),

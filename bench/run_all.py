@@ -52,6 +52,24 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--pipeline", "text-embedding", "--quick"],
     ),
     "history": ("history.py", ["--jobs", "100000", "--repeat", "15"], ["--quick"]),
+    "history_postgresql": (
+        "history.py",
+        ["--jobs", "1000000", "--reuse-seed", "--repeat", "15", "--database-url", DEFAULT_POSTGRES],
+        ["--quick", "--database-url", DEFAULT_POSTGRES],
+    ),
+    "history_under_load": (
+        "history.py",
+        ["--jobs", "100000", "--reuse-seed", "--repeat", "15", "--with-load", "200"],
+        ["--quick", "--with-load", "50"],
+    ),
+    "history_under_load_postgresql": (
+        "history.py",
+        [
+            *("--jobs", "1000000", "--reuse-seed", "--repeat", "15", "--with-load", "200"),
+            *("--database-url", DEFAULT_POSTGRES),
+        ],
+        ["--quick", "--with-load", "50", "--database-url", DEFAULT_POSTGRES],
+    ),
     "history_scale": (
         "history_scale.py",
         ["--sizes", "10000,100000,1000000", "--reuse-seed"],
@@ -220,7 +238,11 @@ def arguments(name: str, args: argparse.Namespace) -> list[str]:
     out = list(quick if args.quick else full)
     if args.database_url and name in ("history", "history_scale", "celery_throughput"):
         out += ["--database-url", args.database_url]
-    if args.database_url and name == "load_postgresql":
+    if args.database_url and name in (
+        "load_postgresql",
+        "history_postgresql",
+        "history_under_load_postgresql",
+    ):
         out[out.index("--database-url") + 1] = args.database_url
     if name == "history_scale" and args.history_max is not None:
         out += ["--max-jobs", str(args.history_max)]
