@@ -22,7 +22,7 @@ from conveyor.domain.work import Claim, ItemOutcome
 from conveyor.errors import Conflict, NotFound
 from conveyor.store import Store, lifecycle
 from conveyor.store.jobs import NewJob
-from conveyor.store.tables import items, job_events, job_logs, jobs
+from conveyor.store.tables import chunks, items, job_events, job_logs, jobs
 from tests.helpers.backends import dialect_store
 
 
@@ -91,6 +91,55 @@ def test_run_splits_items_into_chunks_and_only_once(store: Store) -> None:
     claims = [store.chunks.claim("w", 30) for _ in range(4)]
     assert [c.first_seq if c else None for c in claims] == [0, 5, 10, None]
     assert [c.last_seq for c in claims if c] == [4, 9, 11]
+
+
+@pytest.mark.parametrize("values", [{}, {"delay": 1.5, "timeout_ms": 60_000}])
+def test_a_job_submitted_started_is_written_as_created_then_run(store: Store, values: dict[str, Any]) -> None:
+    """``create(start=True)`` writes the job PENDING in one go; what it leaves must be what
+    creating it and then running it leaves: the row, the chunks, both events, the log lines."""
+    one, scope = new_job(store, 12, start=True, **values)
+    other, _ = new_job(store, 12, start=False, **values)
+    store.jobs.run(scope, other)
+
+    def written(job_id: int) -> dict[str, Any]:
+        row = status_of(store, job_id)
+        with store.db.read() as conn:
+            events = conn.execute(
+                select(job_events.c.from_status, job_events.c.to_status, job_events.c.cause)
+                .where(job_events.c.job_id == job_id)
+                .order_by(job_events.c.id)
+            ).all()
+            logs = conn.execute(
+                select(job_logs.c.level, job_logs.c.message)
+                .where(job_logs.c.job_id == job_id)
+                .order_by(job_logs.c.id)
+            ).all()
+            made = conn.execute(
+                select(chunks.c.kind, chunks.c.first_seq, chunks.c.last_seq, chunks.c.status)
+                .where(chunks.c.job_id == job_id)
+                .order_by(chunks.c.id)
+            ).all()
+        deadline = row["deadline_at"] - row["submitted_at"] if row["deadline_at"] else None
+        kept = {k: v for k, v in row.items() if k in ("status", "total", "pending", "failed", "delay")}
+        return {
+            **kept,
+            "deadline_after": deadline,
+            "events": [tuple(e) for e in events],
+            "logs": [
+                (level, message.replace(f"#{job_id} ", "#N ").replace(f"job {job_id} ", "job N "))
+                for level, message in logs
+            ],
+            "chunks": [tuple(c) for c in made],
+        }
+
+    started, run = written(one), written(other)
+    assert started["status"] == "PENDING" and started["pending"] == 12
+    assert len(started["chunks"]) == (4 if values else 3)
+    assert started["events"] == [(None, "CREATED", "submitted"), ("CREATED", "PENDING", "start_now")]
+    assert run["events"][-1] == ("CREATED", "PENDING", "run requested")
+    run["events"][-1] = ("CREATED", "PENDING", "start_now")
+    run["logs"] = [(level, m.replace("(run requested)", "(start_now)")) for level, m in run["logs"]]
+    assert started == run
 
 
 def test_concurrent_claims_hand_each_chunk_to_exactly_one_worker(store: Store) -> None:

@@ -59,6 +59,9 @@ def scope_clauses(scope: Scope) -> list[Any]:
     return out
 
 
+START_NOW = "start_now"  # the cause of a job's CREATED -> PENDING when it is submitted started
+
+
 @dataclass(frozen=True)
 class NewJob:
     """A job to create, as the submission built it; its items come alongside as rows, and its
@@ -238,32 +241,75 @@ class JobRepository:
         now = utcnow()
         rows = list(item_rows)
         failed = sum(1 for row in rows if row["status"] == ItemStatus.FAILURE.value)
+        # Started at once: the job is written PENDING with both transitions' events and log lines
+        # in one statement each (what _run would write after re-reading the row it just wrote).
+        # Nobody sees it CREATED either way: it is all one transaction. Fewer round trips keep a
+        # submit fast while reads keep the server's threads busy (issue 17's load).
+        queued_values: dict[str, Any] = {}
+        if start:
+            deadline = now + timedelta(milliseconds=job.timeout_ms) if job.timeout_ms else None
+            queued_values = {"status": JobStatus.PENDING.value, "submitted_at": now, "deadline_at": deadline}
         with self.db.write() as conn:
             job_id = conn.execute(
                 insert(jobs)
                 .values(
-                    uuid=str(uuid.uuid4()),
-                    status=JobStatus.CREATED.value,
-                    created_at=now,
-                    updated_at=now,
-                    stage_params={},
-                    total=len(rows),
-                    pending=len(rows) - failed,
-                    failed=failed,  # manifest lines that are not inputs: failed items from the start
-                    **job.values(),
+                    **{
+                        "uuid": str(uuid.uuid4()),
+                        "status": JobStatus.CREATED.value,
+                        "created_at": now,
+                        "updated_at": now,
+                        "stage_params": {},
+                        "total": len(rows),
+                        "pending": len(rows) - failed,
+                        "failed": failed,  # manifest lines that are not inputs: failed from the start
+                        **job.values(),
+                        **queued_values,
+                    }
                 )
                 .returning(jobs.c.id)
             ).scalar_one()
             for first in range(0, len(rows), ITEM_INSERT_BATCH):
                 bulk.insert_items(conn, self.dialect, job_id, rows[first : first + ITEM_INSERT_BATCH])
-            conn.execute(
-                insert(job_events).values(
-                    job_id=job_id, created_at=now, from_status=None, to_status="CREATED", cause="submitted"
+            events = [{"from_status": None, "to_status": JobStatus.CREATED.value, "cause": "submitted"}]
+            logs = [f'Created job #{job_id} "{job.name}"']
+            if start:
+                events.append(
+                    {
+                        "from_status": JobStatus.CREATED.value,
+                        "to_status": JobStatus.PENDING.value,
+                        "cause": START_NOW,
+                    }
                 )
+                logs += [
+                    lifecycle.transition_message(job_id, JobStatus.PENDING, START_NOW),
+                    f"Running job #{job_id} (PENDING)",
+                ]
+            conn.execute(insert(job_events), [{"job_id": job_id, "created_at": now, **e} for e in events])
+            conn.execute(
+                insert(job_logs),
+                [{"job_id": job_id, "created_at": now, "level": "INFO", "message": m} for m in logs],
             )
-            lifecycle.add_log(conn, job_id, "INFO", f'Created job #{job_id} "{job.name}"', now)
-            queued = self._run(conn, job_id, "start_now") if start else None
+            queued = None
+            if start:
+                collect = job.collect is not None and not job.collect.get("done")
+                chunk_ids = self._add_chunks(
+                    conn,
+                    job_id,
+                    self._item_ranges(len(rows)),
+                    delay=job.delay,
+                    collect=collect,
+                    now=now,
+                    mode=job.dispatch_mode,
+                )
+                queued = Queued(job_id, chunk_ids)
         return job_id, queued
+
+    def _item_ranges(self, total: int) -> list[tuple[int, int, int]]:
+        """(first seq, last seq, count) of each items chunk of a job of ``total`` items."""
+        return [
+            (first, min(first + self.chunk_size, total) - 1, min(self.chunk_size, total - first))
+            for first in range(0, total, self.chunk_size)
+        ]
 
     def run(self, scope: Scope, job_id: int) -> Queued:
         with self.db.write() as conn:
@@ -294,13 +340,12 @@ class JobRepository:
             current = lifecycle.lock_job_status(conn, job_id)
             raise Conflict(f"Job {job_id} is {current}; only a CREATED job can be run.", status=str(current))
         lifecycle.add_log(conn, job_id, "INFO", f"Running job #{job_id} (PENDING)", now)
-        ranges = [
-            (first, min(first + self.chunk_size, job.total) - 1, min(self.chunk_size, job.total - first))
-            for first in range(0, job.total, self.chunk_size)
-        ]
         collect = job.collect is not None and not job.collect.get("done")
         return Queued(
-            job_id, self._add_chunks(conn, job_id, ranges, delay=job.delay, collect=collect, now=now)
+            job_id,
+            self._add_chunks(
+                conn, job_id, self._item_ranges(job.total), delay=job.delay, collect=collect, now=now
+            ),
         )
 
     def _add_chunks(
@@ -312,10 +357,13 @@ class JobRepository:
         delay: float,
         now: datetime,
         collect: bool = False,
+        mode: str | None = None,
     ) -> list[int]:
         """The job's chunks: its delay stage, its collect stage (listing S3 prefixes and
-        manifests into more items, which starts at once, beside the delay) and its items."""
-        mode = conn.execute(select(jobs.c.dispatch_mode).where(jobs.c.id == job_id)).scalar()
+        manifests into more items, which starts at once, beside the delay) and its items.
+        ``mode``: the job's dispatch mode when the caller knows it (else read)."""
+        if mode is None:
+            mode = conn.execute(select(jobs.c.dispatch_mode).where(jobs.c.id == job_id)).scalar()
         if mode == ASYNC_API:
             # Pull workers reserve items one task at a time (store/pull.py): no chunks, so no
             # local, Celery or HTTP worker ever sees the job and nothing is left queued at its end.

@@ -70,8 +70,13 @@ def transition(
             job_id=job_id, created_at=now, from_status=current.value, to_status=target.value, cause=cause
         )
     )
-    add_log(conn, job_id, "INFO", f"Changing status of job {job_id} to {target} ({cause})", now)
+    add_log(conn, job_id, "INFO", transition_message(job_id, target, cause), now)
     return Transitioned(job_id, current, target)
+
+
+def transition_message(job_id: int, target: JobStatus, cause: str) -> str:
+    """The log line of a transition."""
+    return f"Changing status of job {job_id} to {target} ({cause})"
 
 
 def finish(conn: Connection, job_id: int, target: JobStatus, cause: str) -> Transitioned | None:
