@@ -37,7 +37,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from common import (
-    BENCH_DIR,
     TERMINAL_STATUSES,
     bench_env,
     emit,
@@ -51,6 +50,7 @@ from common import (
     temp_dir,
 )
 from conveyor.testing import create_key
+from load import generator_command
 
 SEED_BATCH = 5000
 LOAD_MAX_SECONDS = 3600  # --with-load: the generator's own bound (stopped when the run ends)
@@ -766,21 +766,7 @@ def background_load(server: Any, store: Any, pollers: int, data_dir: Path) -> It
         newest = conn.execute(select(jobs.c.id, jobs.c.uuid).order_by(jobs.c.id.desc()).limit(200)).all()
     targets = data_dir / "load-targets.json"
     targets.write_text(json.dumps([{"id": r.id, "job_identifier": r.uuid} for r in newest]))
-    command = [
-        sys.executable,
-        str(BENCH_DIR / "load.py"),
-        "--generate",
-        "--url",
-        server.url,
-        "--key",
-        server.key,
-        "--targets",
-        str(targets),
-        "--pollers",
-        str(pollers),
-        "--seconds",
-        str(LOAD_MAX_SECONDS),
-    ]
+    command = generator_command(server.url, server.key, targets, pollers=pollers, seconds=LOAD_MAX_SECONDS)
     log(f"background load: {pollers} pollers (status, history, SSE) on the same server")
     generator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     figures: dict[str, Any] = {"pollers": pollers}

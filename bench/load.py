@@ -401,6 +401,29 @@ def rss_mb(server_pid: int) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- one backend
+def generator_command(
+    url: str,
+    key: str,
+    targets: Path,
+    *,
+    pollers: int,
+    seconds: float,
+    interval: float = 1.0,
+    sse_session: float = 30,
+) -> list[str]:
+    """The load generator's process (``load.py --generate``) against the server at ``url``,
+    polling the jobs of ``targets`` (a JSON list of ``{"id", "job_identifier"}``); it prints its
+    figures as JSON on stdout when its ``seconds`` are over, or at SIGTERM."""
+    return [
+        sys.executable,
+        str(BENCH_DIR / "load.py"),
+        "--generate",
+        *("--url", url, "--key", key, "--targets", str(targets)),
+        *("--pollers", str(pollers), "--seconds", str(seconds)),
+        *("--interval", str(interval), "--sse-session", str(sse_session)),
+    ]
+
+
 def measure(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:
     with temp_dir() as data_dir:
         env = bench_env(data_dir, database_url=database_url)
@@ -422,25 +445,15 @@ def measure(args: argparse.Namespace, database_url: str | None) -> dict[str, Any
 
             log(f"load: {args.pollers} pollers for {args.seconds:g} s")
             generator = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(BENCH_DIR / "load.py"),
-                    "--generate",
-                    "--url",
+                generator_command(
                     server.url,
-                    "--key",
                     key,
-                    "--targets",
-                    str(targets_file),
-                    "--pollers",
-                    str(args.pollers),
-                    "--seconds",
-                    str(args.seconds),
-                    "--interval",
-                    str(args.interval),
-                    "--sse-session",
-                    str(args.sse_session),
-                ],
+                    targets_file,
+                    pollers=args.pollers,
+                    seconds=args.seconds,
+                    interval=args.interval,
+                    sse_session=args.sse_session,
+                ),
                 stdout=subprocess.PIPE,
                 text=True,
             )

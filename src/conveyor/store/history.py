@@ -157,16 +157,15 @@ class HistoryRepository:
     def _has_grams(self) -> bool:
         """PostgreSQL with the short-search index of migration 0013."""
         if self._grams is None:
-            if self.db.is_sqlite:
-                self._grams = False
-            else:
-                with self.db.read() as conn:
-                    found = conn.execute(
-                        text("SELECT 1 FROM pg_indexes WHERE tablename = 'jobs' AND indexname = :name"),
-                        {"name": NAME_GRAMS_INDEX},
-                    ).first()
-                self._grams = found is not None
+            self._grams = not self.db.is_sqlite and self._exists(
+                "SELECT 1 FROM pg_indexes WHERE tablename = 'jobs' AND indexname = :name", NAME_GRAMS_INDEX
+            )
         return self._grams
+
+    def _exists(self, probe: str, name: str) -> bool:
+        """Whether the catalog ``probe`` finds the schema object ``name``."""
+        with self.db.read() as conn:
+            return conn.execute(text(probe), {"name": name}).first() is not None
 
     def _candidates(self, search: str) -> ColumnElement[bool] | None:
         """The clause narrowing a name search to an index's candidates (a superset of its matches),
@@ -178,15 +177,9 @@ class HistoryRepository:
     def _has_fts(self) -> bool:
         """SQLite with the name search table of migration 0012 (skipped where FTS5 is missing)."""
         if self._fts is None:
-            if not self.db.is_sqlite:
-                self._fts = False
-            else:
-                with self.db.read() as conn:
-                    found = conn.execute(
-                        text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"),
-                        {"name": NAME_SEARCH_FTS},
-                    ).first()
-                self._fts = found is not None
+            self._fts = self.db.is_sqlite and self._exists(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name", NAME_SEARCH_FTS
+            )
         return self._fts
 
     def _search_mode(self, conn: Any, q: HistoryQuery) -> str | None:
