@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -1287,6 +1288,61 @@ def render(report: dict[str, Any], out_dir: Path, plots: bool = True) -> Path:
     return path
 
 
+def splice(report: dict[str, Any], docs: Path, plots: bool = True) -> Path:
+    """Render the benchmarks ``report`` ran (a ``run_all.py --only`` run) into the existing
+    ``docs/benchmarks.md``: each of its sections and summary rows replaces the one of the same
+    title (or is added in SECTIONS order), with its own run line; the other sections, measured by
+    earlier runs, stay as they are. Its plots go to ``docs/benchmarks/``."""
+    import tempfile
+
+    ran = [name for name in SECTIONS if name in report.get("results", {})]
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = render(report, Path(tmp), plots=plots)
+        new_sections = _sections(fresh.read_text())
+        new_rows = _summary_rows(fresh.read_text())
+        if plots:
+            (docs / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+            for name in ran:
+                png = Path(tmp) / IMAGE_DIR / f"{name}.png"
+                if png.exists():
+                    shutil.copyfile(png, docs / IMAGE_DIR / f"{name}.png")
+    path = docs / MARKDOWN_NAME
+    text = path.read_text()
+    head, sections = text.split("\n## ", 1)[0], _sections(text)
+    rows = _summary_rows(text)
+    for name in ran:
+        title = SECTIONS[name][0]
+        sections[title] = new_sections[title]
+        rows[title] = new_rows[title]
+    order = [title for title, _ in SECTIONS.values()]
+    ordered = sorted(sections, key=lambda t: order.index(t) if t in order else len(order))
+    table_start = head.index("| benchmark | figure |")
+    table = head[table_start:].split("\n\n", 1)
+    summary = "\n".join(
+        ["| benchmark | figure | target | met |", "| --- | --- | --- | --- |"]
+        + [rows[t] for t in sorted(rows, key=lambda t: order.index(t) if t in order else len(order))]
+    )
+    head = head[:table_start] + summary + ("\n\n" + table[1] if len(table) > 1 else "\n")
+    path.write_text(head.rstrip("\n") + "\n" + "".join(f"\n## {t}\n{sections[t]}" for t in ordered))
+    return path
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    """``## Title`` sections of a rendered report: title -> body (up to the next one)."""
+    out = {}
+    for chunk in markdown.split("\n## ")[1:]:
+        title, _, body = chunk.partition("\n")
+        out[title.strip()] = body.rstrip("\n") + "\n"
+    return out
+
+
+def _summary_rows(markdown: str) -> dict[str, str]:
+    """The summary table's rows by their first cell (the section title)."""
+    head = markdown.split("\n## ", 1)[0]
+    rows = [line for line in head.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    return {line.split(" | ", 1)[0][2:]: line for line in rows[1:]}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1294,8 +1350,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("report", type=Path, help="a JSON report written by run_all.py")
     parser.add_argument("--out", type=Path, default=None, help="folder (default: next to the JSON)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument(
+        "--splice",
+        type=Path,
+        default=None,
+        metavar="DOCS",
+        help="put the sections this report ran into DOCS/benchmarks.md (e.g. docs), replacing those of "
+        "the same title and keeping the others; for a run_all.py --only run",
+    )
     args = parser.parse_args(argv)
     report = json.loads(args.report.read_text())
+    if args.splice:
+        print(splice(report, args.splice, plots=not args.no_plots))
+        return
     out = args.out or args.report.with_suffix("")
     print(render(report, out, plots=not args.no_plots))
 

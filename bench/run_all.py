@@ -2,7 +2,8 @@
 render it as Markdown with plots.
 
 The report goes to stdout and to ``bench/results/<date>-<time>.json`` (git-ignored), and is
-rendered by ``report.py``: a full run writes ``docs/benchmarks.md`` and ``docs/benchmarks/*.png``;
+rendered by ``report.py``: a full run writes ``docs/benchmarks.md`` and ``docs/benchmarks/*.png``
+(an ``--only`` / ``--skip`` run replaces just its own sections there, see ``report.py --splice``);
 a ``--quick`` run (small sizes, a few minutes) writes them next to its JSON in ``bench/results/``
 so that it never replaces the published figures. A benchmark that fails is reported with its
 error and the others still run.
@@ -300,10 +301,15 @@ def main(argv: list[str] | None = None) -> None:
         path.write_text(json.dumps(report, indent=2, default=str) + "\n")
         log(f"report written to {path}")
     if not args.no_docs:
-        from report import render
+        from report import render, splice
 
         target = args.docs or (folder / stem if args.quick else ROOT / "docs")
-        log(f"rendered {render(report, target)}")
+        partial = len(wanted) < len(BENCHMARKS) and (target / "benchmarks.md").exists()
+        if partial and not args.quick and args.docs is None:
+            # An --only/--skip run: its sections replace theirs in the published page.
+            log(f"spliced into {splice(report, target)}")
+        else:
+            log(f"rendered {render(report, target)}")
     emit(report)
 
 

@@ -58,3 +58,42 @@ def test_report_renders_every_section_from_a_real_tiny_run(
     png = tmp_path / "benchmarks" / "noop_throughput.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Quick run" in markdown
+
+
+def test_splice_replaces_the_sections_a_partial_run_measured_and_keeps_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``report.py --splice``: a ``run_all --only`` run's sections go into the published page in
+    place of their earlier versions; every other section and summary row stays byte for byte."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.syspath_prepend(str(BENCH))
+    run_all = importlib.import_module("run_all")
+    report = importlib.import_module("report")
+    common = importlib.import_module("common")
+    machine = common.machine_info()
+
+    def run(items: int) -> dict[str, object]:
+        figures = run_all.run_one("noop_throughput", ["--items", str(items), "--workers", "1"], timeout=120)
+        assert "error" not in figures, figures
+        return figures
+
+    earlier, later = run(200), run(300)
+    published = report.render(
+        run_all.make_report({"noop_throughput": earlier}, datetime.now(UTC), machine, quick=False), tmp_path
+    ).read_text()
+    title = report.SECTIONS["noop_throughput"][0]
+    others = [t for t, _ in report.SECTIONS.values() if t != title]
+
+    partial = run_all.make_report({"noop_throughput": later}, datetime.now(UTC), machine, quick=False)
+    spliced = report.splice(partial, tmp_path).read_text()
+
+    assert spliced.count(f"## {title}\n") == 1
+    assert partial["started_at"] in section(spliced, title)
+    assert "--items 300" in section(spliced, title) and "--items 200" not in spliced
+    for other in others:
+        assert section(spliced, other) == section(published, other)
+    rows = [line for line in spliced.splitlines() if line.startswith(f"| {title} |")]
+    assert len(rows) == 1 and rows[0] != next(
+        line for line in published.splitlines() if line.startswith(f"| {title} |")
+    )
+    assert spliced.split("\n| benchmark |")[0] == published.split("\n| benchmark |")[0]
