@@ -1154,6 +1154,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], Section]]] = {
         history_section,
     ),
     "api_reads": ("API requests/s for job status reads", api_reads_section),
+    "api_reads_postgresql": ("API requests/s for job status reads, PostgreSQL", api_reads_section),
     "conditional_gets": ("Conditional GETs: a 304 against a 200", conditional_gets_section),
     "load": ("Under load (200 pollers): embedded, SQLite", load_section),
     "load_postgresql": ("Under load (200 pollers): PostgreSQL", load_section),

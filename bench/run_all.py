@@ -39,6 +39,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "sse_latency": ("sse_latency.py", ["--jobs", "100", "--subscribers", "50"], ["--quick"]),
     "api_reads": ("api_reads.py", ["--jobs", "200", "--seconds", "20", "--concurrency", "8"], ["--quick"]),
+    "api_reads_postgresql": (
+        "api_reads.py",
+        ["--jobs", "200", "--seconds", "20", "--concurrency", "8", "--database-url", DEFAULT_POSTGRES],
+        ["--quick", "--database-url", DEFAULT_POSTGRES],
+    ),
     "conditional_gets": ("conditional_gets.py", ["--jobs", "100", "--requests", "2000"], ["--quick"]),
     "load": ("load.py", ["--pollers", "200", "--seconds", "120"], ["--quick"]),
     "load_postgresql": (
