@@ -296,7 +296,7 @@ def format_log(row: Mapping[Any, Any]) -> str:
 
 
 def present_job(
-    row: RowMapping,
+    row: Mapping[Any, Any],
     base: str,
     *,
     logs: Sequence[Mapping[Any, Any]] | None = None,
