@@ -541,3 +541,25 @@ def test_job_detail_reads_the_newest_logs_and_first_inputs_in_one_statement(stor
         store.jobs.detail(Scope(scope.account_id, frozenset({project_id + 1})), job_id, log_lines=3)
     with pytest.raises(NotFound):
         store.jobs.detail(Scope(scope.account_id + 999), job_id, log_lines=3)
+
+
+def test_job_detail_on_the_driver_connection_matches_sqlalchemy_on_every_column(store: Store) -> None:
+    """The account-wide detail runs on the pooled driver connection (store/rawread.py): every
+    column, its value and its Python type, as the same select gives through SQLAlchemy."""
+    job_id, scope = new_job(
+        store, 3, name="raw é", max_failed_ratio=0.25, config={"a": [1, 2]}, timeout_ms=1500
+    )
+    with store.db.write() as conn:
+        lifecycle.add_log(conn, job_id, "WARNING", "careful")
+    row = store.jobs.detail(scope, job_id).row
+    for by, key in (("id", job_id), ("uuid", row["uuid"])):
+        params = {"key": key, "account_id": scope.account_id, "lines": 5, "inputs": 2}
+        with store.db.read() as conn:
+            expected = dict(conn.execute(store.jobs.detail_statements[by, False], params).mappings().one())
+        got = store.jobs.detail_reads[by].fetch(params)
+        assert got is not None
+        assert list(got) == list(expected)
+        assert {k: (v, type(v)) for k, v in got.items()} == {k: (v, type(v)) for k, v in expected.items()}
+        assert store.jobs.detail_reads[by].fetch({**params, "account_id": scope.account_id + 999}) is None
+    with store.db.read() as conn:  # the pool's connections are left as found: no open transaction
+        assert conn.execute(select(func.count()).select_from(jobs)).scalar() == 1

@@ -146,6 +146,10 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
         return await call_next(request)
 
     app.include_router(health.router)
+    # Early: a request is matched against every route included before its own, one by one, and a
+    # Modzy job read (a hot poll) after all the native routers spent more on that than on its
+    # query. Safe anywhere: no other router's paths start with /api/jobs or /api/results.
+    app.include_router(modzy_jobs.router)
     app.include_router(pull.router)  # before jobs: /jobs/next/ is not a job id
     app.include_router(jobs.router)
     app.include_router(uploads.router)
@@ -154,7 +158,6 @@ def create_app(settings: Settings, *, workers: int = 0, run_sweeper: bool = True
     app.include_router(processing_services.router)
     app.include_router(exports.router)
     app.include_router(catalog.router)
-    app.include_router(modzy_jobs.router)
     app.include_router(modzy_models.router)
     app.include_router(tenancy.router)
     app.include_router(events.router)

@@ -8,6 +8,7 @@ request, which was a large share of a status read. Only a cache miss goes to a t
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -87,8 +88,32 @@ async def _principal(request: Request) -> Principal:
 
 
 async def base_url(request: Request) -> str:
+    return _base_url(request)
+
+
+def _base_url(request: Request) -> str:
     configured = request.app.state.settings.public_url
     return (configured or str(request.base_url)).rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class JobReader:
+    """What a job status read needs, from one dependency: FastAPI resolves each dependency
+    separately (its own parameters, its own call), a measurable share of the hottest request."""
+
+    request: Request
+    jobs: JobService
+    principal: Principal
+
+    @property
+    def base(self) -> str:
+        """``base_url``, computed only by a read that shows links (the native detail)."""
+        return _base_url(self.request)
+
+
+async def job_reader(request: Request) -> JobReader:
+    """The job service and the caller (``authenticate``: worker keys get 403)."""
+    return JobReader(request, request.app.state.jobs, await authenticate(request))
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
@@ -100,3 +125,5 @@ WorkerPrincipalDep = Annotated[Principal, Depends(authenticate_worker)]
 #: Any valid key; the route checks the role itself.
 AnyPrincipalDep = Annotated[Principal, Depends(authenticate_any)]
 BaseUrlDep = Annotated[str, Depends(base_url)]
+#: The job status reads (native detail, Modzy job object): service, caller and base URL at once.
+JobReaderDep = Annotated[JobReader, Depends(job_reader)]

@@ -274,6 +274,7 @@ class HistoryRepository:
                 where,
                 hint=[] if narrowing is None else [narrowing],
                 estimate_first=mode in (LIKE_ONLY, MANY_CANDIDATES),
+                want_ids=q.cursor is None,
             )
             count = counted.value
             if q.offset is not None and q.cursor is None:
@@ -301,9 +302,7 @@ class HistoryRepository:
                 keyset.append(_keyset(column, value, last_id, smaller))
             ascending_fetch = descending == backwards
             order = [column.asc(), jobs.c.id.asc()] if ascending_fetch else [column.desc(), jobs.c.id.desc()]
-            page_where, two_step = self._page_where(
-                conn, scope, q, where, mode, counted.exact, count, keyset, key
-            )
+            page_where, two_step = self._page_where(conn, scope, q, where, mode, counted, keyset, key)
             if page_where is None:
                 rows = []
             elif cursor is not None and self.db.is_sqlite and page_where[-1] is keyset[0]:
@@ -340,8 +339,7 @@ class HistoryRepository:
         q: HistoryQuery,
         where: list[ColumnElement[bool]],
         mode: str | None,
-        exact: bool,
-        count: int,
+        counted: Count,
         keyset: list[ColumnElement[bool]],
         key: str,
     ) -> tuple[list[ColumnElement[bool]] | None, bool]:
@@ -353,8 +351,11 @@ class HistoryRepository:
         the database sorts only those rows and the planner cannot walk the ordering's index hoping
         to meet matches early (at a million jobs a rare name could cost a scan). Many matches: the
         filters as they are, which the ordering's (column, id) index serves in order."""
+        exact, count = counted.exact, counted.value
         if exact and count == 0:
             return None, False
+        if counted.ids is not None and not keyset:  # the exact count's own ids: no second scan
+            return [jobs.c.id.in_(counted.ids)], False
         # PostgreSQL estimates a count it does not make exact: when even that says "many", probing
         # would read thousands of matches for nothing.
         probe_like = mode == LIKE_ONLY and (self.db.is_sqlite or count <= CANDIDATE_LIMIT)
@@ -395,9 +396,7 @@ class HistoryRepository:
     ) -> list[RowMapping]:
         column = ORDERINGS[key]
         order = [column.desc(), jobs.c.id.desc()] if descending else [column.asc(), jobs.c.id.asc()]
-        page_where, two_step = self._page_where(
-            conn, scope, q, where, mode, counted.exact, counted.value, [], key
-        )
+        page_where, two_step = self._page_where(conn, scope, q, where, mode, counted, [], key)
         if page_where is None:
             return []
         if two_step or (not self.db.is_sqlite and q.offset):

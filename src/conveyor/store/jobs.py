@@ -34,6 +34,7 @@ from conveyor.domain.status import RUNNABLE, TERMINAL, ChunkKind, ChunkStatus, I
 from conveyor.errors import Conflict, NotFound
 from conveyor.store import bulk, lifecycle
 from conveyor.store.database import Database
+from conveyor.store.rawread import OneRowRead
 from conveyor.store.tables import (
     api_keys,
     chunks,
@@ -104,7 +105,7 @@ class JobDetail:
     project and ``submitted_by_name``, the submitting key's name), its newest log lines (newest
     first) and its first items' input descriptors (``seq`` order, no data)."""
 
-    row: RowMapping
+    row: Mapping[str, Any]
     logs: Sequence[Mapping[Any, Any]]
     inputs: Sequence[Mapping[Any, Any]]
 
@@ -228,6 +229,11 @@ class JobRepository:
         self.dialect = bulk.Dialect(db.dialect)
         self.chunk_size = chunk_size
         self.detail_statements = JOB_DETAIL["sqlite" if db.is_sqlite else "postgresql"]
+        # The account-wide detail (every key but project-limited ones) on the driver connection:
+        # the hottest read (store/rawread.py). Project-limited keys have an expanding IN.
+        self.detail_reads = {
+            by: OneRowRead(self.detail_statements[by, False], db.engine) for by in ("id", "uuid")
+        }
 
     # ----------------------------------------------------------------- writes
     def create(
@@ -514,17 +520,21 @@ class JobRepository:
         """A job by id or by ``uuid`` (Modzy's ``jobIdentifier``) with its newest ``log_lines``
         log lines and first ``inputs`` items, in one read transaction; 404 outside the scope."""
         narrowed = scope.project_ids is not None
-        statement = self.detail_statements["id" if job_id is not None else "uuid", narrowed]
+        by = "id" if job_id is not None else "uuid"
         params: dict[str, Any] = {
             "key": job_id if job_id is not None else uuid,
             "account_id": scope.account_id,
             "lines": max(log_lines, 0),
             "inputs": max(inputs, 0),
         }
+        row: Mapping[str, Any] | None
         if narrowed:
             params["project_ids"] = sorted(scope.project_ids or ())
-        with self.db.read_one() as conn:  # one statement: one round trip, no transaction
-            row = conn.execute(statement, params).mappings().first()
+            with self.db.read_one() as conn:  # one statement: one round trip, no transaction
+                found = conn.execute(self.detail_statements[by, True], params).mappings().first()
+            row = dict(found) if found is not None else None
+        else:
+            row = self.detail_reads[by].fetch(params)
         if row is None:
             if job_id is not None:
                 raise NotFound(f"Job {job_id} not found.", job_id=job_id)

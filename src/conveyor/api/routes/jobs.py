@@ -11,7 +11,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from conveyor import exports
 from conveyor.api import conditional, lanes
 from conveyor.api.conditional import NOT_MODIFIED_DOC
-from conveyor.api.deps import AnyPrincipalDep, BaseUrlDep, DbId, JobsDep, PrincipalDep, SettingsDep
+from conveyor.api.deps import (
+    AnyPrincipalDep,
+    BaseUrlDep,
+    DbId,
+    JobReaderDep,
+    JobsDep,
+    PrincipalDep,
+    SettingsDep,
+)
 from conveyor.api.schemas.common import DB_INT32_MAX, DB_INT_MAX
 from conveyor.api.schemas.jobs import (
     EventOut,
@@ -282,9 +290,8 @@ async def create_job(
     "(no body) while nothing visible changed: counters, status, stages, recent log lines, timestamps.",
     responses=NOT_MODIFIED_DOC,
 )
-def get_job(
-    request: Request, job_id: DbId, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
-) -> Response:
+def get_job(request: Request, job_id: DbId, reader: JobReaderDep) -> Response:
+    jobs, principal, base = reader.jobs, reader.principal, reader.base
     if request.headers.get("if-none-match"):  # one indexed read decides a 304
         uuid, version, newest_log = jobs.tag(principal, job_id)
         if jobs.settings.job_log_lines_in_detail <= 0:

@@ -11,7 +11,7 @@ detail (api/conditional.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
@@ -20,7 +20,7 @@ from sqlalchemy import RowMapping
 
 from conveyor.api import conditional, lanes
 from conveyor.api.conditional import NOT_MODIFIED_DOC
-from conveyor.api.deps import JobsDep, PrincipalDep, SettingsDep
+from conveyor.api.deps import JobReaderDep, JobsDep, PrincipalDep, SettingsDep
 from conveyor.api.routes.modzy_models import find_version
 from conveyor.api.schemas.modzy import (
     CLOCKED,
@@ -68,7 +68,7 @@ def _present(
 
 def _detail(
     jobs: JobService, principal: Principal, job_id: int | None = None, *, uuid: str | None = None
-) -> tuple[RowMapping, dict[str, Any]]:
+) -> tuple[Mapping[str, Any], dict[str, Any]]:
     """One job's row and Modzy object, from one read (row, submitting key's name, inputs)."""
     detail = jobs.detail(principal, job_id, uuid=uuid, logs=False, inputs=INPUTS_IN_DETAIL)
     row = detail.row
@@ -199,7 +199,8 @@ async def submit(http: Request, body: ModzyJobCreate, jobs: JobsDep, principal: 
     "every second). A canceled job reads CANCELED at once, while its workers stop.",
     responses=NOT_MODIFIED_DOC,
 )
-def get_job(request: Request, job_identifier: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+def get_job(request: Request, job_identifier: str, reader: JobReaderDep) -> Response:
+    jobs, principal = reader.jobs, reader.principal
     if request.headers.get("if-none-match"):  # one indexed read decides a 304
         version, status = jobs.tag_by_uuid(principal, job_identifier)
         hit = conditional.not_modified(request, _job_etag(principal, job_identifier, version, status))

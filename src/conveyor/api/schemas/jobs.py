@@ -292,11 +292,13 @@ class ActionOut(BaseModel):
 # --------------------------------------------------------------------------- presenters
 def format_log(row: Mapping[Any, Any]) -> str:
     stamp: datetime = row["created_at"]
-    return f"[{stamp.strftime('%Y-%m-%d %H:%M:%S')}] {row['level']} {row['message']}"
+    # ``YYYY-MM-DD HH:MM:SS`` (strftime's '%Y-%m-%d %H:%M:%S' for years 1000-9999), a few times
+    # faster: a job detail formats each of its recent lines.
+    return f"[{stamp.isoformat(' ', 'seconds')[:19]}] {row['level']} {row['message']}"
 
 
 def present_job(
-    row: RowMapping,
+    row: Mapping[Any, Any],
     base: str,
     *,
     logs: Sequence[Mapping[Any, Any]] | None = None,
@@ -316,7 +318,7 @@ def present_job(
         collect=row.get("collect"),
     )
     lines = [format_log(r) for r in (logs or [])]
-    errors = [format_log(r) for r in (logs or []) if r["level"] in PROBLEM_LEVELS]
+    errors = [line for line, r in zip(lines, logs or [], strict=True) if r["level"] in PROBLEM_LEVELS]
     duration = None
     if row["started_at"] is not None and row["finished_at"] is not None:
         duration = f"{(row['finished_at'] - row['started_at']).total_seconds():.6f}"

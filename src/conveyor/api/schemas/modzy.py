@@ -227,7 +227,7 @@ def parse_date(name: str, value: str | None) -> datetime | None:
 
 # --------------------------------------------------------------------------- responses
 def present_job(
-    row: RowMapping,
+    row: Mapping[Any, Any],
     *,
     account: str,
     key_names: Mapping[str, str],
