@@ -563,3 +563,35 @@ def test_job_detail_on_the_driver_connection_matches_sqlalchemy_on_every_column(
         assert store.jobs.detail_reads[by].fetch({**params, "account_id": scope.account_id + 999}) is None
     with store.db.read() as conn:  # the pool's connections are left as found: no open transaction
         assert conn.execute(select(func.count()).select_from(jobs)).scalar() == 1
+
+
+def test_etag_reads_follow_the_job_and_its_scope(store: Store) -> None:
+    """The reads behind a 304 (store.jobs.tag / tag_by_uuid, on the driver connection for an
+    account-wide key): the parts move with every change (an update bumps the version, a log line
+    the newest log id), agree with the row, and a job outside the scope is a 404 by both ways."""
+    job_id, scope = new_job(store, 2, start=False)
+    _, project_id = store.auth.ensure_defaults()
+    row = status_of(store, job_id)
+    uuid, version, newest = store.jobs.tag(scope, job_id)
+    assert (uuid, version) == (row["uuid"], row["version"])
+    assert store.jobs.tag_by_uuid(scope, uuid) == (version, JobStatus.CREATED)
+    with store.db.read() as conn:
+        logs = conn.execute(select(func.max(job_logs.c.id)).where(job_logs.c.job_id == job_id)).scalar()
+    assert newest == logs
+
+    with store.db.write() as conn:
+        lifecycle.add_log(conn, job_id, "INFO", "one more line")
+    assert store.jobs.tag(scope, job_id)[2] > newest  # a log line alone moves the newest log id
+    store.jobs.run(scope, job_id)
+    after = store.jobs.tag(scope, job_id)
+    assert after[1] > version and after[2] > newest
+    assert store.jobs.tag_by_uuid(scope, uuid) == (after[1], JobStatus.PENDING)
+
+    narrowed = Scope(scope.account_id, frozenset({project_id}))  # the SQLAlchemy path
+    assert store.jobs.tag(narrowed, job_id) == after
+    assert store.jobs.tag_by_uuid(narrowed, uuid) == (after[1], JobStatus.PENDING)
+    for outside in (Scope(scope.account_id + 999), Scope(scope.account_id, frozenset({project_id + 1}))):
+        with pytest.raises(NotFound):
+            store.jobs.tag(outside, job_id)
+        with pytest.raises(NotFound):
+            store.jobs.tag_by_uuid(outside, uuid)
