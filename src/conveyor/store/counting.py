@@ -79,7 +79,7 @@ class JobCounter:
         does not match (~100 ms at a million jobs for a common word). With ``want_ids`` an exact
         count also carries the ids it counted (the caller's first page needs no second scan)."""
         if estimate_first and self.dialect == "postgresql":
-            estimated = self._estimate(conn, [*where, *hint])
+            estimated = self.estimate(conn, [*where, *hint])
             if estimated > ESTIMATE_TRUSTED * self.exact_limit:
                 return Count(estimated, False)
         if want_ids:
@@ -95,14 +95,11 @@ class JobCounter:
         if seen <= self.exact_limit:
             return Count(seen, True)
         if self.dialect == "postgresql":
-            return Count(max(self.exact_limit + 1, self._estimate(conn, [*where, *hint])), False)
+            return Count(max(self.exact_limit + 1, self.estimate(conn, [*where, *hint])), False)
         return Count(self._cached_exact(conn, where), False)
 
     def estimate(self, conn: Connection, where: list[ColumnElement[bool]]) -> int:
         """PostgreSQL's planner estimate of the rows matching ``where`` (no rows are read)."""
-        return self._estimate(conn, where)
-
-    def _estimate(self, conn: Connection, where: list[ColumnElement[bool]]) -> int:
         plan = conn.execute(Explain(select(jobs.c.id).where(*where))).scalar_one()
         if isinstance(plan, str):
             plan = json.loads(plan)

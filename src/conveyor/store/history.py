@@ -198,9 +198,10 @@ class HistoryRepository:
         if not self.db.is_sqlite and self.counter.estimate(conn, [candidates]) > 2 * bound:
             # The grams' statistics say "common" (a vowel): probing would read them for nothing.
             return MANY_CANDIDATES
-        probe: Select[Any] = select(literal_column("1")).select_from(jobs).where(candidates)
-        if self.db.is_sqlite:
-            probe = select(literal_column("1")).select_from(text(NAME_SEARCH_FTS)).where(_fts_match(q.search))
+        # SQLite counts in the FTS5 table itself (its candidates clause is an IN over it).
+        source = text(NAME_SEARCH_FTS) if self.db.is_sqlite else jobs
+        narrowing = _fts_match(q.search) if self.db.is_sqlite else candidates
+        probe: Select[Any] = select(literal_column("1")).select_from(source).where(narrowing)
         seen = conn.execute(select(func.count()).select_from(probe.limit(bound + 1).subquery()))
         return FEW_CANDIDATES if seen.scalar_one() <= bound else MANY_CANDIDATES
 

@@ -213,6 +213,10 @@ def _tag_statements() -> dict[str, Any]:
 
 
 TAG_STATEMENTS = _tag_statements()
+TAG_NARROWED = {  # the same for a project-limited key
+    by: statement.where(jobs.c.project_id.in_(bindparam("project_ids", expanding=True)))
+    for by, statement in TAG_STATEMENTS.items()
+}
 
 
 def _json_rows(
@@ -540,7 +544,6 @@ class JobRepository:
     ) -> JobDetail:
         """A job by id or by ``uuid`` (Modzy's ``jobIdentifier``) with its newest ``log_lines``
         log lines and first ``inputs`` items, in one read transaction; 404 outside the scope."""
-        narrowed = scope.project_ids is not None
         by = "id" if job_id is not None else "uuid"
         params: dict[str, Any] = {
             "key": job_id if job_id is not None else uuid,
@@ -548,14 +551,7 @@ class JobRepository:
             "lines": max(log_lines, 0),
             "inputs": max(inputs, 0),
         }
-        row: Mapping[str, Any] | None
-        if narrowed:
-            params["project_ids"] = sorted(scope.project_ids or ())
-            with self.db.read_one() as conn:  # one statement: one round trip, no transaction
-                found = conn.execute(self.detail_statements[by, True], params).mappings().first()
-            row = dict(found) if found is not None else None
-        else:
-            row = self.detail_reads[by].fetch(params)
+        row = self._one_row(self.detail_reads[by], self.detail_statements[by, True], params, scope)
         if row is None:
             if job_id is not None:
                 raise NotFound(f"Job {job_id} not found.", job_id=job_id)
@@ -571,15 +567,24 @@ class JobRepository:
             raise NotFound(f"Job {job_id} not found.", job_id=job_id)
         return rows[0]
 
-    def _tag_row(self, by: str, key: Any, scope: Scope) -> Mapping[str, Any] | None:
-        """One TAG_STATEMENTS read: on the driver connection for an account-wide scope, through
-        SQLAlchemy with the project list for a project-limited one."""
+    def _one_row(
+        self, raw: OneRowRead, narrowed: Any, params: dict[str, Any], scope: Scope
+    ) -> Mapping[str, Any] | None:
+        """A one-row read in ``scope``: ``raw`` on the driver connection for an account-wide
+        scope; ``narrowed`` (the same select with ``project_id IN :project_ids``, expanding, which
+        the raw read cannot take) through SQLAlchemy for a project-limited one. One statement:
+        one round trip, no transaction."""
         if scope.project_ids is None:
-            return self.tag_reads[by].fetch({"key": key, "account_id": scope.account_id})
-        statement = TAG_STATEMENTS[by].where(jobs.c.project_id.in_(sorted(scope.project_ids)))
+            return raw.fetch(params)
         with self.db.read_one() as conn:
-            found = conn.execute(statement, {"key": key, "account_id": scope.account_id}).mappings().first()
-        return dict(found) if found is not None else None
+            found = conn.execute(narrowed, {**params, "project_ids": sorted(scope.project_ids)})
+            row = found.mappings().first()
+        return dict(row) if row is not None else None
+
+    def _tag_row(self, by: str, key: Any, scope: Scope) -> Mapping[str, Any] | None:
+        """One TAG_STATEMENTS read (``by`` id or uuid) in ``scope``."""
+        params = {"key": key, "account_id": scope.account_id}
+        return self._one_row(self.tag_reads[by], TAG_NARROWED[by], params, scope)
 
     def tag(self, scope: Scope, job_id: int) -> tuple[str, int, int]:
         """What the job's ETags are made of, in one indexed read: its uuid, its row ``version``
